@@ -1,0 +1,1 @@
+"""Job events: the model, the durable store, leases, redaction, replay and audit."""

@@ -1,0 +1,1 @@
+"""The orchestrator: request schema, state machine, runner, catalogue, CLI."""

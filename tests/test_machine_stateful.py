@@ -1,0 +1,146 @@
+"""Hypothesis drives random triggers at the live machine and checks the log against it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from events.model import GENESIS_HASH
+from events.replay import audit, fold
+from events.store import EventStore
+from orchestrator.machine import IllegalTransition, JobMachine
+from orchestrator.states import EVENT_TYPES, FINAL, Status, next_status
+
+TRIGGERS = [*sorted(EVENT_TYPES), "NEW", "BOGUS", "complete"]
+
+
+class JobMachineRules(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.store = EventStore.on_disk(Path(self.tmp.name))
+        self.machine = JobMachine(self.store.open("job"))
+        self.accepted: list[tuple[str, dict[str, Any]]] = []
+        self.status = Status.NEW
+
+    def teardown(self) -> None:
+        self.tmp.cleanup()
+
+    @rule(
+        trigger=st.sampled_from(TRIGGERS),
+        explicit=st.booleans(),
+        note=st.text(max_size=8),
+    )
+    def fire(self, trigger: str, explicit: bool, note: str) -> None:
+        data = {"explicit": explicit, "note": note}
+        expected = next_status(self.status, trigger, data) if trigger in EVENT_TYPES else None
+        before = len(self.machine.log)
+        if expected is None:
+            with pytest.raises(IllegalTransition):
+                self.machine.fire(trigger, data)
+            assert len(self.machine.log) == before, "an illegal trigger appended an event"
+            assert self.machine.status is self.status
+            return
+        event = self.machine.fire(trigger, data)
+        assert event.status == expected.value
+        self.status = expected
+        self.accepted.append((trigger, data))
+
+    @rule(attempt=st.integers(1, 5))
+    def new_attempt(self, attempt: int) -> None:
+        self.machine.attempt = max(self.machine.attempt, attempt)
+
+    @invariant()
+    def replay_equals_live(self) -> None:
+        events = self.machine.log.events
+        assert self.machine.status is self.status
+        assert fold(events).status is self.status
+        # The log on disk replays to the same view, and a fresh machine resumes at that state.
+        reread = self.store.read("job")
+        assert reread == events
+        assert fold(reread) == fold(events)
+        assert JobMachine(self.store.open("job")).status is self.status
+
+    @invariant()
+    def seq_contiguous_and_chain_verifies(self) -> None:
+        events = self.machine.log.events
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        prev = GENESIS_HASH
+        for event in events:
+            assert event.prev_hash == prev
+            prev = event.hash
+        report = audit(events)
+        assert report.ok, report.problems
+
+    @invariant()
+    def replaying_the_triggers_gives_the_same_states(self) -> None:
+        fresh = JobMachine(EventStore.in_memory().open("job"))
+        for trigger, data in self.accepted:
+            fresh.fire(trigger, data)
+        assert fresh.status is self.status
+        live = [(e.type, e.status, e.data) for e in self.machine.log.events]
+        again = [(e.type, e.status, e.data) for e in fresh.log.events]
+        assert live == again
+
+    @invariant()
+    def complete_is_final(self) -> None:
+        if self.status in FINAL:
+            for trigger in EVENT_TYPES:
+                assert next_status(self.status, trigger, {"explicit": True}) is None
+
+
+JobMachineRules.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestJobMachine = JobMachineRules.TestCase
+
+
+def test_the_happy_path_walks_the_seed_statuses_in_order() -> None:
+    machine = JobMachine(EventStore.in_memory().open("job"))
+    walk = [
+        "INITIALIZED",
+        "STARTING",
+        "DOWNLOADING",
+        "CAPTIONING",
+        "MODEL_DOWNLOAD",
+        "TRAINING",
+        "TRAINING_COMPLETE",
+        "UPLOADING",
+        "COMPLETE",
+    ]
+    for status in walk:
+        machine.fire(status)
+    assert [e.status for e in machine.log.events] == walk
+
+
+@pytest.mark.parametrize(
+    ("status", "explicit", "allowed"),
+    [
+        ("INTERRUPTED", False, True),
+        ("TRAINING", False, True),  # the worker died mid-training: any delivery resumes
+        ("ERROR", False, False),
+        ("ERROR", True, True),
+        ("CANCELLED", False, False),
+        ("CANCELLED", True, True),
+        ("COMPLETE", True, False),
+    ],
+)
+def test_who_may_resume(status: str, explicit: bool, allowed: bool) -> None:
+    got = next_status(Status(status), "RESUMED", {"explicit": explicit})
+    assert (got is Status.RESUMED) is allowed
+
+
+def test_facts_do_not_move_the_state_and_only_fit_their_states() -> None:
+    machine = JobMachine(EventStore.in_memory().open("job"))
+    for status in ["INITIALIZED", "STARTING", "DOWNLOADING", "MODEL_DOWNLOAD", "TRAINING"]:
+        machine.fire(status)
+    for fact in ["PROGRESS", "CHECKPOINT", "EPOCH_SAVED"]:
+        assert machine.fire(fact).status == "TRAINING"
+    with pytest.raises(
+        IllegalTransition, match="DATASET_REPORT is not allowed while the job is TRAINING"
+    ):
+        machine.fire("DATASET_REPORT")

@@ -1,0 +1,167 @@
+"""The runner with small real stages: start, skip what the log proves, resume, fail, decline."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.lease import FileLease, LeaseHeld
+from events.replay import audit
+from events.store import EventStore
+from orchestrator.runner import run_job
+from orchestrator.states import Status
+from tests.stages_for_tests import Download, Publish, Train, Weights
+
+SEED_WALK = [
+    "INITIALIZED",
+    "STARTING",
+    "DOWNLOADING",
+    "MODEL_DOWNLOAD",
+    "TRAINING",
+    "TRAINING_COMPLETE",
+    "UPLOADING",
+    "COMPLETE",
+]
+
+
+def _stages(tmp_path: Path, **train: Any) -> list[Any]:
+    return [Download(), Weights(), Train(**train), Publish(tmp_path / "published")]
+
+
+def _statuses(root: Path, job: str) -> list[str]:
+    return [e.status for e in EventStore.on_disk(root).read(job) if e.type == e.status]
+
+
+def test_a_new_job_runs_every_stage_and_completes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    stages = _stages(tmp_path)
+    outcome = run_job(root=root, job_id="job-1", stages=stages, start_data={"model_type": "tiny"})
+    assert outcome.status is Status.COMPLETE
+    assert outcome.ran == ["dataset", "weights", "training", "publish"]
+    assert _statuses(root, "job-1") == SEED_WALK
+    assert (tmp_path / "published" / "job-1.bin").read_bytes() == bytes([3]) * 16
+    assert outcome.result is not None
+    assert outcome.result["download_url"].endswith("job-1.bin")
+    events = EventStore.on_disk(root).read("job-1")
+    assert audit(events).ok
+    assert [e.data["epoch"] for e in events if e.type == "EPOCH_SAVED"] == [1, 2, 3]
+    assert outcome.view.dataset_report == {"images": 1, "captions": 1}
+
+
+def test_a_complete_job_delivered_again_returns_the_recorded_result(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    first = run_job(root=root, job_id="job-1", stages=_stages(tmp_path))
+    count = len(EventStore.on_disk(root).read("job-1"))
+    stages = _stages(tmp_path)
+    again = run_job(root=root, job_id="job-1", stages=stages)
+    assert again.status is Status.COMPLETE
+    assert again.result == first.result
+    assert again.ran == []
+    assert all(s.runs == 0 for s in stages)
+    assert len(EventStore.on_disk(root).read("job-1")) == count
+
+
+def test_an_interrupted_job_resumes_and_skips_finished_stages(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    first = run_job(root=root, job_id="job-1", stages=_stages(tmp_path, interrupt_at=2))
+    assert first.status is Status.INTERRUPTED
+    assert first.view.epochs_saved == ({"epoch": 1, "path": "output/epoch1.bin"},)
+    stages = _stages(tmp_path)
+    second = run_job(root=root, job_id="job-1", stages=stages)
+    assert second.status is Status.COMPLETE
+    assert second.attempt == 2
+    assert second.skipped == ["dataset", "weights"]
+    assert second.ran == ["training", "publish"]
+    assert stages[0].runs == 0
+    events = EventStore.on_disk(root).read("job-1")
+    resumed = next(e for e in events if e.type == "RESUMED")
+    assert resumed.attempt == 2
+    assert resumed.data["from_status"] == "INTERRUPTED"
+    # Training continued from epoch 2: epoch 1 was not trained twice.
+    assert [e.data["epoch"] for e in events if e.type == "EPOCH_SAVED"] == [1, 2, 3]
+    assert audit(events).ok
+
+
+def test_a_stage_whose_output_vanished_runs_again(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    run_job(root=root, job_id="job-1", stages=_stages(tmp_path, interrupt_at=1))
+    shutil.rmtree(root / "jobs" / "job-1" / "dataset")
+    stages = _stages(tmp_path)
+    outcome = run_job(root=root, job_id="job-1", stages=stages)
+    assert outcome.status is Status.COMPLETE
+    assert outcome.ran == ["dataset", "training", "publish"]
+    assert outcome.skipped == ["weights"]  # its file is still there
+    assert (root / "jobs" / "job-1" / "dataset" / "a.txt").exists()
+    assert audit(EventStore.on_disk(root).read("job-1")).ok
+
+
+def test_a_failed_stage_records_error_and_is_not_retried_without_asking(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    secret = "hf_TopSecretTokenValue0987654321"
+    failing = run_job(
+        root=root,
+        job_id="job-1",
+        stages=_stages(tmp_path, fail_with=f"dataset has no captions (token {secret})"),
+        secrets=[secret],
+    )
+    assert failing.status is Status.ERROR
+    assert failing.error == "dataset has no captions (token ***)"
+    assert secret not in (root / "jobs" / "job-1" / "events.jsonl").read_text()
+    stages = _stages(tmp_path)
+    declined = run_job(root=root, job_id="job-1", stages=stages)
+    assert declined.status is Status.ERROR
+    assert declined.ran == []
+    assert all(s.runs == 0 for s in stages)
+    resumed = run_job(root=root, job_id="job-1", stages=stages, explicit_resume=True)
+    assert resumed.status is Status.COMPLETE
+    assert resumed.attempt == 2
+
+
+def test_an_unexpected_exception_names_the_stage(tmp_path: Path) -> None:
+    class Broken(Download):
+        def run(self, ctx):  # type: ignore[no-untyped-def]
+            raise KeyError("images")
+
+    outcome = run_job(root=tmp_path, job_id="job-1", stages=[Broken()])
+    assert outcome.status is Status.ERROR
+    assert outcome.error == "stage dataset failed: KeyError: 'images'"
+
+
+def test_a_second_worker_is_refused_while_the_first_holds_the_job(tmp_path: Path) -> None:
+    holder = FileLease(tmp_path / "jobs" / "job-1", owner="other-worker", ttl_s=60)
+    holder.acquire()
+    stages = _stages(tmp_path)
+    with pytest.raises(LeaseHeld, match="other-worker"):
+        run_job(root=tmp_path, job_id="job-1", stages=stages)
+    assert EventStore.on_disk(tmp_path).read("job-1") == []
+
+
+def _die_mid_training(root: str, dest: str) -> None:
+    lease = FileLease(Path(root) / "jobs" / "job-1", owner="doomed", ttl_s=0.5)
+    stages = [Download(), Weights(), Train(kill_at=2), Publish(Path(dest))]
+    run_job(root=Path(root), job_id="job-1", stages=stages, lease=lease)
+
+
+def test_a_killed_worker_loses_only_the_unsaved_work(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    proc = mp.get_context("spawn").Process(
+        target=_die_mid_training, args=(str(root), str(tmp_path / "published"))
+    )
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == -9  # SIGKILL: no INTERRUPTED, no cleanup
+    assert _statuses(root, "job-1")[-1] == "TRAINING"
+    time.sleep(0.6)  # the dead worker's lease runs out
+    stages = _stages(tmp_path)
+    outcome = run_job(root=root, job_id="job-1", stages=stages)
+    assert outcome.status is Status.COMPLETE
+    assert outcome.attempt == 2
+    events = EventStore.on_disk(root).read("job-1")
+    assert next(e for e in events if e.type == "RESUMED").data["from_status"] == "TRAINING"
+    assert [e.data["epoch"] for e in events if e.type == "EPOCH_SAVED"] == [1, 2, 3]
+    assert audit(events).ok
