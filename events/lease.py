@@ -75,6 +75,7 @@ class FileLease:
         self.ttl_s = ttl_s
         self._clock = clock
         self.token: int | None = None
+        self._successor = ""  # the record whose existence means we lost the lease
         self._renewer: threading.Thread | None = None
         self._stop = threading.Event()
         self.lost: StaleLease | None = None
@@ -119,6 +120,7 @@ class FileLease:
             tmp.unlink(missing_ok=True)
         fsync_dir(self.dir)
         self.token = token
+        self._successor = str(self.dir / _NAME.format(token + 1))
         self.lost = None
         self._prune(token)
         return token
@@ -127,7 +129,7 @@ class FileLease:
         """Raise StaleLease unless this writer still holds the highest token."""
         if self.token is None:
             raise StaleLease(f"job {self.job}: no lease held by {self.owner}")
-        if (self.dir / _NAME.format(self.token + 1)).exists():
+        if os.path.exists(self._successor):
             raise StaleLease(
                 f"job {self.job}: worker {self.owner} lost its lease (token {self.token}) "
                 "to another worker; it stops writing"

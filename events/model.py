@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
@@ -26,31 +26,40 @@ class Event(BaseModel):
     seq: int = Field(ge=1)
     type: str
     status: str
-    timestamp: datetime
+    timestamp: AwareDatetime  # checked in pydantic's core: a Python validator costs per line
     attempt: int = Field(ge=1)
     data: dict[str, Any] = Field(default_factory=dict)
     prev_hash: str
     hash: str
 
-    @field_validator("timestamp")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("timestamp must carry a timezone (UTC)")
-        return value.astimezone(UTC)
-
     def body(self) -> dict[str, Any]:
         """Everything the hash covers: every field but `hash`, JSON-ready."""
-        return self.model_dump(mode="json", exclude={"hash"})
+        return _body(
+            self.schema_version,
+            self.job_id,
+            self.seq,
+            self.type,
+            self.status,
+            self.timestamp,
+            self.attempt,
+            self.data,
+            self.prev_hash,
+        )
 
     def to_line(self) -> str:
         """The stored form: canonical body, then the hash as its last key (no newline)."""
         return _join(canonical_json(self.body()), self.hash)
 
+    def as_stored(self) -> dict[str, Any]:
+        """The event as stored, as a dict (what `--json` and the mirrors show)."""
+        return {**self.body(), "hash": self.hash}
+
 
 def canonical_json(body: dict[str, Any]) -> str:
     """Sorted keys, no whitespace, UTF-8 kept as is: the same bytes for the same content."""
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def hash_body(canonical: str) -> str:
@@ -68,6 +77,35 @@ def line_digest_ok(line: str, digest: str) -> bool:
     return hash_body(line[:-_HASH_SUFFIX_LEN] + "}") == digest
 
 
+def format_timestamp(value: datetime) -> str:
+    """Always microseconds and "Z", so the stored text of a time never varies."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _body(  # noqa: PLR0917 - the event's fields, in one hot call
+    schema_version: int,
+    job_id: str,
+    seq: int,
+    type: str,
+    status: str,
+    timestamp: datetime,
+    attempt: int,
+    data: dict[str, Any],
+    prev_hash: str,
+) -> dict[str, Any]:
+    return {
+        "attempt": attempt,
+        "data": data,
+        "job_id": job_id,
+        "prev_hash": prev_hash,
+        "schema_version": schema_version,
+        "seq": seq,
+        "status": status,
+        "timestamp": format_timestamp(timestamp),
+        "type": type,
+    }
+
+
 def make_event(
     *,
     job_id: str,
@@ -78,22 +116,35 @@ def make_event(
     data: dict[str, Any],
     prev_hash: str,
     timestamp: datetime | None = None,
-) -> Event:
-    """Build an event with its hash. The only way new events are made."""
-    draft = {
-        "schema_version": SCHEMA_VERSION,
-        "job_id": job_id,
-        "seq": seq,
-        "type": type,
-        "status": status,
-        "timestamp": timestamp or datetime.now(UTC),
-        "attempt": attempt,
-        "data": data,
-        "prev_hash": prev_hash,
-        "hash": "",
-    }
-    unsigned = Event.model_validate(draft)
-    return unsigned.model_copy(update={"hash": hash_body(canonical_json(unsigned.body()))})
+) -> tuple[Event, str]:
+    """Build an event and its stored line. The only way new events are made.
+
+    `data` must be JSON: anything else is refused here, before it can reach the log.
+    """
+    when = (timestamp or datetime.now(UTC)).astimezone(UTC)
+    if seq < 1 or attempt < 1:
+        raise ValueError(f"seq and attempt start at 1 (got seq {seq}, attempt {attempt})")
+    body = _body(SCHEMA_VERSION, job_id, seq, type, status, when, attempt, data, prev_hash)
+    try:
+        canonical = canonical_json(body)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"event data for {type} is not JSON: {exc}") from None
+    digest = hash_body(canonical)
+    # No second validation: every field was just built from checked parts, and `data` is
+    # plain JSON (the redactor copies it into dicts, lists and scalars).
+    event = Event.model_construct(
+        schema_version=SCHEMA_VERSION,
+        job_id=job_id,
+        seq=seq,
+        type=type,
+        status=status,
+        timestamp=when,
+        attempt=attempt,
+        data=data,
+        prev_hash=prev_hash,
+        hash=digest,
+    )
+    return event, _join(canonical, digest)
 
 
 def event_from_line(line: str) -> Event:

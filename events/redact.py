@@ -6,6 +6,7 @@ knows about, keys named like a credential, and strings shaped like well-known to
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -44,6 +45,7 @@ _TOKEN_SHAPES = re.compile(
 _MIN_SECRET_LEN = 4  # shorter "secrets" would mask ordinary words
 
 
+@functools.lru_cache(maxsize=4096)
 def is_sensitive_key(name: str) -> bool:
     parts = [p.lower() for p in _WORD.findall(name)]
     if not parts:
@@ -62,12 +64,11 @@ class Redactor:
         known = {s for s in (*self._secrets, *secrets) if s and len(s) >= _MIN_SECRET_LEN}
         # Longest first, so a secret that contains another is masked whole.
         self._secrets = sorted(known, key=len, reverse=True)
+        alternatives = [re.escape(s) for s in self._secrets] + [_TOKEN_SHAPES.pattern]
+        self._pattern = re.compile("|".join(alternatives))
 
     def text(self, value: str) -> str:
-        for secret in self._secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return _TOKEN_SHAPES.sub(MASK, value)
+        return self._pattern.sub(MASK, value)
 
     def data(self, value: Any) -> Any:
         """A redacted deep copy of JSON-like data (dicts, lists, scalars)."""

@@ -55,16 +55,18 @@ def parse_blob(blob: bytes, where: str) -> LoadedLog:
     a torn write (a crash mid-append) and are dropped. Any bad complete line is corruption,
     reported with its 1-based line number: never skipped.
     """
-    *complete, tail = blob.split(b"\n")
+    end = blob.rfind(b"\n") + 1
+    tail = blob[end:]
     try:
-        lines = blob[: len(blob) - len(tail)].decode("utf-8").split("\n")[:-1]
+        lines = blob[:end].decode("utf-8").split("\n")
     except UnicodeDecodeError:
         lines = []
-        for index, chunk in enumerate(complete):
+        for index, chunk in enumerate(blob[:end].split(b"\n")):
             try:
                 lines.append(chunk.decode("utf-8"))
             except UnicodeDecodeError:
                 raise CorruptLog(where, index + 1, "not UTF-8") from None
+    lines.pop()  # the empty string after the last newline
     events: list[Event] = []
     prev_hash = GENESIS_HASH
     for index, text in enumerate(lines):
@@ -141,7 +143,7 @@ class EventLog:
             if self.fence is not None:
                 self.fence.check()
             prev = self._events[-1] if self._events else None
-            event = make_event(
+            event, line = make_event(
                 job_id=self.job_id,
                 seq=(prev.seq + 1) if prev else 1,
                 type=type,
@@ -152,7 +154,7 @@ class EventLog:
             )
             self._backend.write(
                 self.job_id,
-                event.to_line() + "\n",
+                line + "\n",
                 truncate_to=len(self._events) if self._pending_truncate else None,
             )
             self._pending_truncate = False
@@ -194,6 +196,7 @@ class JsonlBackend:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._fds: dict[str, int] = {}  # job -> O_APPEND handle, opened on first write
 
     def path(self, job_id: str) -> Path:
         return job_path(self.root, job_id) / EVENTS_FILE
@@ -207,24 +210,39 @@ class JsonlBackend:
         return parse_blob(blob, str(path))
 
     def write(self, job_id: str, line: str, *, truncate_to: int | None) -> None:
+        fd = self._fds.get(job_id)
+        if fd is None or truncate_to is not None:
+            fd = self._open(job_id, truncate_to)
+        data = line.encode("utf-8")
+        written = os.write(fd, data)
+        while written < len(data):  # short writes are legal; finish the line
+            written += os.write(fd, data[written:])
+        # Not retried on error: after a failed fsync the kernel may have dropped the pages.
+        os.fsync(fd)
+
+    def _open(self, job_id: str, truncate_to: int | None) -> int:
+        self.close(job_id)
         path = self.path(job_id)
         created = not path.exists()
         if created:
             path.parent.mkdir(parents=True, exist_ok=True)
         if truncate_to is not None:
             _truncate_after_lines(path, truncate_to)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            data = line.encode("utf-8")
-            written = os.write(fd, data)
-            while written < len(data):  # short writes are legal; finish the line
-                written += os.write(fd, data[written:])
-            # Not retried on error: after a failed fsync the kernel may have dropped the pages.
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         if created:
             fsync_dir(path.parent)
+        self._fds[job_id] = fd
+        return fd
+
+    def close(self, job_id: str | None = None) -> None:
+        """Close the open append handle of one job (or all)."""
+        for key in [job_id] if job_id is not None else list(self._fds):
+            fd = self._fds.pop(key, None) if key is not None else None
+            if fd is not None:
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
     def job_ids(self) -> list[str]:
         jobs = self.root / "jobs"

@@ -134,16 +134,29 @@ def _index() -> dict[tuple[Status, str], Transition]:
 _BY_SOURCE = _index()
 
 
+def _lookup() -> dict[tuple[Status, str], tuple[Status | None, bool]]:
+    # (status, event type) -> (status after it or None for "unchanged", needs explicit)
+    table: dict[tuple[Status, str], tuple[Status | None, bool]] = {
+        key: (t.dest, t.explicit_only) for key, t in _BY_SOURCE.items()
+    }
+    for fact, states in FACT_STATES.items():
+        for state in states:
+            table[(state, fact.value)] = (None, False)
+    return table
+
+
+_LOOKUP = _lookup()
+
+
 def next_status(current: Status, event_type: str, data: dict[str, Any]) -> Status | None:
     """The status after `event_type` from `current`, or None when the table forbids it."""
-    if event_type in Fact.__members__:
-        return current if current in FACT_STATES[Fact(event_type)] else None
-    transition = _BY_SOURCE.get((current, event_type))
-    if transition is None:
+    found = _LOOKUP.get((current, event_type))
+    if found is None:
         return None
-    if transition.explicit_only and data.get("explicit") is not True:
+    dest, explicit_only = found
+    if explicit_only and data.get("explicit") is not True:
         return None
-    return transition.dest
+    return current if dest is None else dest
 
 
 def allowed_events(current: Status) -> list[str]:

@@ -1,0 +1,120 @@
+"""Event store speed against the bare minimum the same work needs.
+
+1. Append with fsync: our EventLog.append (redact, chain, hash, lease check, O_APPEND write,
+   fsync) against a bare loop of os.write + os.fsync of the same bytes.
+2. Replay + verify: parse every line, check each line's hash and the chain, fold to a view,
+   check every transition; against a bare json.loads loop over the same lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from events.lease import FileLease
+from events.replay import fold
+from events.store import EventStore, parse_blob
+from orchestrator.states import Status, next_status
+
+APPEND_N = 10_000
+REPLAY_N = 100_000
+ROUNDS = 3
+
+
+def _best(fn: Callable[[], float]) -> float:
+    """Median of a few rounds: these machines are noisy."""
+    return statistics.median(fn() for _ in range(ROUNDS))
+
+
+def _payload(i: int) -> dict[str, object]:
+    return {"step": i, "loss": 0.1234 + i * 1e-6, "epoch": i // 100, "message": "training"}
+
+
+def bench_append(tmp: Path) -> tuple[float, float]:
+    def ours() -> float:
+        root = Path(tempfile.mkdtemp(dir=tmp))
+        lease = FileLease(root / "jobs" / "job", owner="bench")
+        lease.acquire()
+        log = EventStore.on_disk(root).open(
+            "job", secrets=["hf_benchsecretvalue000000000"], fence=lease
+        )
+        start = time.perf_counter()
+        for i in range(APPEND_N):
+            log.append(type="PROGRESS", status="TRAINING", attempt=1, data=_payload(i))
+        return time.perf_counter() - start
+
+    def bare() -> float:
+        root = Path(tempfile.mkdtemp(dir=tmp))
+        source = EventStore.in_memory().open("job")
+        lines = []
+        for i in range(APPEND_N):
+            e = source.append(type="PROGRESS", status="TRAINING", attempt=1, data=_payload(i))
+            lines.append((e.to_line() + "\n").encode())
+        fd = os.open(root / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        start = time.perf_counter()
+        for line in lines:
+            os.write(fd, line)
+            os.fsync(fd)
+        elapsed = time.perf_counter() - start
+        os.close(fd)
+        return elapsed
+
+    return _best(ours), _best(bare)
+
+
+def replay_and_verify(blob: bytes) -> Status:
+    """What a worker does with a log on every delivery."""
+    events = parse_blob(blob, "bench").events  # each line's hash, seq and the chain
+    status = Status.NEW
+    for event in events:
+        after = next_status(status, event.type, event.data)
+        if after is None or after.value != event.status:
+            raise AssertionError(f"bad transition at seq {event.seq}")
+        status = after
+    view = fold(events)
+    assert view.status is status
+    return status
+
+
+def bench_replay(tmp: Path) -> tuple[float, float]:
+    store = EventStore.in_memory()
+    log = store.open("job")
+    log.append(type="INITIALIZED", status="INITIALIZED", attempt=1, data={})
+    for s in ("STARTING", "DOWNLOADING", "MODEL_DOWNLOAD", "TRAINING"):
+        log.append(type=s, status=s, attempt=1, data={})
+    for i in range(REPLAY_N - 5):
+        log.append(type="PROGRESS", status="TRAINING", attempt=1, data=_payload(i))
+    blob = "".join(e.to_line() + "\n" for e in log.events).encode()
+    lines = blob.split(b"\n")[:-1]
+
+    def ours() -> float:
+        start = time.perf_counter()
+        replay_and_verify(blob)
+        return time.perf_counter() - start
+
+    def bare() -> float:
+        start = time.perf_counter()
+        for line in lines:
+            json.loads(line)
+        return time.perf_counter() - start
+
+    return _best(ours), _best(bare)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, bare = bench_append(Path(tmp))
+        print(
+            f"append+fsync x{APPEND_N}: store {ours:.3f}s  bare write+fsync {bare:.3f}s  "
+            f"ratio {ours / bare:.2f} (goal <= 1.5)"
+        )
+        ours, bare = bench_replay(Path(tmp))
+        print(
+            f"replay+verify x{REPLAY_N}: store {ours:.3f}s  bare json.loads {bare:.3f}s  "
+            f"ratio {ours / bare:.2f} (goal <= 3)"
+        )
