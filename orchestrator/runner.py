@@ -21,7 +21,7 @@ from events.model import Event
 from events.replay import JobView, fold
 from events.store import EventStore, job_path
 from orchestrator.machine import JobMachine
-from orchestrator.states import HALTED, Fact, Status
+from orchestrator.states import HALTED, MEANING, Fact, Status
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +69,7 @@ class Stage(abc.ABC):
         return all((ctx.job_dir / str(f)).exists() for f in files)
 
     def describe(self) -> str:
-        return f"{self.status.value.replace('_', ' ').capitalize()}: {self.name}"
+        return MEANING[self.status]
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def _deliver(
     else:
         machine.attempt = 1
         machine.fire(Status.INITIALIZED, {"message": "Job initialized", **(start_data or {})})
-        machine.fire(Status.STARTING, {"message": "Validating input, preparing"})
+        machine.fire(Status.STARTING, {"message": MEANING[Status.STARTING]})
 
     results: dict[str, dict[str, Any]] = {}
     ran: list[str] = []

@@ -53,6 +53,22 @@ SEED_ORDER: tuple[Status, ...] = (
     S.COMPLETE,
     S.ERROR,
 )
+# The seed README's words for each status (its "Status Values" table), plus ours.
+MEANING: dict[Status, str] = {
+    S.INITIALIZED: "Repository created, job starting",
+    S.STARTING: "Validating input, preparing",
+    S.DOWNLOADING: "Downloading dataset",
+    S.CAPTIONING: "Running auto-captioning",
+    S.MODEL_DOWNLOAD: "Downloading base model",
+    S.TRAINING: "Training in progress",
+    S.TRAINING_COMPLETE: "Training finished",
+    S.UPLOADING: "Uploading results",
+    S.COMPLETE: "All done",
+    S.ERROR: "Something failed",
+    S.INTERRUPTED: "Worker stopping; checkpoint kept, the job resumes on its next delivery",
+    S.CANCELLED: "Cancelled by the client; the latest saved LoRA is still published",
+    S.RESUMED: "Picked up again by a new attempt",
+}
 WORKING: frozenset[Status] = frozenset(
     {
         S.STARTING,

@@ -13,9 +13,9 @@ import pytest
 from events.lease import FileLease, LeaseHeld
 from events.replay import audit
 from events.store import EventStore
+from orchestrator.rehearsal import Download, Publish, Train, Weights
 from orchestrator.runner import run_job
 from orchestrator.states import Status
-from tests.stages_for_tests import Download, Publish, Train, Weights
 
 SEED_WALK = [
     "INITIALIZED",

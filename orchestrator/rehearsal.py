@@ -1,4 +1,10 @@
-"""Small real stages that write files, for runner tests and the demo's rehearsal job."""
+"""Stand-in stages that write small files: the runner's rehearsal until the real stages exist.
+
+They drive the real runner, event store and lease exactly as the real stages will (statuses,
+facts, files to verify), without downloading or training anything. `make demo` and the runner
+tests use them; the tests' knobs (interrupt, fail, kill at an epoch) simulate what a worker
+meets in production.
+"""
 
 from __future__ import annotations
 
