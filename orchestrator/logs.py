@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
+
+
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
 
 
 def configure_logging(*, json_lines: bool | None = None, level: int = logging.INFO) -> None:
@@ -25,6 +30,7 @@ def configure_logging(*, json_lines: bool | None = None, level: int = logging.IN
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # sys.stderr is looked up per logger, not bound once: tests and tools swap it.
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
