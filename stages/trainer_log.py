@@ -1,0 +1,148 @@
+"""Reading diffusion-pipe's console: log lines to facts, and a failed run to a reason.
+
+The lines are diffusion-pipe's (and minipipe's, which prints the same ones); see the
+reference's "Console output" section. Pure functions: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_STEP = re.compile(
+    r"steps:\s*(?P<step>\d+)\s+loss:\s*(?P<loss>[-+0-9.eE]+|nan|inf)\s+"
+    r"iter time \(s\):\s*(?P<iter>[0-9.eE+-]+)"
+)
+_EPOCH = re.compile(r"Started new epoch:\s*(?P<epoch>\d+)")
+_SAVED = re.compile(r"Saving model to directory\s+(?P<name>(?:epoch|step)\d+)")
+_CHECKPOINT = re.compile(r"Saving model checkpoint:\s*(?P<path>\S*?(?P<tag>global_step\d+))")
+_RESUMED = re.compile(r"Resuming at epoch:\s*(?P<epoch>\d+),\s*step:\s*(?P<step>\d+)")
+_BATCH = re.compile(r"Global batch size = (?P<batch>\d+)")
+COMPLETE_MARKER = "TRAINING COMPLETE!"
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int
+    loss: float
+    iter_time_s: float
+
+
+@dataclass(frozen=True)
+class EpochStarted:
+    epoch: int
+
+
+@dataclass(frozen=True)
+class ModelSaved:
+    name: str  # epochN or stepN
+
+    @property
+    def epoch(self) -> int | None:
+        return int(self.name[5:]) if self.name.startswith("epoch") else None
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    tag: str  # global_stepN
+
+    @property
+    def step(self) -> int:
+        return int(self.tag.removeprefix("global_step"))
+
+
+@dataclass(frozen=True)
+class Resumed:
+    epoch: int
+    step: int
+
+
+@dataclass(frozen=True)
+class GlobalBatch:
+    size: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    pass
+
+
+LogFact = Step | EpochStarted | ModelSaved | CheckpointSaved | Resumed | GlobalBatch | Finished
+
+
+def parse_line(line: str) -> LogFact | None:
+    """The fact a console line states, if any."""
+    if COMPLETE_MARKER in line:
+        return Finished()
+    if m := _STEP.search(line):
+        return Step(int(m["step"]), float(m["loss"]), float(m["iter"]))
+    if m := _EPOCH.search(line):
+        return EpochStarted(int(m["epoch"]))
+    if m := _SAVED.search(line):
+        return ModelSaved(m["name"])
+    if m := _CHECKPOINT.search(line):
+        return CheckpointSaved(m["tag"])
+    if m := _RESUMED.search(line):
+        return Resumed(int(m["epoch"]), int(m["step"]))
+    if m := _BATCH.search(line):
+        return GlobalBatch(int(m["batch"]))
+    return None
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str  # a stable code: gpu_oom, host_oom, empty_dataset, ...
+    advice: str
+
+
+_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    (
+        "gpu_oom",
+        re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED"),
+        "the GPU ran out of memory: lower batch_size, resolution or lora_rank, keep "
+        "activation_checkpointing on, or use a GPU with more memory",
+    ),
+    (
+        "empty_dataset",
+        re.compile(r"Processed dataset was empty"),
+        "no training item survived bucketing: every size bucket had fewer items than the "
+        "global batch (batch_size x gradient_accumulation_steps); add media, raise the "
+        "repeats or lower the batch",
+    ),
+    (
+        "flash_attn_missing",
+        re.compile(r"No module named '?flash_attn|flash_attn.*(?:not found|ImportError)"),
+        "flash-attn is missing or broken in the worker image; this is a deployment problem, "
+        "not your request",
+    ),
+    (
+        "missing_model_file",
+        re.compile(
+            r"(?:FileNotFoundError|No such file or directory).*(?:models?/|safetensors|\.pth)"
+        ),
+        "a base-model file is missing; the model download was incomplete, delete the model "
+        "folder's .complete.json so the next job downloads it again",
+    ),
+)
+
+
+def classify_failure(exit_code: int | None, finished: bool, tail: Sequence[str]) -> Failure:
+    """Why a run that did not succeed failed, from its exit code and last lines."""
+    text = "\n".join(tail)
+    for reason, pattern, advice in _RULES:
+        if pattern.search(text):
+            return Failure(reason, advice)
+    if exit_code in (247, -9, 137):
+        return Failure(
+            "host_oom",
+            f"the trainer was killed (exit {exit_code}), usually because the worker ran out of "
+            "RAM; use a worker with more memory or lower caching_batch_size",
+        )
+    if exit_code == 0 and not finished:
+        return Failure(
+            "incomplete",
+            "the trainer exited 0 without printing 'TRAINING COMPLETE!' (diffusion-pipe also "
+            "exits 0 when it refuses a config, e.g. more than three resolutions)",
+        )
+    return Failure("other", f"the trainer failed with exit code {exit_code}")
