@@ -1,14 +1,21 @@
 """The model catalogue: one frozen entry per `model_type`, declared once as data.
 
 Everything that differs between models (the diffusion-pipe `[model] type`, which media a model
-trains on, the file name of the saved LoRA, the training defaults) lives here, so the request
-schema, the TOML writer and the docs read one table instead of scattering `if model_type == ...`.
+trains on, the file name of the saved LoRA, the weights to download, the `[model]` table and the
+training defaults) lives here, so the request schema, the TOML writer, the weights stage and the
+docs read one table instead of scattering `if model_type == ...`.
+
+Sources: the `[model]` keys follow reference/diffusion-pipe.md §2.2 and §6.3; downloads and
+per-model defaults follow the Hearmeman templates (reference/peers.md §1.2, §1.3), with the two
+mistakes of the existing serverless port fixed (SDXL's key is `checkpoint_path`; Z-Image needs the
+Comfy files laid out flat plus Ostris' training adapter).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -19,7 +26,8 @@ VIDEOS: frozenset[Medium] = frozenset({"videos"})
 IMAGES_AND_VIDEOS: frozenset[Medium] = frozenset({"images", "videos"})
 
 # The seed README's documented training defaults (its "Training Configuration" tables), in the
-# README's order. Every model starts from these; an entry's `overrides` replace single keys.
+# README's order, with one deliberate change (checkpoint_every_n_minutes, below). Every model
+# starts from these; an entry's `overrides` replace single keys.
 # Sequences are tuples so the shared table cannot be mutated through one entry.
 BASE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
@@ -32,7 +40,9 @@ BASE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "lora_rank": 32,
         "lora_dtype": "bfloat16",
         "save_every_n_epochs": 10,
-        "checkpoint_every_n_minutes": 120,
+        # The seed README says 120, but diffusion-pipe has no signal handling: a preempted worker
+        # loses everything since the last checkpoint. 20 minutes bounds that loss.
+        "checkpoint_every_n_minutes": 20,
         "save_dtype": "bfloat16",
         "optimizer_type": "adamw_optimi",
         "optimizer_betas": (0.9, 0.99),
@@ -49,6 +59,55 @@ BASE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
 )
 
 
+CHECKPOINT_MINUTES_SEED = 120  # what the seed README promised, kept for the docs
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """One Hugging Face Hub download into `<root>/models/<dest>`.
+
+    `files` names single files (repo-relative); empty means the whole repo, filtered by
+    `allow_patterns` / `ignore_patterns`. `flatten` puts each named file directly in `dest`
+    (`split_files/vae/ae.safetensors` -> `<dest>/ae.safetensors`) as diffusion-pipe's paths expect.
+    """
+
+    repo_id: str
+    dest: str
+    files: tuple[str, ...] = ()
+    allow_patterns: tuple[str, ...] = ()
+    ignore_patterns: tuple[str, ...] = ()
+    flatten: bool = False
+    gated: bool = False
+
+    def targets(self) -> tuple[str, ...]:
+        """The paths (relative to the models root) this download leaves behind: one per named
+        file, else the destination folder."""
+        if not self.files:
+            return (self.dest,)
+        return tuple(
+            str(PurePosixPath(self.dest) / (PurePosixPath(f).name if self.flatten else f))
+            for f in self.files
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPath:
+    """A `[model]` table value that is a path under the models root, filled in at render time."""
+
+    rel: str
+
+
+def _fill(value: Any, models_root: str) -> Any:
+    """A deep copy of a `[model]` template with every ModelPath made absolute."""
+    if isinstance(value, ModelPath):
+        return str(PurePosixPath(models_root) / value.rel)
+    if isinstance(value, Mapping):
+        return {k: _fill(v, models_root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_fill(v, models_root) for v in value]
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
     model_type: str
@@ -58,6 +117,24 @@ class ModelEntry:
     media: frozenset[Medium]
     lora_file: str  # the file name diffusion-pipe saves the adapter under
     defaults: Mapping[str, Any]  # BASE_DEFAULTS with this entry's overrides applied
+    downloads: tuple[Download, ...] = ()
+    # The `[model]` table without `type`; ModelPath values are filled from the models root.
+    model_template: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # Set when the weights are not downloaded but built on the worker (the tiny CPU model).
+    built_by: str | None = None
+    weights_dir: str = ""  # the folder under the models root that holds this model's weights
+
+    def model_table(self, models_root: str) -> dict[str, Any]:
+        """diffusion-pipe's `[model]` table for weights under `models_root`."""
+        table: dict[str, Any] = {"type": self.diffusion_pipe_type}
+        table.update(_fill(self.model_template, models_root))
+        return table
+
+    def download_targets(self) -> tuple[str, ...]:
+        """Every path (relative to the models root) that must exist before training."""
+        if not self.downloads:
+            return (self.weights_dir,)
+        return tuple(t for d in self.downloads for t in d.targets())
 
     @property
     def trains_images(self) -> bool:
@@ -77,6 +154,10 @@ def _entry(
     lora_file: str = "adapter_model.safetensors",
     gated: bool = False,
     overrides: Mapping[str, Any] | None = None,
+    downloads: tuple[Download, ...] = (),
+    model: Mapping[str, Any] | None = None,
+    built_by: str | None = None,
+    weights_dir: str = "",
 ) -> ModelEntry:
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(BASE_DEFAULTS))
@@ -90,7 +171,23 @@ def _entry(
         media=media,
         lora_file=lora_file,
         defaults=MappingProxyType({**BASE_DEFAULTS, **overrides}),
+        downloads=downloads,
+        model_template=MappingProxyType(dict(model or {})),
+        built_by=built_by,
+        weights_dir=weights_dir or (downloads[0].dest if downloads else model_type),
     )
+
+
+# Per-model training defaults from the Hearmeman templates (peers.md §1.3). Keys a template does
+# not set keep the seed README's value (e.g. warmup 100 for SDXL, Qwen and Z-Image).
+_IMAGE_LR = 2e-4  # Flux, SDXL, Qwen, Z-Image templates; the seed's single 2e-5 suits only Wan
+_WAN = {"epochs": 200, "save_every_n_epochs": 10, "gradient_accumulation_steps": 4}
+_WAN_MODEL = {"dtype": "bfloat16", "timestep_sample_method": "logit_normal"}
+
+
+def _wan_download(repo: str) -> tuple[Download, ...]:
+    # The whole official folder: ckpt_path needs config.json, the VAE, the T5 and its tokenizer.
+    return (Download(repo, f"Wan/{repo.split('/')[1]}"),)
 
 
 _ENTRIES: tuple[ModelEntry, ...] = (
@@ -101,16 +198,135 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         media=IMAGES,
         lora_file="pytorch_lora_weights.safetensors",
         gated=True,  # black-forest-labs/FLUX.1-dev is licence-gated
+        overrides={"epochs": 80, "learning_rate": _IMAGE_LR},
+        downloads=(
+            Download(
+                "black-forest-labs/FLUX.1-dev",
+                "flux",
+                # diffusers_path reads the Diffusers subfolders; the BFL single files at the
+                # repo root (about 24 GB) are never read.
+                ignore_patterns=("flux1-dev.safetensors", "ae.safetensors", "*.jpg", "*.png"),
+                gated=True,
+            ),
+        ),
+        model={
+            "diffusers_path": ModelPath("flux"),
+            "dtype": "bfloat16",
+            "transformer_dtype": "float8",
+            "flux_shift": True,
+        },
     ),
-    _entry("sdxl", "SDXL", "sdxl", media=IMAGES, lora_file="lora.safetensors"),
-    _entry("wan13", "Wan 1.3B", "wan", media=IMAGES_AND_VIDEOS),
-    _entry("wan14b_t2v", "Wan 14B T2V", "wan", media=IMAGES_AND_VIDEOS),
+    _entry(
+        "sdxl",
+        "SDXL",
+        "sdxl",
+        media=IMAGES,
+        lora_file="lora.safetensors",
+        # The template's unet_lr / text_encoder_*_lr (1e-4) are left out on purpose: they would
+        # override [optimizer].lr for every parameter group, so training.learning_rate would be
+        # silently ignored. They can still be passed in training.model.
+        overrides={
+            "learning_rate": _IMAGE_LR,
+            "batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "optimizer_type": "adamw8bit",
+        },
+        downloads=(
+            Download("timoshishi/sdXL_v10VAEFix", "sdxl", files=("sdXL_v10VAEFix.safetensors",)),
+        ),
+        # diffusion-pipe's key is checkpoint_path (the existing port wrote ckpt_path).
+        model={
+            "checkpoint_path": ModelPath("sdxl/sdXL_v10VAEFix.safetensors"),
+            "dtype": "bfloat16",
+        },
+    ),
+    _entry(
+        "wan13",
+        "Wan 1.3B",
+        "wan",
+        media=IMAGES_AND_VIDEOS,
+        overrides=_WAN,
+        downloads=_wan_download("Wan-AI/Wan2.1-T2V-1.3B"),
+        model={"ckpt_path": ModelPath("Wan/Wan2.1-T2V-1.3B"), **_WAN_MODEL},
+    ),
+    _entry(
+        "wan14b_t2v",
+        "Wan 14B T2V",
+        "wan",
+        media=IMAGES_AND_VIDEOS,
+        overrides=_WAN,
+        downloads=_wan_download("Wan-AI/Wan2.1-T2V-14B"),
+        model={"ckpt_path": ModelPath("Wan/Wan2.1-T2V-14B"), **_WAN_MODEL},
+    ),
     # diffusion-pipe asserts that i2v trains on videos only (the first frame is the condition).
-    _entry("wan14b_i2v", "Wan 14B I2V", "wan", media=VIDEOS),
-    _entry("qwen", "Qwen Image", "qwen_image", media=IMAGES),
-    _entry("z_image_turbo", "Z Image Turbo", "z_image", media=IMAGES),
-    # Not a public model: a tiny CPU model (minipipe) for tests and local runs. Its defaults are
-    # shrunk so an end-to-end CPU run takes seconds, not hours.
+    _entry(
+        "wan14b_i2v",
+        "Wan 14B I2V",
+        "wan",
+        media=VIDEOS,
+        overrides=_WAN,
+        downloads=_wan_download("Wan-AI/Wan2.1-I2V-14B-480P"),
+        model={"ckpt_path": ModelPath("Wan/Wan2.1-I2V-14B-480P"), **_WAN_MODEL},
+    ),
+    _entry(
+        "qwen",
+        "Qwen Image",
+        "qwen_image",
+        media=IMAGES,
+        overrides={
+            "epochs": 80,
+            "learning_rate": _IMAGE_LR,
+            "save_every_n_epochs": 20,
+            "gradient_accumulation_steps": 1,
+        },
+        downloads=(Download("Qwen/Qwen-Image", "Qwen-Image"),),
+        model={
+            "diffusers_path": ModelPath("Qwen-Image"),
+            "dtype": "bfloat16",
+            "transformer_dtype": "float8",
+            "timestep_sample_method": "logit_normal",
+        },
+    ),
+    _entry(
+        "z_image_turbo",
+        "Z Image Turbo",
+        "z_image",
+        media=IMAGES,
+        overrides={"epochs": 80, "learning_rate": _IMAGE_LR, "gradient_accumulation_steps": 1},
+        downloads=(
+            Download(
+                "Comfy-Org/z_image_turbo",
+                "z_image",
+                files=(
+                    "split_files/diffusion_models/z_image_turbo_bf16.safetensors",
+                    "split_files/vae/ae.safetensors",
+                    "split_files/text_encoders/qwen_3_4b.safetensors",
+                ),
+                flatten=True,  # the existing port left them under split_files/
+            ),
+            # Turbo is step-distilled; training on it directly breaks the distillation, so
+            # Ostris' adapter is merged in before training (the existing port never fetched it).
+            Download(
+                "ostris/zimage_turbo_training_adapter",
+                "z_image",
+                files=("zimage_turbo_training_adapter_v2.safetensors",),
+            ),
+        ),
+        model={
+            "diffusion_model": ModelPath("z_image/z_image_turbo_bf16.safetensors"),
+            "vae": ModelPath("z_image/ae.safetensors"),
+            "text_encoders": (
+                MappingProxyType(
+                    {"path": ModelPath("z_image/qwen_3_4b.safetensors"), "type": "lumina2"}
+                ),
+            ),
+            "merge_adapters": (ModelPath("z_image/zimage_turbo_training_adapter_v2.safetensors"),),
+            "dtype": "bfloat16",
+        },
+    ),
+    # Not a public model: a tiny CPU model (minipipe) for tests and local runs, built on the
+    # worker instead of downloaded. Its defaults are shrunk so an end-to-end CPU run takes
+    # seconds, not hours.
     _entry(
         "tiny",
         "Tiny (minipipe, CPU)",
@@ -124,6 +340,9 @@ _ENTRIES: tuple[ModelEntry, ...] = (
             "gradient_accumulation_steps": 1,
             "save_every_n_epochs": 1,
         },
+        built_by="minipipe",
+        weights_dir="tiny",
+        model={"path": ModelPath("tiny"), "dtype": "float32"},
     ),
 )
 

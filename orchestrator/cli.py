@@ -7,16 +7,20 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import tomli_w
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from events.model import Event
+from events.redact import MASK, is_sensitive_key
 from events.replay import AuditReport, audit, summarize
 from events.store import EVENTS_FILE, CorruptLog, parse_blob
+from orchestrator.catalogue import ALL_MODEL_TYPES, Download, ModelEntry, get_model
 from orchestrator.logs import configure_logging
-from orchestrator.request import RequestError, parse_request
+from orchestrator.request import RequestError, TrainingRequest, parse_request
+from stages.trainer_config import ConfigError, JobPaths, render
 
 app = typer.Typer(
     name="dpserve",
@@ -54,7 +58,7 @@ def validate(
     try:
         request = parse_request(raw)
     except RequestError as exc:
-        err.print(f"[red]{request_file}[/]: {exc}", highlight=False, markup=False)
+        err.print(f"{request_file}: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
     out.print_json(json.dumps(request.masked()))
 
@@ -130,6 +134,124 @@ def events(
                     out.print(f"[red]problem:[/] {problem}", highlight=False)
     if verify and not report.ok:
         raise typer.Exit(1)
+
+
+# --- the catalogue and dry-run planning ---------------------------------------------------------
+
+
+def _download_text(download: Download) -> str:
+    if download.files:
+        what = ", ".join(download.files)
+    elif download.allow_patterns:
+        what = "files matching " + ", ".join(download.allow_patterns)
+    else:
+        what = "whole repo"
+    if download.ignore_patterns:
+        what += " except " + ", ".join(download.ignore_patterns)
+    return f"{download.repo_id} ({what})"
+
+
+def _sources(entry: ModelEntry) -> str:
+    if not entry.downloads:
+        return f"built locally by {entry.built_by or '?'}"
+    return "\n".join(d.repo_id for d in entry.downloads)
+
+
+@app.command()
+def models() -> None:
+    """List the models a request can train, with their defaults and weights."""
+    table = Table(title="model catalogue", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("model_type", "name", "dp type", "media", "gated", "LoRA file", "lr", "epochs"):
+        # Short columns never wrap; the long ones fold so the repos stay readable at 140 columns.
+        short = column in ("model_type", "gated", "lr", "epochs")
+        table.add_column(column, no_wrap=short, overflow="ellipsis" if short else "fold")
+    # Download sizes are not recorded (they change with the repos); the repos are shown instead.
+    table.add_column("weights from", overflow="fold", ratio=3)
+    for model_type in ALL_MODEL_TYPES:
+        entry = get_model(model_type)
+        table.add_row(
+            entry.model_type,
+            entry.display_name,
+            entry.diffusion_pipe_type,
+            "+".join(sorted(entry.media)),
+            "yes" if entry.gated else "no",
+            entry.lora_file,
+            f"{entry.defaults['learning_rate']:g}",
+            str(entry.defaults["epochs"]),
+            _sources(entry),
+        )
+    out.print(table)
+
+
+def _read_request(request_file: Path) -> TrainingRequest:
+    """The parsed request; exit 2 on an unreadable file, 1 on an invalid request."""
+    try:
+        raw = json.loads(request_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        err.print(f"[red]error:[/] {request_file}: no such file")
+        raise typer.Exit(2) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        err.print(f"[red]error:[/] {request_file}: not valid JSON ({exc})")
+        raise typer.Exit(2) from None
+    if not isinstance(raw, dict):
+        err.print(f"[red]error:[/] {request_file}: the request must be a JSON object")
+        raise typer.Exit(2)
+    try:
+        return parse_request(raw)
+    except RequestError as exc:
+        # markup off: the message quotes user text; so no colour tags in it either.
+        err.print(f"{request_file}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+
+
+def _masked(value: Any) -> Any:
+    # Passthrough credentials (monitoring.wandb_api_key) would otherwise be printed.
+    if isinstance(value, dict):
+        return {k: MASK if is_sensitive_key(k) else _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
+@app.command()
+def plan(
+    request_file: Annotated[Path, typer.Argument(help="A request JSON: {'input': {...}} or bare")],
+    root: Annotated[
+        Path, typer.Option("--root", help="Working folder the job paths are shown under")
+    ] = Path("./work"),
+    images: Annotated[
+        int | None, typer.Option("--images", min=0, help="Image count, to check the batch size")
+    ] = None,
+    videos: Annotated[
+        int | None, typer.Option("--videos", min=0, help="Video count, to check the batch size")
+    ] = None,
+) -> None:
+    """Print the diffusion-pipe configs and the downloads a request would produce. Runs and
+    downloads nothing."""
+    request = _read_request(request_file)
+    paths = JobPaths.for_job(root.absolute(), "JOB_ID")
+    try:
+        configs = render(request, paths, image_count=images, video_count=videos)
+    except ConfigError as exc:
+        # markup off: the message quotes user text; so no colour tags in it either.
+        err.print(f"{request_file}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    entry = request.model
+    # Plain writes: the TOML's [tables] would be read as rich markup.
+    sys.stdout.write(f"# {paths.dataset_file}\n{tomli_w.dumps(_masked(configs.dataset))}\n")
+    main_file = paths.config_dir / configs.main_file_name
+    sys.stdout.write(f"# {main_file}\n{tomli_w.dumps(_masked(configs.main))}\n")
+    sys.stdout.write(f"# weights, into {paths.models_root}\n")
+    if not entry.downloads:
+        sys.stdout.write(
+            f"- built locally by {entry.built_by}: {paths.models_root / entry.weights_dir}\n"
+        )
+    for download in entry.downloads:
+        gated = " [gated: needs a Hugging Face token that accepted the licence]"
+        sys.stdout.write(
+            f"- {_download_text(download)} -> {paths.models_root / download.dest}"
+            f"{gated if download.gated else ''}\n"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

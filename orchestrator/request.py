@@ -205,6 +205,9 @@ OptimizerName = Annotated[
 ]
 Dtype = Literal["float32", "float16", "bfloat16", "float8", "float8_e4m3fn", "float8_e5m2"]
 LoraDtype = Literal["float32", "float16", "bfloat16"]
+# multiple_overlapping stays accepted here because the seed README's own Wan example uses it, but
+# diffusion-pipe has disabled it: stages.trainer_config refuses it (naming this field) before the
+# configs are written, and its `preflight` lets the runner refuse it before any download.
 ClipMode = Literal["single_beginning", "single_middle", "multiple_overlapping"]
 Beta = Annotated[float, Field(ge=0, lt=1)]
 FrameBucket = Annotated[int, Field(ge=1, le=1024)]
@@ -410,7 +413,8 @@ class TrainingConfig(BaseModel):
         "Save the LoRA every N epochs", "save_every_n_epochs", ge=1, le=1_000_000
     )
     checkpoint_every_n_minutes: int | None = _tf(
-        "Save the training state (for resume) every N minutes",
+        "Save the training state (for resume) every N minutes. The seed README's 120 is lowered "
+        "to 20: diffusion-pipe cannot checkpoint on preemption, so up to this much work is lost",
         "checkpoint_every_n_minutes",
         ge=1,
         le=10_000_000,
@@ -426,7 +430,11 @@ class TrainingConfig(BaseModel):
     optimizer_eps: float | None = _tf(
         "Numerical stability term", "optimizer_eps", gt=0, allow_inf_nan=False
     )
-    video_clip_mode: ClipMode | None = _tf("How to extract clips from videos", "video_clip_mode")
+    video_clip_mode: ClipMode | None = _tf(
+        "How to extract clips from videos: single_beginning or single_middle. "
+        "multiple_overlapping is disabled in diffusion-pipe and refused before training",
+        "video_clip_mode",
+    )
     frame_buckets: list[FrameBucket] | None = _tf(
         "Frame count buckets (1 is images)", "frame_buckets", min_length=1, max_length=64
     )

@@ -20,6 +20,7 @@ from orchestrator.request import (
     mask_url,
     parse_request,
 )
+from stages.trainer_config import ConfigError, preflight
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
@@ -154,6 +155,29 @@ def test_seed_example_values_are_kept() -> None:
     assert req.output.huggingface.token.get_secret_value() == "hf_xxx"
 
 
+def test_seed_wan_example_parses_but_its_clip_mode_is_refused_before_training() -> None:
+    # Decision: the request keeps accepting the seed README's own example verbatim (it is the
+    # promised API and is bundled in examples/), but diffusion-pipe has disabled
+    # multiple_overlapping, so the config renderer, and its preflight run before any download,
+    # refuse it with an error that names the field and the supported values.
+    req = parse_request({"input": SEED_WAN_CUSTOM})
+    assert req.training.video_clip_mode == "multiple_overlapping"
+    with pytest.raises(ConfigError) as info:
+        preflight(req)
+    assert info.value.field == "training.video_clip_mode"
+    assert "single_beginning, single_middle" in str(info.value)
+    fixed = copy.deepcopy(SEED_WAN_CUSTOM)
+    fixed["training"]["video_clip_mode"] = "single_beginning"
+    preflight(parse_request(fixed))
+
+
+def test_schema_says_which_clip_modes_train() -> None:
+    field = TrainingRequest.model_json_schema()["$defs"]["TrainingConfig"]["properties"][
+        "video_clip_mode"
+    ]
+    assert "multiple_overlapping is disabled" in field["description"]
+
+
 def test_runpod_envelope_keys_besides_input_are_ignored() -> None:
     req = parse_request({"id": "abc", "webhook": "https://x", "input": SEED_QWEN_SIMPLEST})
     assert req.model_type == "qwen"
@@ -162,7 +186,7 @@ def test_runpod_envelope_keys_besides_input_are_ignored() -> None:
 def test_null_sections_mean_defaults() -> None:
     body = {**SEED_QWEN_SIMPLEST, "training": None, "api_keys": None}
     req = parse_request(body)
-    assert effective_training(req)["epochs"] == 100
+    assert effective_training(req)["epochs"] == 80  # Qwen's template default
 
 
 def test_optional_defaults() -> None:
@@ -818,8 +842,11 @@ def test_mask_url() -> None:
 def test_defaults_resolve_from_the_catalogue() -> None:
     req = parse_request({"input": SEED_QWEN_SIMPLEST})
     eff = effective_training(req)
-    assert eff["epochs"] == 100
-    assert eff["learning_rate"] == 2e-5
+    # Qwen's known-good template values (peers.md §1.3), not the seed's one-size 100 / 2e-5.
+    assert eff["epochs"] == 80
+    assert eff["learning_rate"] == 2e-4
+    assert eff["save_every_n_epochs"] == 20
+    assert eff["checkpoint_every_n_minutes"] == 20
     assert eff["lora_rank"] == 32
     assert eff["optimizer_betas"] == [0.9, 0.99]
     assert eff["frame_buckets"] == [1, 33]
@@ -840,12 +867,12 @@ def test_tiny_defaults_come_from_its_catalogue_entry() -> None:
 
 def test_user_values_override_and_null_means_default() -> None:
     req = parse_request(
-        _req(training={"epochs": 80, "lora_rank": 16, "learning_rate": None, "resolution": 512})
+        _req(training={"epochs": 90, "lora_rank": 16, "learning_rate": None, "resolution": 512})
     )
     eff = effective_training(req)
-    assert (eff["epochs"], eff["lora_rank"], eff["resolution"]) == (80, 16, 512)
-    assert eff["learning_rate"] == 2e-5
-    assert eff["gradient_accumulation_steps"] == 4
+    assert (eff["epochs"], eff["lora_rank"], eff["resolution"]) == (90, 16, 512)
+    assert eff["learning_rate"] == 2e-4
+    assert eff["gradient_accumulation_steps"] == 1
 
 
 def test_passthrough_keys_are_kept() -> None:
@@ -869,7 +896,7 @@ def test_passthrough_keys_are_kept() -> None:
     assert eff["adapter"] == {"dropout": 0.05}
     assert eff["optimizer"] == {"stabilize": True}
     assert eff["activation_checkpointing"] == "unsloth"
-    assert eff["epochs"] == 100
+    assert eff["epochs"] == 80
     assert req.training.passthrough() == {
         "blocks_to_swap": 8,
         "lr_scheduler": "cosine",
