@@ -352,6 +352,7 @@ class Training(Stage):
     ) -> None:
         self.plan = plan
         self.cpu_module = cpu_module  # tests swap in trainers that fail on purpose
+        self.current_run: TrainerRun | None = None  # the live process, for observers
         self.diffusion_pipe_dir = diffusion_pipe_dir
         self.stop = stop or StopRequest()
         self.stop_grace_s = stop_grace_s
@@ -396,6 +397,7 @@ class Training(Stage):
                 ctx.progress(**state.sample())
 
         run = TrainerRun(command, ctx.job_dir / "logs" / "train.log")
+        self.current_run = run
         result = follow(
             run,
             progress=progress,

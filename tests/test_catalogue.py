@@ -56,7 +56,7 @@ EXPECTED = {
         "Tiny (minipipe, CPU)",
         "tiny",
         False,
-        {"images", "videos"},
+        {"images"},
         "adapter_model.safetensors",
     ),
 }

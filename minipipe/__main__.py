@@ -1,0 +1,7 @@
+"""`python -m minipipe --config <main.toml> [--resume_from_checkpoint [NAME]]`."""
+
+import sys
+
+from minipipe.train import main
+
+sys.exit(main())

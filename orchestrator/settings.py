@@ -1,0 +1,51 @@
+"""Worker settings: one frozen object read from `DPS_*` environment variables once.
+
+Passed explicitly to the code that needs it (never read at import time), so tests build their
+own with a loopback Hub endpoint and a temporary root.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+VOLUME = Path("/runpod-volume")
+HF_ENDPOINT = "https://huggingface.co"
+RUNPOD_MODEL_CACHE = VOLUME / "huggingface-cache" / "hub"
+
+
+def _default_root() -> Path:
+    if VOLUME.is_dir():  # a network volume is mounted: jobs and models survive the worker
+        return VOLUME / "diffusion_pipe_working_folder"
+    return Path("dps-root").absolute()
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    hub_endpoint: str = HF_ENDPOINT
+    # RunPod's "cached models" (endpoint setting): an HF cache, models--owner--name/snapshots/...
+    hf_cache_dir: Path = RUNPOD_MODEL_CACHE
+    model_lock_ttl_s: float = 120.0  # a dead downloader's lock is taken over after this
+    model_wait_s: float = 3 * 3600.0  # how long a job waits for another worker's download
+    download_attempts: int = 3  # tries per repo on network errors and 5xx
+    retry_wait_s: float = 5.0  # first pause between tries, doubled each time
+
+    @property
+    def models_root(self) -> Path:
+        return self.root / "models"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            root=Path(env["DPS_ROOT"]) if env.get("DPS_ROOT") else _default_root(),
+            hub_endpoint=(env.get("DPS_HUB_ENDPOINT") or HF_ENDPOINT).rstrip("/"),
+            hf_cache_dir=Path(env.get("DPS_HF_CACHE") or RUNPOD_MODEL_CACHE),
+            model_lock_ttl_s=float(env.get("DPS_MODEL_LOCK_TTL_S") or 120.0),
+            model_wait_s=float(env.get("DPS_MODEL_WAIT_S") or 3 * 3600.0),
+            download_attempts=int(env.get("DPS_DOWNLOAD_ATTEMPTS") or 3),
+            retry_wait_s=float(env.get("DPS_RETRY_WAIT_S") or 5.0),
+        )

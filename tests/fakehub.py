@@ -1,0 +1,403 @@
+"""A loopback Hugging Face Hub that the real `huggingface_hub` client can talk to.
+
+It speaks the slice of the wire protocol in reference/hub-and-eventsourcing.md §2: repo
+create/info, recursive tree listing, preupload (always `regular`, so neither LFS nor Xet is ever
+touched), NDJSON commits (412 on a stale `parentCommit`), and `resolve` downloads with
+`X-Repo-Commit`, `ETag`, `Content-Length` and Range. Errors carry the `X-Error-Code` headers the
+client maps to exceptions. Repos live in memory as commit sha -> {path: bytes}; file oids are git
+blob SHA-1s, so the client's no-op detection works. Every request is recorded for counting, and
+`fail()` injects faults (409/429/5xx) for retry tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+API_TYPE = {"models": "model", "datasets": "dataset", "spaces": "space"}
+
+
+def git_oid(data: bytes) -> str:
+    """The git blob SHA-1 the Hub reports as a regular file's `oid`."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    repo_type: str = "model"
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)
+    gated_tokens: frozenset[str] | None = None  # None: not gated; else tokens allowed in
+
+    def resolve(self, rev: str) -> str | None:
+        """A branch name or a full commit sha -> the commit sha, or None."""
+        return self.branches.get(rev) or (rev if rev in self.commits else None)
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str  # unquoted, without the query string
+    auth: bool  # an Authorization header was sent
+
+
+@dataclass
+class Fault:
+    status: int
+    method: str | None
+    path_contains: str | None
+    times: int
+    headers: dict[str, str]
+
+
+Reply = tuple[int, bytes, dict[str, str], str]  # status, body, headers, content type
+
+
+class HubError(Exception):
+    def __init__(self, status: int, code: str | None, message: str, commit: str = "") -> None:
+        super().__init__(message)
+        self.status, self.code, self.commit = status, code, commit
+
+
+class FakeHub:
+    """Start with `with FakeHub() as hub:`; point the client at `hub.url`."""
+
+    def __init__(self) -> None:
+        self.repos: dict[tuple[str, str], Repo] = {}
+        self.requests: list[Seen] = []
+        self.faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._commit_no = 0
+        self.delay_s = 0.0  # pause before sending file content: widens races in lock tests
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> FakeHub:
+        hub = self
+
+        class Handler(_Handler):
+            fake = hub
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self._server = server
+        # A short poll interval: shutdown() waits for it, once per test.
+        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "use FakeHub as a context manager"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- seeding and inspection --------------------------------------------------------------
+    def add_repo(
+        self,
+        repo_id: str,
+        files: dict[str, bytes] | None = None,
+        *,
+        repo_type: str = "model",
+        gated_tokens: set[str] | None = None,
+    ) -> str:
+        """Create (or replace) a repo with one commit holding `files`; return its sha."""
+        gated = frozenset(gated_tokens) if gated_tokens is not None else None
+        with self._lock:
+            repo = Repo(repo_id, repo_type, gated_tokens=gated)
+            self.repos[(repo_type, repo_id)] = repo
+            return self._commit(repo, "main", dict(files or {}))
+
+    def files(
+        self, repo_id: str, revision: str = "main", repo_type: str = "model"
+    ) -> dict[str, bytes]:
+        repo = self.repos[(repo_type, repo_id)]
+        sha = repo.resolve(revision)
+        assert sha is not None, f"no revision {revision} in {repo_id}"
+        return dict(repo.commits[sha])
+
+    def fail(
+        self,
+        status: int,
+        *,
+        method: str | None = None,
+        path_contains: str | None = None,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next `times` matching requests with `status` (409, 429, 5xx...)."""
+        with self._lock:
+            self.faults.append(Fault(status, method, path_contains, times, dict(headers or {})))
+
+    def count(self, method: str | None = None, contains: str = "") -> int:
+        with self._lock:
+            return sum(
+                1
+                for r in self.requests
+                if (method is None or r.method == method) and contains in r.path
+            )
+
+    def downloads(self) -> int:
+        """File-content fetches (GET on a resolve URL)."""
+        return self.count("GET", "/resolve/")
+
+    # -- internals ---------------------------------------------------------------------------
+    def _commit(self, repo: Repo, branch: str, files: dict[str, bytes]) -> str:
+        self._commit_no += 1
+        seed = f"{repo.repo_type}/{repo.repo_id}/{branch}/{self._commit_no}".encode()
+        sha = hashlib.sha1(seed, usedforsecurity=False).hexdigest()
+        repo.commits[sha] = files
+        repo.branches[branch] = sha
+        return sha
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if (fault.method in (None, method)) and (fault.path_contains or "") in path:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeHub
+    protocol_version = "HTTP/1.0"  # one request per connection: simple and good enough
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        return
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _handle(self, method: str) -> None:
+        split = urlsplit(self.path)
+        raw = [s for s in split.path.split("/") if s]
+        path = "/" + "/".join(unquote(s) for s in raw)
+        hub = self.fake
+        with hub._lock:
+            hub.requests.append(Seen(method, path, "authorization" in self.headers))
+        body = self._body() if method == "POST" else b""
+        fault = hub._take_fault(method, path)
+        if fault is not None:
+            self._json(fault.status, {"error": f"injected {fault.status}"}, fault.headers)
+            return
+        try:
+            with hub._lock:  # state changes under the lock; bytes are sent outside it
+                reply = self._route(method, [unquote(s) for s in raw], parse_qs(split.query), body)
+            if method == "GET" and "/resolve/" in path and hub.delay_s:
+                time.sleep(hub.delay_s)
+            self._send(*reply)
+        except HubError as err:
+            headers = {"X-Error-Message": str(err)}
+            if err.code:
+                headers["X-Error-Code"] = err.code
+            if err.commit:
+                headers["X-Repo-Commit"] = err.commit
+            self._json(err.status, {"error": str(err)}, headers)
+
+    def _body(self) -> bytes:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            out = bytearray()  # the client streams NDJSON commits chunked
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                out += self.rfile.read(size)
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return bytes(out)
+        return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str], ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(*_json(status, payload, headers))
+
+    def _token(self) -> str | None:
+        auth = self.headers.get("authorization", "")
+        return auth[7:] if auth.startswith("Bearer ") else None
+
+    def _repo(self, repo_type: str, repo_id: str) -> Repo:
+        repo = self.fake.repos.get((repo_type, repo_id))
+        if repo is None:  # the Hub answers 401 for unknown repos, as for private ones
+            raise HubError(401, "RepoNotFound", f"Repository Not Found for {repo_id}")
+        return repo
+
+    @staticmethod
+    def _sha(repo: Repo, rev: str) -> str:
+        sha = repo.resolve(rev)
+        if sha is None:
+            raise HubError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        return sha
+
+    # -- routes ------------------------------------------------------------------------------
+    def _route(
+        self, method: str, seg: list[str], query: dict[str, list[str]], body: bytes
+    ) -> Reply:
+        if seg[:3] == ["api", "repos", "create"] and method == "POST":
+            return self._create(json.loads(body or b"{}"))
+        if len(seg) >= 4 and seg[0] == "api" and seg[1] in API_TYPE:
+            repo = self._repo(API_TYPE[seg[1]], f"{seg[2]}/{seg[3]}")
+            return self._api(method, repo, seg[4:], query, body)
+        kind = "model"
+        if seg and seg[0] in ("datasets", "spaces"):
+            kind, seg = API_TYPE[seg[0]], seg[1:]
+        if len(seg) >= 5 and seg[2] == "resolve" and method in ("GET", "HEAD"):
+            repo = self._repo(kind, f"{seg[0]}/{seg[1]}")
+            return self._resolve(repo, seg[3], "/".join(seg[4:]))
+        raise HubError(404, None, f"no route for {method} /{'/'.join(seg)}")
+
+    def _create(self, req: dict[str, Any]) -> Reply:
+        if self._token() is None:
+            raise HubError(401, None, "Invalid credentials in Authorization header")
+        repo_type = req.get("type") or "model"
+        repo_id = f"{req['organization']}/{req['name']}" if req.get("organization") else req["name"]
+        url = f"{self.fake.url}/{PREFIX[repo_type]}{repo_id}"
+        if (repo_type, repo_id) in self.fake.repos:
+            return _json(409, {"error": "You already created this repo", "url": url})
+        repo = Repo(repo_id, repo_type)
+        self.fake.repos[(repo_type, repo_id)] = repo
+        self.fake._commit(repo, "main", {})
+        return _json(200, {"url": url, "name": repo_id})
+
+    def _api(
+        self, method: str, repo: Repo, rest: list[str], query: dict[str, list[str]], body: bytes
+    ) -> Reply:
+        action = rest[0] if rest else "revision"
+        rev = rest[1] if len(rest) > 1 else "main"
+        if method == "GET" and action == "revision":
+            sha = self._sha(repo, rev)
+            return _json(200, self._info(repo, sha))
+        if method == "GET" and action == "tree":
+            sha = self._sha(repo, rev)
+            recursive = query.get("recursive", ["false"])[0].lower() == "true"
+            return _json(200, list(_tree(repo.commits[sha], "/".join(rest[2:]), recursive)))
+        if method == "POST" and action == "preupload":
+            files = repo.commits[self._sha(repo, rev)]
+            wanted = json.loads(body)["files"]
+            answer = [
+                {
+                    "path": f["path"],
+                    "uploadMode": "regular",  # never LFS/Xet: the fake stores bytes inline
+                    "shouldIgnore": False,
+                    "oid": git_oid(files[f["path"]]) if f["path"] in files else None,
+                }
+                for f in wanted
+            ]
+            return _json(200, {"files": answer})
+        if method == "POST" and action == "commit":
+            return self._commit_ndjson(repo, rev, body)
+        raise HubError(404, None, f"no route for {method} {action}")
+
+    def _info(self, repo: Repo, sha: str) -> dict[str, Any]:
+        files = repo.commits[sha]
+        return {
+            "id": repo.repo_id,
+            "sha": sha,
+            "private": False,
+            "gated": "manual" if repo.gated_tokens is not None else False,
+            "siblings": [{"rfilename": p} for p in sorted(files)],
+        }
+
+    def _commit_ndjson(self, repo: Repo, rev: str, body: bytes) -> Reply:
+        if self._token() is None:
+            raise HubError(401, None, "Invalid credentials in Authorization header")
+        head = self._sha(repo, rev)
+        files = dict(repo.commits[head])
+        for line in body.splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+            if key == "header":
+                parent = value.get("parentCommit")
+                if parent and parent != head:
+                    raise HubError(412, None, f"parent commit {parent} is not the head {head}")
+            elif key == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif key == "deletedFile":
+                files.pop(value["path"], None)
+            elif key == "deletedFolder":
+                prefix = value["path"].rstrip("/") + "/"
+                files = {p: d for p, d in files.items() if not p.startswith(prefix)}
+            else:
+                raise HubError(400, None, f"the fake hub does not accept {key!r} operations")
+        sha = self.fake._commit(repo, rev, files)
+        url = f"{self.fake.url}/{PREFIX[repo.repo_type]}{repo.repo_id}/commit/{sha}"
+        return _json(200, {"commitUrl": url, "commitOid": sha, "success": True})
+
+    def _resolve(self, repo: Repo, rev: str, path: str) -> Reply:
+        if repo.gated_tokens is not None and self._token() not in repo.gated_tokens:
+            status = 401 if self._token() is None else 403
+            raise HubError(
+                status,
+                "GatedRepo",
+                f"Access to model {repo.repo_id} is restricted. You must have access to it "
+                "and be authenticated to access it. Please log in.",
+            )
+        sha = self._sha(repo, rev)
+        data = repo.commits[sha].get(path)
+        if data is None:
+            raise HubError(404, "EntryNotFound", f"{path} does not exist on {rev}", commit=sha)
+        headers = {"X-Repo-Commit": sha, "ETag": f'"{git_oid(data)}"', "Accept-Ranges": "bytes"}
+        status, start, end = 200, 0, len(data)
+        ranged = self.headers.get("range", "")
+        if ranged.startswith("bytes="):
+            first, _, last = ranged[6:].partition("-")
+            start = int(first or 0)
+            end = min(int(last) + 1, len(data)) if last else len(data)
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        return status, data[start:end], headers, "application/octet-stream"
+
+
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
+    return status, json.dumps(payload).encode(), headers or {}, "application/json"
+
+
+def _tree(files: dict[str, bytes], under: str, recursive: bool) -> Iterator[dict[str, Any]]:
+    """Tree entries below `under`, directories included, sorted by path."""
+    prefix = under.strip("/") + "/" if under.strip("/") else ""
+    entries: dict[str, dict[str, Any]] = {}
+    for path, data in files.items():
+        if not path.startswith(prefix):
+            continue
+        parts = path[len(prefix) :].split("/")
+        for depth in range(1, len(parts)):
+            if not recursive and depth > 1:
+                break
+            folder = prefix + "/".join(parts[:depth])
+            entries[folder] = {"type": "directory", "path": folder, "oid": git_oid(b"")}
+        if recursive or len(parts) == 1:
+            entries[path] = {"type": "file", "path": path, "size": len(data), "oid": git_oid(data)}
+    if prefix and not entries:
+        raise HubError(404, "EntryNotFound", f"{under} does not exist")
+    yield from (entries[p] for p in sorted(entries))
