@@ -1,0 +1,109 @@
+"""Dataset preparation speed against the bare minimum the same work needs.
+
+Ours: download over loopback (stages.dataset_download) + safe extraction + the pre-flight check
+(every image decoded) + dataset.toml written via stages.trainer_config. Baseline: `curl` to a
+file plus `unzip`, the same archive from the same server. The archive (~200 noise JPEGs, about
+200 MB) is generated once and cached in the temp folder.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from orchestrator.request import parse_request
+from stages.dataset import prepare
+from stages.dataset_download import DownloadLimits
+from stages.dataset_report import build_report
+from stages.trainer_config import JobPaths, render, write_configs
+from tests.dataserver import DataServer
+
+IMAGES = 200
+SIDE = (1408, 1024)  # noise at quality 90: about 1 MB per JPEG
+ROUNDS = 3
+CACHE = Path(tempfile.gettempdir()) / f"dps-bench-dataset-{IMAGES}-{SIDE[0]}x{SIDE[1]}.zip"
+
+
+def dataset_zip() -> bytes:
+    if CACHE.is_file():
+        return CACHE.read_bytes()
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(IMAGES):
+            pixels = rng.integers(0, 256, (SIDE[1], SIDE[0], 3), dtype=np.uint8)
+            jpeg = io.BytesIO()
+            Image.fromarray(pixels).save(jpeg, "JPEG", quality=90)
+            zf.writestr(f"set/img{i:03}.jpg", jpeg.getvalue())
+            zf.writestr(f"set/img{i:03}.txt", f"a noisy picture number {i}")
+    data = buf.getvalue()
+    tmp = CACHE.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(CACHE)
+    return data
+
+
+def main() -> None:
+    data = dataset_zip()
+    have_tools = shutil.which("curl") and shutil.which("unzip")
+    with DataServer() as srv, tempfile.TemporaryDirectory() as tmp_name:
+        srv.files["/d.zip"] = data
+        url = srv.url + "/d.zip"
+        tmp = Path(tmp_name)
+        request = parse_request(
+            {"model_type": "qwen", "dataset": {"type": "precaptioned", "images_url": url}}
+        )
+        ours_times: list[float] = []
+        check_times: list[float] = []
+        bare_times: list[float] = []
+        for r in range(ROUNDS):
+            root = tmp / f"ours{r}"
+            start = time.perf_counter()
+            report = prepare(request, root / "jobs" / "j", download_limits=DownloadLimits())
+            paths = JobPaths.for_job(root, "j")
+            configs = render(request, paths, image_count=report.usable_images, video_count=0)
+            write_configs(configs, paths.config_dir)
+            ours_times.append(time.perf_counter() - start)
+            assert report.usable_images == IMAGES, report.to_event()
+
+            start = time.perf_counter()
+            build_report(paths.images_dir, paths.videos_dir, request)
+            check_times.append(time.perf_counter() - start)
+            shutil.rmtree(root)
+
+            if have_tools:
+                bare = tmp / f"bare{r}"
+                bare.mkdir()
+                start = time.perf_counter()
+                subprocess.run(["curl", "-sSf", "-o", str(bare / "d.zip"), url], check=True)
+                unzip = ["unzip", "-qo", str(bare / "d.zip"), "-d", str(bare / "x")]
+                subprocess.run(unzip, check=True)
+                bare_times.append(time.perf_counter() - start)
+                shutil.rmtree(bare)
+    ours = statistics.median(ours_times)
+    check = statistics.median(check_times)
+    size = len(data) / 2**20
+    line = f"dataset prep {IMAGES} JPEGs ({size:.0f} MB zip): ours {ours:.2f}s"
+    if bare_times:
+        bare_s = statistics.median(bare_times)
+        line += f"  curl+unzip {bare_s:.2f}s  ratio {ours / bare_s:.2f} (goal <= 1.5)"
+    else:
+        line += "  (baseline skipped: curl or unzip not found)"
+    print(line)
+    print(
+        f"dataset check alone: {check:.2f}s  {IMAGES / check:.0f} images/s "
+        f"(download+extract+toml {ours - check:.2f}s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,428 @@
+"""Fetch a dataset archive: http(s) with resume, or a Hub dataset repo (hf://datasets/...).
+
+`download(url, dest_dir, field=..., limits=...)` streams an http(s) URL to `dest_dir` with a
+size cap, connect/read timeouts, retries with backoff and a resumed transfer (HTTP Range,
+checked against Content-Range; a server that ignores Range gets a fresh download). Redirects
+are followed by hand so that only http(s) targets are ever contacted. `hf://datasets/owner/name
+[@rev]` goes through huggingface_hub's `snapshot_download`.
+
+A finished download leaves `<name>.manifest.json` (size + sha256 + a hash of the full URL) next
+to the file, so a job delivered again reuses it instead of downloading again.
+
+Every error is a `DownloadFailed` (a `StageFailed`) naming the request field; messages show the
+host and path only, never a URL's userinfo or query (a presigned URL's signature is a secret).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from orchestrator.runner import StageFailed
+
+GiB = 1 << 30
+CHUNK = 1 << 20
+MAX_REDIRECTS = 10
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
+
+
+class DownloadFailed(StageFailed):
+    """A dataset could not be fetched; the message says what the user can do about it."""
+
+
+class _Retry(Exception):
+    """A transient failure (network, 5xx, 429): try again, resuming if possible."""
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    """Bounds for one dataset download. `from_env` reads `DPS_DATASET_*` variables."""
+
+    max_bytes: int = 20 * GiB
+    connect_timeout_s: float = 15.0
+    read_timeout_s: float = 60.0
+    attempts: int = 4  # failures in a row that made no progress before giving up
+    retry_wait_s: float = 2.0  # first pause between tries, doubled each time (capped at 60 s)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DownloadLimits:
+        env = os.environ if env is None else env
+        return cls(
+            max_bytes=int(env.get("DPS_DATASET_MAX_BYTES") or 20 * GiB),
+            connect_timeout_s=float(env.get("DPS_DATASET_CONNECT_TIMEOUT_S") or 15.0),
+            read_timeout_s=float(env.get("DPS_DATASET_READ_TIMEOUT_S") or 60.0),
+            attempts=int(env.get("DPS_DATASET_DOWNLOAD_ATTEMPTS") or 4),
+            retry_wait_s=float(env.get("DPS_DATASET_RETRY_WAIT_S") or 2.0),
+        )
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A fetched dataset: an archive file (http) or a folder (hf://)."""
+
+    path: Path
+    size: int
+    sha256: str
+    reused: bool  # an earlier delivery's download was still valid
+
+
+def where(url: str) -> str:
+    """host + path, the only parts of a URL an error message may show."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the given URL"
+    return f"{host}{port}{parts.path}"
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def download(
+    url: str,
+    dest_dir: Path,
+    *,
+    field: str,
+    name: str,
+    limits: DownloadLimits | None = None,
+    hub_endpoint: str = "https://huggingface.co",
+    token: str | None = None,
+    on_bytes: ProgressFn | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Downloaded:
+    """Fetch `url` into `dest_dir/<name>` (a file, or a folder for hf://). See the module doc."""
+    limits = limits or DownloadLimits()
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if url.startswith("hf://"):
+        return _hub(url, dest_dir / name, field=field, endpoint=hub_endpoint, token=token,
+                    limits=limits)  # fmt: skip
+    if scheme not in ("http", "https"):
+        shown = scheme if re.fullmatch(r"[a-z][a-z0-9+.-]{0,15}", scheme) else "this"
+        raise DownloadFailed(
+            f'{field}: the "{shown}" scheme is not supported; use an http(s) URL or '
+            "hf://datasets/owner/name"
+        )
+    target = dest_dir / name
+    reused = _reuse(target, url)
+    if reused is not None:
+        if on_bytes is not None:
+            on_bytes(reused.size, reused.size)
+        return reused
+    return _http(url, target, field=field, limits=limits, on_bytes=on_bytes, sleep=sleep)
+
+
+# --- manifest ----------------------------------------------------------------------------------
+
+
+def _manifest_path(target: Path) -> Path:
+    return target.with_name(target.name + ".manifest.json")
+
+
+def _url_key(url: str) -> str:
+    # The full URL may hold a credential: keep only its hash, to notice a changed request.
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _reuse(target: Path, url: str) -> Downloaded | None:
+    """The earlier download of `url`, when its manifest still matches the file."""
+    try:
+        manifest = json.loads(_manifest_path(target).read_text(encoding="utf-8"))
+        if manifest.get("url") != _url_key(url) or not target.is_file():
+            return None
+        size = target.stat().st_size
+        if size != manifest["size"] or sha256_file(target) != manifest["sha256"]:
+            return None
+        return Downloaded(target, size, str(manifest["sha256"]), reused=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_manifest(target: Path, url: str, size: int, sha: str) -> None:
+    data = {"url": _url_key(url), "size": size, "sha256": sha}
+    tmp = _manifest_path(target).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, _manifest_path(target))
+
+
+# --- http(s) -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Part:
+    """The partial file of a transfer in progress and the hash of its bytes so far."""
+
+    path: Path
+    size: int = 0
+    digest: Any = None
+    etag: str | None = None
+
+    def reset(self) -> None:
+        self.path.write_bytes(b"")
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+
+def _http(
+    url: str,
+    target: Path,
+    *,
+    field: str,
+    limits: DownloadLimits,
+    on_bytes: ProgressFn | None,
+    sleep: Callable[[float], None],
+) -> Downloaded:
+    _manifest_path(target).unlink(missing_ok=True)
+    part = _Part(target.with_name(target.name + ".part"))
+    part.reset()  # a leftover .part from a crashed worker has no known validator: start over
+    timeout = httpx.Timeout(limits.read_timeout_s, connect=limits.connect_timeout_s)
+    failures = 0
+    last = ""
+    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        while True:
+            before = part.size
+            try:
+                _transfer(client, url, part, field=field, limits=limits, on_bytes=on_bytes)
+                break
+            except _Retry as exc:
+                last = str(exc)
+            # A drop after progress does not count: a flaky link may still finish by resuming.
+            failures = 0 if part.size > before else failures + 1
+            if failures >= limits.attempts:
+                if "timed out" in last:
+                    raise DownloadFailed(
+                        f"{field}: timed out downloading from {where(url)} after "
+                        f"{limits.attempts} attempts; check that the server is reachable"
+                    )
+                raise DownloadFailed(
+                    f"{field}: Failed to download dataset from {where(url)} after "
+                    f"{limits.attempts} attempts ({last}); verify the URL is publicly "
+                    "accessible (test it with curl)"
+                )
+            sleep(min(60.0, limits.retry_wait_s * 2 ** max(0, failures - 1)))
+    sha = part.digest.hexdigest()
+    os.replace(part.path, target)
+    _write_manifest(target, url, part.size, sha)
+    return Downloaded(target, part.size, sha, reused=False)
+
+
+def _transfer(
+    client: httpx.Client,
+    url: str,
+    part: _Part,
+    *,
+    field: str,
+    limits: DownloadLimits,
+    on_bytes: ProgressFn | None,
+) -> None:
+    """One request (following redirects) that appends to `part`; raises _Retry on a drop."""
+    headers: dict[str, str] = {"Accept-Encoding": "identity"}
+    resuming = part.size > 0
+    if resuming:
+        headers["Range"] = f"bytes={part.size}-"
+        if part.etag:  # the server sends the whole (new) file if it changed since
+            headers["If-Range"] = part.etag
+    current = url
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            with client.stream("GET", current, headers=headers) as response:
+                if response.is_redirect:
+                    current = _redirect(current, response, field)
+                    continue
+                _check_status(response, url, field)
+                total = _start(
+                    response, part, resuming=resuming, url=url, field=field, limits=limits
+                )
+                if on_bytes is not None:
+                    on_bytes(part.size, total)
+                first = part.size == 0
+                with part.path.open("ab") as out:
+                    for chunk in response.iter_bytes():  # as received: a drop keeps every byte
+                        if first and chunk:
+                            _sniff(chunk, url, field, response.headers.get("content-type", ""))
+                            first = False
+                        if part.size + len(chunk) > limits.max_bytes:
+                            raise _too_large(field, limits, None)
+                        out.write(chunk)
+                        part.digest.update(chunk)
+                        part.size += len(chunk)
+                        if on_bytes is not None:
+                            on_bytes(part.size, total)
+                if total is not None and part.size < total:
+                    raise _Retry(f"connection closed at {part.size} of {total} bytes")
+                return
+        raise DownloadFailed(f"{field}: more than {MAX_REDIRECTS} redirects from {where(url)}")
+    except httpx.TimeoutException as exc:
+        raise _Retry(f"timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:  # connect refused, reset, closed mid-body
+        raise _Retry(type(exc).__name__) from exc
+
+
+def _redirect(current: str, response: httpx.Response, field: str) -> str:
+    location = response.headers.get("location")
+    if not location:
+        raise DownloadFailed(f"{field}: {where(current)} redirected without a Location")
+    nxt: str = urljoin(current, str(location))
+    scheme = urlsplit(nxt).scheme.lower()
+    if scheme not in ("http", "https"):
+        shown = scheme if re.fullmatch(r"[a-z][a-z0-9+.-]{0,15}", scheme) else "another"
+        raise DownloadFailed(
+            f'{field}: {where(current)} redirected to a "{shown}" URL; only http(s) '
+            "redirects are followed"
+        )
+    return nxt
+
+
+def _check_status(response: httpx.Response, url: str, field: str) -> None:
+    code = response.status_code
+    if code in (200, 206):
+        return
+    if code in {404, 410}:
+        raise DownloadFailed(f"{field}: not found at {where(url)} (HTTP {code}); check the URL")
+    if code in (401, 403):
+        raise DownloadFailed(
+            f"{field}: {where(url).split('/', 1)[0]} refused access (HTTP {code}): is the link "
+            "public / not expired?"
+        )
+    if code == 416:
+        raise _Retry("HTTP 416")  # our Range went past the end: the next try starts over
+    if code == 429 or code >= 500:
+        raise _Retry(f"HTTP {code}")
+    raise DownloadFailed(
+        f"{field}: Failed to download dataset from {where(url)} (HTTP {code}); verify the URL "
+        "is publicly accessible (test it with curl)"
+    )
+
+
+def _start(
+    response: httpx.Response,
+    part: _Part,
+    *,
+    resuming: bool,
+    url: str,
+    field: str,
+    limits: DownloadLimits,
+) -> int | None:
+    """Decide append vs restart from the status and Content-Range; return the full size."""
+    length = _int(response.headers.get("content-length"))
+    if response.status_code == 206:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+        if not resuming or match is None or int(match.group(1)) != part.size:
+            # A range we did not ask for: trust nothing and start over on the next try.
+            part.reset()
+            raise _Retry("the server answered with an unexpected byte range")
+        total = _int(match.group(3))
+    else:
+        if resuming:  # the server ignored Range (or the file changed): fresh download
+            part.reset()
+        total = length
+        part.etag = response.headers.get("etag")
+    if total is not None and total > limits.max_bytes:
+        raise _too_large(field, limits, total)
+    return total
+
+
+def _too_large(field: str, limits: DownloadLimits, total: int | None) -> DownloadFailed:
+    size = f" ({human(total)})" if total is not None else ""
+    return DownloadFailed(
+        f"{field}: the dataset is larger than the {human(limits.max_bytes)} limit{size}; "
+        "split it or reduce it"
+    )
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _sniff(head: bytes, url: str, field: str, content_type: str) -> None:
+    """Refuse a web page early: share links often return HTML instead of the file."""
+    if head.lstrip()[:1] == b"<" or content_type.startswith("text/html"):
+        raise DownloadFailed(
+            f"{field}: {where(url)} returned a web page, not an archive; use a direct download "
+            "link to a .zip or .tar(.gz) file"
+        )
+
+
+# --- hf://datasets/owner/name[@rev] ------------------------------------------------------------
+
+
+def parse_hf(url: str, field: str) -> tuple[str, str | None]:
+    rest = url.removeprefix("hf://datasets/").strip("/")
+    repo, _, rev = rest.partition("@")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        raise DownloadFailed(f'{field}: expected "hf://datasets/owner/name[@revision]"')
+    return repo, rev or None
+
+
+def _hub(
+    url: str, folder: Path, *, field: str, endpoint: str, token: str | None, limits: DownloadLimits
+) -> Downloaded:
+    repo, rev = parse_hf(url, field)
+    try:
+        snapshot_download(
+            repo,
+            repo_type="dataset",
+            revision=rev,
+            endpoint=endpoint,
+            token=token or False,
+            local_dir=folder,
+        )
+    except GatedRepoError as exc:
+        raise DownloadFailed(
+            f"{field}: {repo} is gated; accept its terms and give a token"
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise DownloadFailed(f"{field}: {repo} has no revision {rev!r}") from exc
+    except RepositoryNotFoundError as exc:
+        raise DownloadFailed(
+            f"{field}: dataset {repo} was not found on the Hub (or it is private and the token "
+            "cannot read it)"
+        ) from exc
+    except HfHubHTTPError as exc:
+        raise DownloadFailed(f"{field}: the Hub refused the download of {repo}: {exc}") from exc
+    except OSError as exc:
+        raise DownloadFailed(f"{field}: could not download {repo}: {exc}") from exc
+    files = [p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts]
+    size = sum(p.stat().st_size for p in files)
+    if size > limits.max_bytes:
+        raise _too_large(field, limits, size)
+    digest = hashlib.sha256()
+    for p in sorted(files):
+        digest.update(f"{p.relative_to(folder)}\0{p.stat().st_size}\n".encode())
+    return Downloaded(folder, size, digest.hexdigest(), reused=False)

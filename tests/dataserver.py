@@ -1,0 +1,113 @@
+"""A loopback HTTP server for dataset downloads: files, Range, dropped connections, errors.
+
+    with DataServer() as srv:
+        srv.files["/a.zip"] = data
+        srv.drop_after["/a.zip"] = [1000]   # the first GET sends 1000 body bytes then closes
+        srv.status["/gone"] = 404
+        srv.redirects["/old"] = "/a.zip"     # or "ftp://..." to test refused schemes
+        url = srv.url + "/a.zip"
+
+`requests` records (method, path, Range header) of every request.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass
+class DataServer:
+    files: dict[str, bytes] = field(default_factory=dict)
+    status: dict[str, int] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)
+    drop_after: dict[str, list[int]] = field(default_factory=dict)  # per GET, bytes then close
+    ranges: bool = True
+    content_type: str = "application/zip"
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+
+    def __enter__(self) -> DataServer:
+        owner = self
+
+        class Handler(_Handler):
+            server_owner = owner
+
+        self._server = _Quiet(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def gets(self, path: str) -> list[str | None]:
+        """The Range headers of the GETs of `path`, in order (None: no Range)."""
+        return [r for m, p, r in self.requests if m == "GET" and p == path]
+
+
+class _Quiet(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up mid-body (a refused web page) is expected here
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_owner: DataServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        srv = self.server_owner
+        path = urlsplit(self.path).path
+        rng = self.headers.get("Range")
+        srv.requests.append(("GET", path, rng))
+        if path in srv.redirects:
+            self._head(302, {"Location": srv.redirects[path], "Content-Length": "0"})
+            return
+        if path in srv.status:
+            self._head(srv.status[path], {"Content-Length": "0"})
+            return
+        data = srv.files.get(path)
+        if data is None:
+            self._head(404, {"Content-Length": "0"})
+            return
+        start = 0
+        code = 200
+        headers = {"Content-Type": srv.content_type, "ETag": '"v1"'}
+        match = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        if srv.ranges and match:
+            start = int(match.group(1))
+            code = 206
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        body = data[start:]
+        headers["Content-Length"] = str(len(body))
+        self._head(code, headers)
+        drops = srv.drop_after.get(path)
+        if drops:
+            cut = drops.pop(0)
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def _head(self, code: int, headers: dict[str, str]) -> None:
+        self.send_response(code)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
