@@ -1,0 +1,134 @@
+"""The captions stage (CAPTIONING): JoyCaption for images, Gemini for videos.
+
+It captions what the request asks for (dataset.type images/both: `<job>/dataset/images/`;
+videos/both: `<job>/dataset/videos/`), writing a same-stem `.txt` beside each media file with the
+trigger word in front. Media that already has a caption is skipped, so a job delivered again keeps
+the captions it made before. The JoyCaption model is loaded only when some image needs a caption
+and is freed before the stage returns, so training gets the GPU memory.
+
+Factories are injected so tests can pass a tiny LLaVA and a loopback Gemini; production uses the
+defaults (JoyCaption from `model_path`, Gemini at Google).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from google import genai
+
+from orchestrator.runner import Stage, StageContext, StageFailed
+from orchestrator.states import Status
+from stages.gemini_captions import (
+    VIDEO_EXTENSIONS,
+    GeminiSettings,
+    caption_videos,
+    make_client,
+)
+from stages.joycaption import (
+    IMAGE_EXTENSIONS,
+    MODEL_ID,
+    CaptionError,
+    JoyCaptioner,
+    JoyCaptionSettings,
+    caption_images,
+    caption_path,
+    has_caption,
+    list_media,
+    load_captioner,
+)
+
+CAPTIONS_IMAGES = frozenset({"images", "both"})
+CAPTIONS_VIDEOS = frozenset({"videos", "both"})
+
+
+class Captions(Stage):
+    name = "captions"
+    status = Status.CAPTIONING
+
+    def __init__(
+        self,
+        *,
+        model_path: str | Path = MODEL_ID,
+        load_image_captioner: Callable[[], JoyCaptioner] | None = None,
+        joycaption: JoyCaptionSettings | None = None,
+        gemini: GeminiSettings | None = None,
+        gemini_client: Callable[[str, GeminiSettings], genai.Client] = make_client,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.load_image_captioner = load_image_captioner or (lambda: load_captioner(model_path))
+        self.joycaption = joycaption or JoyCaptionSettings()
+        self.gemini = gemini or GeminiSettings()
+        self.gemini_client = gemini_client
+        self.sleep = sleep
+
+    def _media(self, ctx: StageContext) -> tuple[list[Path], list[Path]]:
+        kind = ctx.request.dataset.type
+        root = ctx.job_dir / "dataset"
+        images = list_media(root / "images", IMAGE_EXTENSIONS) if kind in CAPTIONS_IMAGES else []
+        videos = list_media(root / "videos", VIDEO_EXTENSIONS) if kind in CAPTIONS_VIDEOS else []
+        return images, videos
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        trigger: str | None = ctx.request.dataset.trigger_word
+        images, videos = self._media(ctx)
+        skipped = sum(has_caption(p) for p in [*images, *videos])
+        result: dict[str, Any] = {"images_captioned": 0, "videos_captioned": 0}
+
+        def progress(media: str) -> Callable[[int, int], None]:
+            def report(done: int, total: int) -> None:
+                ctx.progress(stage=self.name, done=done, total=total, media=media)
+
+            return report
+
+        uncaptioned: list[str] = []
+        try:
+            if any(not has_caption(p) for p in images):
+                captioner = self.load_image_captioner()
+                try:
+                    report = caption_images(
+                        captioner,
+                        images,
+                        trigger=trigger,
+                        settings=self.joycaption,
+                        progress=progress("images"),
+                    )
+                finally:
+                    captioner.close()  # free the GPU for training, also after a failure
+                result["images_captioned"] = len(report.captioned)
+            if any(not has_caption(p) for p in videos):
+                key = ctx.request.api_keys.gemini_api_key
+                if key is None:
+                    raise StageFailed("api_keys.gemini_api_key: required to caption videos")
+                plain: str = key.get_secret_value()
+                vreport = caption_videos(
+                    videos,
+                    api_key=plain,
+                    trigger=trigger,
+                    settings=self.gemini,
+                    progress=progress("videos"),
+                    client=self.gemini_client(plain, self.gemini),
+                    sleep=self.sleep,
+                )
+                result["videos_captioned"] = len(vreport.captioned)
+                uncaptioned = sorted(vreport.blocked)
+        except CaptionError as exc:
+            raise StageFailed(str(exc)) from None
+        result["skipped_existing"] = skipped
+        result["uncaptioned"] = uncaptioned  # blocked videos left without a caption (on "skip")
+        result["files"] = [
+            caption_path(p).relative_to(ctx.job_dir).as_posix()
+            for p in [*images, *videos]
+            if has_caption(p)
+        ]
+        return result
+
+    def verify(self, ctx: StageContext, result: Mapping[str, Any]) -> bool:
+        """Every media file in scope still has its caption (and the recorded ones exist)."""
+        if not super().verify(ctx, result):
+            return False
+        left = set(result.get("uncaptioned", []))
+        images, videos = self._media(ctx)
+        return all(has_caption(p) or p.name in left for p in [*images, *videos])
