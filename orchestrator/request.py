@@ -633,6 +633,11 @@ class OutputSpec(_Section):
     huggingface: HuggingFaceOutput | None = None
     s3: S3Output | None = None
     local: LocalOutput | None = None
+    upload_epochs: Literal["final", "all"] = Field(
+        default="final",
+        description='Our addition. "final" publishes the last saved LoRA; "all" also publishes '
+        "every saved epochN/ under epochs/ (Hugging Face and local output). Default: final.",
+    )
 
 
 # --- the request -------------------------------------------------------------------------------

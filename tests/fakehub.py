@@ -6,7 +6,11 @@ touched), NDJSON commits (412 on a stale `parentCommit`), and `resolve` download
 `X-Repo-Commit`, `ETag`, `Content-Length` and Range. Errors carry the `X-Error-Code` headers the
 client maps to exceptions. Repos live in memory as commit sha -> {path: bytes}; file oids are git
 blob SHA-1s, so the client's no-op detection works. Every request is recorded for counting, and
-`fail()` injects faults (409/429/5xx) for retry tests.
+`fail()` injects faults (409/429/5xx) for retry tests; `drop()` applies a request and then
+closes the connection without answering (a response lost after the commit landed). Commits
+keep their title, description and parent, listed by `GET /api/{t}/{id}/commits/{rev}`, and
+`GET /api/whoami-v2` names the token's user (`users`, else `whoami_name`); `POST
+/api/validate-yaml` (the README check create_commit makes) only checks the front matter closes.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class Repo:
     repo_type: str = "model"
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
+    # sha -> {"title", "message", "parent", "date"}, for the commits listing
+    meta: dict[str, dict[str, str]] = field(default_factory=dict)
     gated_tokens: frozenset[str] | None = None  # None: not gated; else tokens allowed in
 
     def resolve(self, rev: str) -> str | None:
@@ -58,6 +64,7 @@ class Fault:
     path_contains: str | None
     times: int
     headers: dict[str, str]
+    drop: bool = False  # apply the request, then close the connection without a response
 
 
 Reply = tuple[int, bytes, dict[str, str], str]  # status, body, headers, content type
@@ -80,6 +87,8 @@ class FakeHub:
         self._server: ThreadingHTTPServer | None = None
         self._commit_no = 0
         self.delay_s = 0.0  # pause before sending file content: widens races in lock tests
+        self.users: dict[str, str] = {}  # token -> user name, for whoami
+        self.whoami_name = "fake-user"  # the user of any other token
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> FakeHub:
@@ -142,6 +151,22 @@ class FakeHub:
         with self._lock:
             self.faults.append(Fault(status, method, path_contains, times, dict(headers or {})))
 
+    def drop(
+        self, *, method: str | None = None, path_contains: str | None = None, times: int = 1
+    ) -> None:
+        """Apply the next `times` matching requests, then close the connection unanswered."""
+        with self._lock:
+            self.faults.append(Fault(0, method, path_contains, times, {}, drop=True))
+
+    def commits(self, repo_id: str, repo_type: str = "model") -> list[dict[str, str]]:
+        """The commits of `main`, newest first: {"id", "title", "message"}."""
+        with self._lock:
+            repo = self.repos[(repo_type, repo_id)]
+            return [
+                {"id": sha, "title": meta["title"], "message": meta["message"]}
+                for sha, meta in _history(repo, repo.branches["main"])
+            ]
+
     def count(self, method: str | None = None, contains: str = "") -> int:
         with self._lock:
             return sum(
@@ -155,10 +180,23 @@ class FakeHub:
         return self.count("GET", "/resolve/")
 
     # -- internals ---------------------------------------------------------------------------
-    def _commit(self, repo: Repo, branch: str, files: dict[str, bytes]) -> str:
+    def _commit(
+        self,
+        repo: Repo,
+        branch: str,
+        files: dict[str, bytes],
+        title: str = "initial commit",
+        message: str = "",
+    ) -> str:
         self._commit_no += 1
         seed = f"{repo.repo_type}/{repo.repo_id}/{branch}/{self._commit_no}".encode()
         sha = hashlib.sha1(seed, usedforsecurity=False).hexdigest()
+        repo.meta[sha] = {
+            "title": title,
+            "message": message,
+            "parent": repo.branches.get(branch, ""),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        }
         repo.commits[sha] = files
         repo.branches[branch] = sha
         return sha
@@ -200,12 +238,15 @@ class _Handler(BaseHTTPRequestHandler):
             hub.requests.append(Seen(method, path, "authorization" in self.headers))
         body = self._body() if method == "POST" else b""
         fault = hub._take_fault(method, path)
-        if fault is not None:
+        if fault is not None and not fault.drop:
             self._json(fault.status, {"error": f"injected {fault.status}"}, fault.headers)
             return
         try:
             with hub._lock:  # state changes under the lock; bytes are sent outside it
                 reply = self._route(method, [unquote(s) for s in raw], parse_qs(split.query), body)
+            if fault is not None:  # a drop: the change is made, the answer is lost
+                self.close_connection = True
+                return
             if method == "GET" and "/resolve/" in path and hub.delay_s:
                 time.sleep(hub.delay_s)
             self._send(*reply)
@@ -262,6 +303,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(
         self, method: str, seg: list[str], query: dict[str, list[str]], body: bytes
     ) -> Reply:
+        if seg[:2] == ["api", "whoami-v2"] and method == "GET":
+            return self._whoami()
+        if seg[:2] == ["api", "validate-yaml"] and method == "POST":
+            return self._validate_yaml(json.loads(body or b"{}"))
         if seg[:3] == ["api", "repos", "create"] and method == "POST":
             return self._create(json.loads(body or b"{}"))
         if len(seg) >= 4 and seg[0] == "api" and seg[1] in API_TYPE:
@@ -287,6 +332,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake.repos[(repo_type, repo_id)] = repo
         self.fake._commit(repo, "main", {})
         return _json(200, {"url": url, "name": repo_id})
+
+    @staticmethod
+    def _validate_yaml(req: dict[str, Any]) -> Reply:
+        """The README metadata check create_commit makes: front matter must be closed."""
+        content = str(req.get("content", ""))
+        if content.startswith("---") and "\n---" not in content[3:]:
+            return _json(400, {"errors": [{"message": "unterminated YAML front matter"}]})
+        return _json(200, {"errors": [], "warnings": []})
+
+    def _whoami(self) -> Reply:
+        token = self._token()
+        if token is None:
+            raise HubError(401, None, "Invalid credentials in Authorization header")
+        name = self.fake.users.get(token, self.fake.whoami_name)
+        return _json(200, {"type": "user", "name": name, "auth": {"type": "access_token"}})
 
     def _api(
         self, method: str, repo: Repo, rest: list[str], query: dict[str, list[str]], body: bytes
@@ -315,6 +375,10 @@ class _Handler(BaseHTTPRequestHandler):
             return _json(200, {"files": answer})
         if method == "POST" and action == "commit":
             return self._commit_ndjson(repo, rev, body)
+        if method == "GET" and action == "commits":
+            return _json(
+                200, [_commit_item(sha, m) for sha, m in _history(repo, self._sha(repo, rev))]
+            )
         raise HubError(404, None, f"no route for {method} {action}")
 
     def _info(self, repo: Repo, sha: str) -> dict[str, Any]:
@@ -332,6 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(401, None, "Invalid credentials in Authorization header")
         head = self._sha(repo, rev)
         files = dict(repo.commits[head])
+        title, message = "", ""
         for line in body.splitlines():
             if not line.strip():
                 continue
@@ -341,6 +406,7 @@ class _Handler(BaseHTTPRequestHandler):
                 parent = value.get("parentCommit")
                 if parent and parent != head:
                     raise HubError(412, None, f"parent commit {parent} is not the head {head}")
+                title, message = value.get("summary", ""), value.get("description", "")
             elif key == "file":
                 files[value["path"]] = base64.b64decode(value["content"])
             elif key == "deletedFile":
@@ -350,7 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
                 files = {p: d for p, d in files.items() if not p.startswith(prefix)}
             else:
                 raise HubError(400, None, f"the fake hub does not accept {key!r} operations")
-        sha = self.fake._commit(repo, rev, files)
+        sha = self.fake._commit(repo, rev, files, title, message)
         url = f"{self.fake.url}/{PREFIX[repo.repo_type]}{repo.repo_id}/commit/{sha}"
         return _json(200, {"commitUrl": url, "commitOid": sha, "success": True})
 
@@ -381,6 +447,25 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
     return status, json.dumps(payload).encode(), headers or {}, "application/json"
+
+
+def _history(repo: Repo, head: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """(sha, meta) from `head` back along the parents, newest first."""
+    sha = head
+    while sha:
+        meta = repo.meta.get(sha, {"title": "", "message": "", "parent": "", "date": ""})
+        yield sha, meta
+        sha = meta["parent"]
+
+
+def _commit_item(sha: str, meta: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": sha,
+        "authors": [{"user": "fake-user"}],
+        "date": meta["date"] or "1970-01-01T00:00:00.000Z",
+        "title": meta["title"],
+        "message": meta["message"],
+    }
 
 
 def _tree(files: dict[str, bytes], under: str, recursive: bool) -> Iterator[dict[str, Any]]:

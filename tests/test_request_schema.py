@@ -935,6 +935,7 @@ def test_masked_is_json_ready_and_complete() -> None:
     assert masked["output"] == {
         "method": "huggingface",
         "huggingface": {"token": "***", "repo_id": "user/wan-video-lora", "private": False},
+        "upload_epochs": "final",
     }
     assert masked["resume"] is False
 

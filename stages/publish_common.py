@@ -1,0 +1,186 @@
+"""What every publish method shares: the inputs, the list of files to send, the result, retries.
+
+A method (Hugging Face, S3, a temporary file host, a local folder) takes `PublishInputs`, sends
+the `Artifact`s that `collect_artifacts` lists, and returns a `Published`. Errors meant for the
+user are `StageFailed` with every secret of the request scrubbed out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from events.redact import MASK
+from orchestrator.catalogue import ModelEntry, get_model
+from orchestrator.runner import StageFailed
+from stages.run_folder import saved_loras
+from stages.trainer_config import DATASET_FILE
+
+UploadEpochs = Literal["final", "all"]
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file to publish: `name` is its path at the destination (POSIX, relative).
+
+    `data` holds generated or redacted content (model card, TOMLs); otherwise `source` is read.
+    """
+
+    name: str
+    source: Path | None = None
+    data: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        if self.data is not None:
+            return len(self.data)
+        assert self.source is not None
+        return self.source.stat().st_size
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        if self.data is not None:
+            digest.update(self.data)
+        else:
+            assert self.source is not None
+            with self.source.open("rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PublishInputs:
+    """Everything a publish method reads. `training` is the training stage's result (paths in it
+    are relative to `job_dir`); `dataset_report` is the dataset stage's report (any shape)."""
+
+    job_id: str
+    job_dir: Path
+    request: Any  # orchestrator.request.TrainingRequest (Any: tests pass light stand-ins too)
+    training: Mapping[str, Any]
+    dataset_report: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> ModelEntry:
+        return get_model(str(self.request.model_type))
+
+    @property
+    def lora_path(self) -> Path:
+        lora = Path(str(self.training["lora"]))
+        return lora if lora.is_absolute() else self.job_dir / lora
+
+    @property
+    def lora_name(self) -> str:
+        return self.lora_path.name
+
+    @property
+    def upload_epochs(self) -> UploadEpochs:
+        # Read defensively: the request schema may not have the field yet.
+        value = getattr(self.request.output, "upload_epochs", None)
+        return "all" if value == "all" else "final"
+
+    @property
+    def secrets(self) -> list[str]:
+        values: list[str] = list(self.request.secret_values())
+        return values
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, self.secrets)
+
+
+@dataclass(frozen=True)
+class Published:
+    """The outcome of one publish method, in the seed response's terms plus details."""
+
+    method: str
+    download_url: str
+    safetensors_url: str
+    repo_url: str
+    files: list[str]
+    expires_in_days: float | None = None
+    note: str = "Direct download link for your trained LoRA safetensors file"
+    details: dict[str, Any] = field(default_factory=dict)  # repo_id, commit, bucket, attempts...
+
+    def output(self) -> dict[str, Any]:
+        """The seed's `output` object, exactly its six keys."""
+        return {
+            "download_url": self.download_url,
+            "safetensors_url": self.safetensors_url,
+            "repo_url": self.repo_url,
+            "download_method": self.method,
+            "expires_in_days": self.expires_in_days,
+            "note": self.note,
+        }
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret (longest first, so overlaps cannot leave a tail) masked."""
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def fail(inputs: PublishInputs, message: str) -> StageFailed:
+    return StageFailed(inputs.scrub(message))
+
+
+def _config_artifacts(inputs: PublishInputs) -> list[Artifact]:
+    """The main and dataset TOMLs, secrets masked: a passthrough credential may sit in them."""
+    config_dir = inputs.job_dir / "config"
+    out = []
+    for name in (f"{inputs.request.model_type}.toml", DATASET_FILE):
+        path = config_dir / name
+        if path.is_file():
+            text = inputs.scrub(path.read_text(encoding="utf-8"))
+            out.append(Artifact(f"config/{name}", data=text.encode()))
+    return out
+
+
+def collect_artifacts(inputs: PublishInputs) -> list[Artifact]:
+    """The final LoRA under its real name, its adapter_config.json when the trainer made one, the
+    training TOMLs under config/, and with upload_epochs "all" every epochN/ under epochs/."""
+    lora = inputs.lora_path
+    if not lora.is_file():
+        raise fail(inputs, f"the trained LoRA {lora} is missing; nothing to publish")
+    out = [Artifact(lora.name, source=lora)]
+    adapter_config = lora.parent / "adapter_config.json"
+    if adapter_config.is_file():
+        out.append(Artifact("adapter_config.json", source=adapter_config))
+    out += _config_artifacts(inputs)
+    if inputs.upload_epochs == "all":
+        run_dir = lora.parent.parent
+        for save in saved_loras(run_dir, lora.name):
+            if save.kind != "epoch":
+                continue
+            out.append(Artifact(f"epochs/{save.name}/{save.file.name}", source=save.file))
+            extra = save.folder / "adapter_config.json"
+            if extra.is_file():
+                out.append(Artifact(f"epochs/{save.name}/adapter_config.json", source=extra))
+    return out
+
+
+def content_digest(artifacts: Iterable[Artifact]) -> str:
+    """One SHA-256 over every (name, content hash): identifies what a publish sends."""
+    digest = hashlib.sha256()
+    for art in sorted(artifacts, key=lambda a: a.name):
+        digest.update(f"{art.name}\0{art.sha256()}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry: exponential backoff with full jitter, capped."""
+
+    attempts: int = 6
+    base_s: float = 2.0
+    cap_s: float = 60.0
+    max_wait_s: float = 900.0  # the longest a server-requested wait (Retry-After) is honoured
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: spreads retries of workers that failed together (409 lock contention)."""
+        return rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))

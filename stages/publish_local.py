@@ -1,0 +1,70 @@
+"""`output.method: local`: copy the results to a folder (the demo's default destination).
+
+The files land in `<folder>/<job_id>/` all at once: they are copied into a hidden sibling
+folder, fsynced, and renamed into place, so a reader never sees half a LoRA. A second delivery
+replaces the earlier copy the same way. URLs are `file://` URIs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import structlog
+
+from stages.publish_common import Published, PublishInputs, collect_artifacts, fail
+
+log = structlog.get_logger(__name__)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_local(inputs: PublishInputs, folder: Path) -> Published:
+    folder = folder.expanduser().absolute()
+    target = folder / inputs.job_id
+    artifacts = collect_artifacts(inputs)
+    staging: Path | None = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{inputs.job_id}.", dir=folder))
+        for art in artifacts:
+            dest = staging / art.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if art.data is not None:
+                dest.write_bytes(art.data)
+            else:
+                assert art.source is not None
+                shutil.copyfile(art.source, dest)  # copy_file_range/sendfile where available
+            _fsync(dest)
+        staging.chmod(0o755)  # mkdtemp makes it 0700
+        old: Path | None = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{inputs.job_id}.old.", dir=folder))
+            os.replace(target, old / "previous")
+        os.replace(staging, target)
+        _fsync(folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        raise fail(inputs, f"copying the results to {target} failed: {err}") from None
+    lora = target / inputs.lora_name
+    log.info("published to a local folder", folder=str(target), files=len(artifacts))
+    return Published(
+        method="local",
+        download_url=lora.as_uri(),
+        safetensors_url=lora.as_uri(),
+        repo_url=target.as_uri(),
+        files=[a.name for a in artifacts],
+        note=f"Your LoRA was copied to {target}",
+        details={"folder": str(target)},
+    )

@@ -1,0 +1,225 @@
+"""Publish to S3: boto3 against moto's standalone S3 server on 127.0.0.1 (real HTTP), with a
+loopback proxy in front of it when a test needs a part to fail on the wire."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+
+from orchestrator.runner import StageFailed
+from stages.publish import PublishOptions, publish
+from stages.publish_s3 import MiB, S3Tuning
+from tests.test_publish_common import CANARY, JOB_ID, assert_no_canary, make_job
+
+BUCKET = "loras"
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    ).create_bucket(Bucket=BUCKET)
+    yield url
+    server.stop()
+
+
+class FailFirstPart:
+    """A loopback proxy to moto that answers the first UploadPart with a real HTTP 500."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream)
+        self.parts = 0
+        self.failed = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # answers Expect: 100-continue as botocore asks
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                proxy.forward(self)
+
+            do_PUT = do_POST = do_HEAD = do_DELETE = do_GET
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def forward(self, h: BaseHTTPRequestHandler) -> None:
+        body = h.rfile.read(int(h.headers.get("content-length") or 0))
+        is_part = h.command == "PUT" and "partNumber" in parse_qs(urlsplit(h.path).query)
+        with self._lock:
+            self.parts += is_part
+            inject = is_part and self.failed == 0
+            self.failed += inject
+        if inject:
+            error = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
+            h.send_response(500)
+            h.send_header("Content-Type", "application/xml")
+            h.send_header("Content-Length", str(len(error)))
+            h.end_headers()
+            h.wfile.write(error)
+            return
+        conn = http.client.HTTPConnection(
+            str(self.upstream.hostname), self.upstream.port, timeout=60
+        )
+        skip = {"expect", "connection", "keep-alive", "transfer-encoding"}
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in skip}
+        conn.request(h.command, h.path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        h.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in skip | {"content-length"}:
+                h.send_header(key, value)
+        length = response.getheader("content-length") if h.command == "HEAD" else None
+        h.send_header("Content-Length", length or str(len(data)))  # HEAD: the object's size
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(data)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def s3_output(endpoint: str, bucket: str = BUCKET) -> dict[str, Any]:
+    return {
+        "method": "s3",
+        "s3": {
+            "endpoint_url": endpoint,
+            "bucket": bucket,
+            "region": "us-east-1",
+            "access_key": CANARY["s3_access"],
+            "secret_key": CANARY["s3_secret"],
+            "key_prefix": "runs/",
+        },
+    }
+
+
+def write_big(path: Path, mib: int) -> str:
+    """A file of `mib` MiB whose blocks all differ; returns its sha256."""
+    digest = hashlib.sha256()
+    block = os.urandom(MiB)
+    with path.open("wb") as fh:
+        for i in range(mib):
+            chunk = i.to_bytes(8, "big") + block[8:]
+            digest.update(chunk)
+            fh.write(chunk)
+    return digest.hexdigest()
+
+
+def fetch_sha256(url: str) -> str:
+    digest = hashlib.sha256()
+    with httpx.stream("GET", url, timeout=60) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_bytes(MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.mark.slow
+def test_200mb_multipart_and_presigned_download(
+    moto_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.INFO)
+    inputs = make_job(tmp_path, s3_output(moto_url), size=32)
+    expected = write_big(inputs.lora_path, 200)
+    result = publish(inputs, PublishOptions())
+    # Our process's logs during publish (moto's werkzeug lines are the server's, not ours).
+    logs = "\n".join(r.getMessage() for r in caplog.records if r.name != "werkzeug")
+    captured = capsys.readouterr()
+    prefix = f"runs/{JOB_ID}/"
+    assert result["details"]["prefix"] == prefix
+    out = result["output"]
+    assert out["download_method"] == "s3"
+    assert out["expires_in_days"] == 7
+    assert out["repo_url"] == f"s3://{BUCKET}/{prefix}"
+    assert "X-Amz-Expires=604800" in out["download_url"]
+    assert fetch_sha256(out["download_url"]) == expected
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    )
+    head = client.head_object(Bucket=BUCKET, Key=prefix + "adapter_model.safetensors")
+    assert head["ContentLength"] == 200 * MiB
+    assert head["ETag"].strip('"').endswith("-13")  # 200 MiB in 16 MiB parts
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
+    assert {o["Key"][len(prefix) :] for o in listed} == {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "config/qwen.toml",
+        "config/dataset.toml",
+    }
+    toml = client.get_object(Bucket=BUCKET, Key=prefix + "config/qwen.toml")["Body"].read()
+    # A SigV4 presigned URL carries the access key *id* in X-Amz-Credential by design; apart
+    # from there, no secret (the secret key above all) appears in the response or the logs.
+    public = re.sub(r"X-Amz-Credential=[^&\"]*", "X-Amz-Credential=", json.dumps(result))
+    assert_no_canary(public, toml, logs, captured.out, captured.err)
+    assert CANARY["s3_secret"] not in json.dumps(result)
+
+
+def test_part_500_is_retried(moto_url: str, tmp_path: Path) -> None:
+    proxy = FailFirstPart(moto_url)
+    try:
+        inputs = make_job(tmp_path, s3_output(proxy.url), size=32)
+        expected = write_big(inputs.lora_path, 12)
+        tuning = S3Tuning(part_size=5 * MiB, threshold=5 * MiB, concurrency=3)
+        result = publish(inputs, PublishOptions(s3_tuning=tuning))
+    finally:
+        proxy.close()
+    assert proxy.failed == 1
+    assert proxy.parts == 4  # three parts, one of them sent twice
+    assert fetch_sha256(result["output"]["download_url"].replace(proxy.url, moto_url)) == expected
+
+
+def test_missing_bucket_names_bucket_and_code(
+    moto_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    inputs = make_job(tmp_path, s3_output(moto_url, bucket="no-such-bucket"))
+    sleeps: list[float] = []
+    with pytest.raises(StageFailed) as err:
+        publish(inputs, PublishOptions(sleep=sleeps.append))
+    message = str(err.value)
+    assert "'no-such-bucket'" in message
+    assert "NoSuchBucket" in message
+    assert sleeps == []  # not retried: another try cannot create the bucket
+    assert_no_canary(message, caplog.text)
