@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -119,6 +119,9 @@ class EventLog:
         self._events = loaded.events
         # A torn tail is cut off before the next append so the file stays one event per line.
         self._pending_truncate = loaded.torn_tail
+        # Called with each event once it is durable, in seq order (under the append lock), so
+        # projections (the UPDATES mirror) follow the log. They must be quick and must not raise.
+        self.observers: list[Callable[[Event], None]] = []
 
     @property
     def events(self) -> list[Event]:
@@ -159,6 +162,8 @@ class EventLog:
             )
             self._pending_truncate = False
             self._events.append(event)
+            for observer in self.observers:
+                observer(event)
             return event
 
 

@@ -1,0 +1,491 @@
+"""Mirrors of a job's log where users look: the Hub repo's `UPDATES/` folder, or a local folder.
+
+Both share the pure projection in `events.updates`. `HubMirror` batches pending files into one
+commit at most every `commit_interval_s` (flushing at once for COMPLETE, ERROR, CANCELLED and
+INTERRUPTED), from a background thread, so training never waits on the Hub. It owns the commit
+retries because huggingface_hub does not retry the commit POST (reference §1.2): it honours 429
+waits, retries 409 with jitter, re-reads the head on 412 and backs off on 5xx. Its cursor
+("mirrored up to seq N" plus the projection state) is saved in the job folder as `mirror.json`,
+so a resumed job continues where the last commit ended; a resend is harmless anyway, because
+the files are deterministic and the client skips unchanged files without committing.
+
+Wiring: `mirror.attach(event_log)` (catches up from the log, then follows it through
+`EventLog.observers`), `mirror.start()`, ..., `mirror.close(timeout)` -> `status()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from huggingface_hub import CommitOperationAdd, HfApi
+
+from events.fsutil import write_atomic
+from events.model import Event
+from events.redact import Redactor
+from events.store import EventLog
+from events.updates import ProjectionState, Thinning, UpdateFile, project
+from orchestrator.states import Fact
+
+log = structlog.get_logger(__name__)
+
+CURSOR_FILE = "mirror.json"
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class MirrorSettings:
+    commit_interval_s: float = 60.0  # one commit a minute per repo: half the Hub's 128/hour
+    progress_interval_s: float = 300.0
+    progress_epoch_min_s: float = 60.0
+    queue_max: int = 500  # pending files; past it, pending PROGRESS files are coalesced
+    start_timeout_s: float = 30.0
+    close_timeout_s: float = 120.0
+    backoff_s: float = 5.0  # first pause after a 5xx or network error, doubled each time
+    max_backoff_s: float = 600.0
+    rate_limit_wait_s: float = 300.0  # a 429 that names no wait
+    conflict_wait_s: float = 2.0  # a 409 (another commit in progress), jittered
+    poll_s: float = 1.0  # the worker's longest nap: bounds how late a stop is noticed
+
+    @property
+    def thinning(self) -> Thinning:
+        return Thinning(self.progress_interval_s, self.progress_epoch_min_s)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> MirrorSettings:
+        env = os.environ if env is None else env
+        base = cls()
+
+        def num(name: str, default: float) -> float:
+            raw = env.get(f"DPS_MIRROR_{name}")
+            return float(raw) if raw else default
+
+        return cls(
+            commit_interval_s=num("COMMIT_INTERVAL_S", base.commit_interval_s),
+            progress_interval_s=num("PROGRESS_INTERVAL_S", base.progress_interval_s),
+            progress_epoch_min_s=num("PROGRESS_EPOCH_MIN_S", base.progress_epoch_min_s),
+            queue_max=int(num("QUEUE_MAX", base.queue_max)),
+            start_timeout_s=num("START_TIMEOUT_S", base.start_timeout_s),
+            close_timeout_s=num("CLOSE_TIMEOUT_S", base.close_timeout_s),
+        )
+
+
+class _Projecting:
+    """The shared part: follow a log in seq order and project each event to a file."""
+
+    def __init__(
+        self, repo_id: str, job_id: str, thinning: Thinning, secrets: tuple[str, ...]
+    ) -> None:
+        self.repo_id, self.job_id, self.thinning = repo_id, job_id, thinning
+        self._redactor = Redactor(secrets)
+        self._lock = threading.Lock()
+        self._state = ProjectionState()
+
+    def attach(self, event_log: EventLog) -> None:
+        """Catch up from the log (events past the cursor), then follow its appends.
+
+        Call before the job appends again: the log has one writer, so nothing is missed.
+        """
+        for event in event_log.events:
+            self.publish(event)
+        event_log.observers.append(self.publish)
+
+    def publish(self, event: Event) -> None:
+        """Project one event; never blocks on I/O to the Hub and never raises."""
+        if event.job_id != self.job_id:
+            return
+        with self._lock:
+            state, update = project(
+                self._state,
+                event,
+                repo_id=self.repo_id,
+                thinning=self.thinning,
+                redactor=self._redactor,
+            )
+            self._state = state
+            if update is not None:
+                self._accept(update, state)
+
+    def _accept(self, update: UpdateFile, state: ProjectionState) -> None:
+        raise NotImplementedError
+
+
+class LocalMirror(_Projecting):
+    """The same files written to `<folder>/UPDATES/` (local runs, the demo). Synchronous."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        job_id: str,
+        repo_id: str = "local",
+        settings: MirrorSettings = MirrorSettings(),
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(repo_id, job_id, settings.thinning, secrets)
+        self.folder = Path(folder)
+        self._written = 0
+        self._error: str | None = None
+
+    def start(self, timeout: float | None = None) -> None:
+        (self.folder / "UPDATES").mkdir(parents=True, exist_ok=True)
+
+    def _accept(self, update: UpdateFile, state: ProjectionState) -> None:
+        try:
+            path = self.folder / update.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, update.content.decode("utf-8"))
+            self._written += 1
+        except OSError as exc:  # a mirror failure never fails the job
+            self._error = f"{type(exc).__name__}: {exc}"
+            log.warning("local mirror write failed", error=self._error)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self._error is None
+
+    def close(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "ok": self._error is None,
+                "mirrored_seq": self._state.last_seq,
+                "last_error": self._error,
+                "commits": self._written,
+            }
+
+
+@dataclass
+class _Pending:
+    update: UpdateFile
+    state: ProjectionState  # the projection state right after this file's event
+
+
+@dataclass
+class _Cursor:
+    state: ProjectionState = field(default_factory=ProjectionState)
+    head: str | None = None
+
+
+class HubMirror(_Projecting):
+    """Projects a job's events into `UPDATES/` of a Hub repo, in rate-limited batched commits."""
+
+    def __init__(
+        self,
+        *,
+        repo_id: str,
+        job_id: str,
+        job_dir: Path,
+        token: str | None = None,
+        endpoint: str | None = None,
+        api: HfApi | None = None,
+        settings: MirrorSettings = MirrorSettings(),
+        private: bool | None = None,
+        repo_type: str = "model",
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+        background: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(repo_id, job_id, settings.thinning, (token,) if token else ())
+        self.api = api or HfApi(endpoint=endpoint, token=token)
+        self.settings = settings
+        self.private, self.repo_type = private, repo_type
+        self.job_dir = Path(job_dir)
+        self._clock, self._sleep, self._background = clock, sleep, background
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._cond = threading.Condition(self._lock)
+        self._pending: list[_Pending] = []
+        self._cursor = self._load_cursor()
+        self._state = self._cursor.state
+        self._repo_ready = False
+        self._last_commit_at: float | None = None
+        self._not_before = 0.0  # no commit attempt before this (429/409/5xx waits)
+        self._failures = 0
+        self._failing = False
+        self._last_error: str | None = None
+        self._commits = 0
+        self._coalesced = 0
+        self._flush_wanted = False
+        self._closing = False
+        self._busy = False  # a commit is on the wire
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, timeout: float | None = None) -> bool:
+        """Create the repo and commit what is pending (the first update), waiting at most
+        `timeout`; then start the worker. Returns whether that first commit landed."""
+        wait = self.settings.start_timeout_s if timeout is None else timeout
+        deadline = self._clock() + wait
+        while not self._ensure_repo() and self._clock() < deadline:
+            self._sleep(max(0.0, min(self._not_before - self._clock(), deadline - self._clock())))
+        landed = self._drain(deadline) if self._repo_ready else False
+        if self._background and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="hub-mirror", daemon=True)
+            self._thread.start()
+        return landed
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Commit everything pending now (respecting Hub waits); True when nothing is left."""
+        wait = self.settings.close_timeout_s if timeout is None else timeout
+        if self._thread is None:
+            return self._drain(self._clock() + wait)
+        end = time.monotonic() + wait  # the caller's real wait, whatever clock drives commits
+        with self._cond:
+            self._flush_wanted = True
+            self._cond.notify_all()
+            while (self._pending or self._busy) and time.monotonic() < end:
+                self._cond.wait(min(end - time.monotonic(), self.settings.poll_s))
+            return not self._pending
+
+    def close(self, timeout: float | None = None) -> dict[str, Any]:
+        """Flush (bounded), stop the worker and report. Never raises."""
+        self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=self.settings.poll_s * 5)
+            self._thread = None
+        with self._lock:
+            if self._pending and not self._last_error:
+                self._last_error = f"{len(self._pending)} updates not mirrored before the deadline"
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "ok": not self._failing and not (self._closing and self._pending),
+                "mirrored_seq": self._cursor.state.last_seq,
+                "last_error": self._last_error,
+                "commits": self._commits,
+            }
+
+    # -- queue -------------------------------------------------------------------------------
+    def _accept(self, update: UpdateFile, state: ProjectionState) -> None:
+        if len(self._pending) >= self.settings.queue_max:
+            self._coalesce(update)
+        self._pending.append(_Pending(update, state))
+        if update.urgent:
+            self._cond.notify_all()
+
+    def _coalesce(self, incoming: UpdateFile) -> None:
+        """Queue full (the Hub is unreachable for long): drop the oldest pending PROGRESS;
+        transitions and facts are always kept (few, and each matters)."""
+        for index, item in enumerate(self._pending):
+            if item.update.kind == Fact.PROGRESS:
+                del self._pending[index]
+                self._coalesced += 1
+                return
+
+    # -- the worker --------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                wait = self.pump()
+            except Exception as exc:  # the worker must outlive any bug
+                log.exception("hub mirror worker error", error=str(exc))
+                wait = self.settings.poll_s
+            with self._cond:
+                if self._closing:
+                    return
+                if wait > 0:
+                    self._cond.wait(min(wait, self.settings.poll_s))
+
+    def pump(self) -> float:
+        """Make one commit if one is due; return the seconds until the next one could be."""
+        with self._lock:
+            if not self._pending:
+                return self.settings.poll_s
+            now = self._clock()
+            if now < self._not_before:
+                return self._not_before - now
+            urgent = self._flush_wanted or any(p.update.urgent for p in self._pending)
+            if not urgent and self._last_commit_at is not None:
+                due_at = self._last_commit_at + self.settings.commit_interval_s
+                if now < due_at:
+                    return due_at - now
+            batch = list(self._pending)
+            self._busy = True
+        try:
+            self._commit(batch)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+        return 0.0
+
+    def _drain(self, deadline: float) -> bool:
+        """Commit until nothing is pending or `deadline` (driven by the injected clock)."""
+        with self._lock:
+            self._flush_wanted = True
+        while True:
+            wait = self.pump()
+            with self._lock:
+                if not self._pending:
+                    self._flush_wanted = False
+                    return True
+            now = self._clock()
+            if now >= deadline:
+                return False
+            if wait > 0:
+                self._sleep(min(wait, deadline - now))
+
+    def _ensure_repo(self) -> bool:
+        if self._repo_ready:
+            return True
+        try:
+            self.api.create_repo(
+                self.repo_id, repo_type=self.repo_type, private=self.private, exist_ok=True
+            )
+            # The head lets a commit tell a real commit from the client's no-op skip.
+            self._cursor.head = self.api.repo_info(self.repo_id, repo_type=self.repo_type).sha
+        except Exception as exc:  # reported in status(), never raised
+            self._failed(exc, "create repo")
+            return False
+        self._repo_ready = True
+        return True
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        if not self._ensure_repo():
+            return
+        first, last = batch[0].update, batch[-1].update
+        operations = [
+            CommitOperationAdd(path_in_repo=p.update.path, path_or_fileobj=p.update.content)
+            for p in batch
+        ]
+        try:
+            info = self.api.create_commit(
+                self.repo_id,
+                operations,
+                commit_message=f"UPDATES seq {first.seq}-{last.seq} ({last.kind})",
+                repo_type=self.repo_type,
+            )
+        except Exception as exc:  # reported in status(), never raised
+            self._failed(exc, "commit")
+            return
+        made = info.oid != self._cursor.head  # the client returns the old head on a no-op
+        done = {id(p) for p in batch}
+        with self._lock:
+            self._pending = [p for p in self._pending if id(p) not in done]
+            self._cursor.head = info.oid
+            # With nothing pending, events thinned out after the batch are covered too.
+            self._cursor.state = batch[-1].state if self._pending else self._state
+            if made:
+                self._commits += 1
+                self._last_commit_at = self._clock()
+            self._failures, self._failing = 0, False
+            if not self._pending:
+                self._flush_wanted = False
+            cursor = self._cursor_json()
+        self._save_cursor(cursor)
+        log.info(
+            "hub mirror committed",
+            repo_id=self.repo_id,
+            files=len(batch),
+            seq=last.seq,
+            commit=made,
+        )
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        status = _status_code(exc)
+        with self._lock:
+            self._failures += 1
+            n = self._failures
+        if status == 429:
+            wait = _rate_limit_wait(exc) or self.settings.rate_limit_wait_s
+        elif status == 409:  # another commit holds the repo lock: back off a random bit
+            wait = (
+                self.settings.conflict_wait_s * min(2 ** (n - 1), 8) * self._rng.uniform(0.5, 1.5)
+            )
+        elif status == 412:  # the head moved: read it again, then retry soon
+            self._refresh_head()
+            wait = self._rng.uniform(0.5, 1.5)
+        elif status is None or status >= 500 or status == 408:
+            wait = self.settings.backoff_s * 2 ** min(n - 1, 10)
+        else:  # 401/403/404...: unlikely to heal by itself, but the token may be fixed
+            wait = self.settings.max_backoff_s
+        wait = min(wait, self.settings.max_backoff_s) if status != 429 else wait
+        message = self._redactor.text(f"{what} failed ({status or type(exc).__name__}): {exc}")
+        message = message.strip().splitlines()[0][:500] if message.strip() else what
+        with self._lock:
+            self._not_before = self._clock() + wait
+            self._failing = True
+            self._last_error = message
+        log.warning(
+            "hub mirror failed", repo_id=self.repo_id, status=status, wait_s=wait, error=message
+        )
+
+    def _refresh_head(self) -> None:
+        try:
+            sha = self.api.repo_info(self.repo_id, repo_type=self.repo_type).sha
+        except Exception:  # the next commit will tell
+            return
+        with self._lock:
+            self._cursor.head = sha
+
+    # -- cursor ------------------------------------------------------------------------------
+    def _load_cursor(self) -> _Cursor:
+        try:
+            raw = json.loads((self.job_dir / CURSOR_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            return _Cursor()
+        if raw.get("repo_id") != self.repo_id or raw.get("job_id") != self.job_id:
+            return _Cursor()  # another destination: start from the beginning
+        return _Cursor(ProjectionState.from_dict(raw.get("state") or {}), raw.get("head"))
+
+    def _cursor_json(self) -> str:
+        return json.dumps(
+            {
+                "repo_id": self.repo_id,
+                "job_id": self.job_id,
+                "mirrored_seq": self._cursor.state.last_seq,
+                "state": self._cursor.state.to_dict(),
+                "head": self._cursor.head,
+            },
+            indent=2,
+        )
+
+    def _save_cursor(self, text: str) -> None:
+        try:
+            self.job_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.job_dir / CURSOR_FILE, text)
+        except OSError as exc:  # the cursor is an optimisation: a resend is harmless
+            log.warning("mirror cursor not saved", error=str(exc))
+
+
+def _status_code(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+_RATE_T = re.compile(r"\bt=(\d+)")
+_RETRY_IN = re.compile(r"retry this action in (\d+) (second|minute|hour)", re.IGNORECASE)
+_UNIT = {"second": 1, "minute": 60, "hour": 3600}
+
+
+def _rate_limit_wait(exc: Exception) -> float | None:
+    """Seconds a 429 asks for: RateLimit `t=`, then Retry-After, then the Hub's message."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    found = _RATE_T.search(str(headers.get("RateLimit") or headers.get("ratelimit") or ""))
+    if found:
+        return float(found.group(1)) + 1.0
+    retry_after = str(headers.get("Retry-After") or headers.get("retry-after") or "")
+    if retry_after.strip().isdigit():
+        return float(retry_after.strip())
+    said = _RETRY_IN.search(str(exc))
+    if said:
+        return float(said.group(1)) * _UNIT[said.group(2).lower()]
+    return None

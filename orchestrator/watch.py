@@ -1,0 +1,150 @@
+"""Follow a job's `UPDATES/` folder on the Hub, like the seed README's monitoring script.
+
+`watch_updates` lists the folder, downloads the new files in update order, hands each to
+`on_update`, and returns the final update (COMPLETE, ERROR or CANCELLED). INTERRUPTED is not
+final (the job resumes on its next delivery); a `timeout` bounds the wait and raises
+`WatchTimeout` with the last update seen.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+
+from events.updates import UPDATES_DIR, update_sort_key
+
+FINAL_STATUSES = frozenset({"COMPLETE", "ERROR", "CANCELLED"})
+Update = dict[str, Any]
+
+
+class WatchTimeout(Exception):
+    """No final update within the timeout; `last` is the newest update seen (or None)."""
+
+    def __init__(self, last: Update | None) -> None:
+        status = last.get("status") if last else "nothing"
+        super().__init__(f"no final update before the timeout (last: {status})")
+        self.last = last
+
+
+def watch_updates(
+    repo_id: str,
+    token: str | None = None,
+    endpoint: str | None = None,
+    on_update: Callable[[Update], None] | None = None,
+    *,
+    interval: float = 30.0,
+    timeout: float | None = None,
+    repo_type: str = "model",
+    api: HfApi | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Update:
+    """Poll until a final update appears; return it. Network errors are retried next poll."""
+    api = api or HfApi(endpoint=endpoint, token=token)
+    seen: set[str] = set()
+    last: Update | None = None
+    deadline = None if timeout is None else clock() + timeout
+    with tempfile.TemporaryDirectory(prefix="dps-watch-") as cache:
+        while True:
+            for path in _new_update_files(api, repo_id, repo_type, seen):
+                local = api.hf_hub_download(
+                    repo_id, path, repo_type=repo_type, cache_dir=Path(cache)
+                )
+                seen.add(path)
+                update: Update = json.loads(Path(local).read_text("utf-8"))
+                last = update
+                if on_update is not None:
+                    on_update(update)
+                if update.get("status") in FINAL_STATUSES:
+                    return update
+            if deadline is not None and clock() + interval > deadline:
+                raise WatchTimeout(last)
+            sleep(interval)
+
+
+def _new_update_files(api: HfApi, repo_id: str, repo_type: str, seen: set[str]) -> list[str]:
+    try:
+        files = api.list_repo_files(repo_id, repo_type=repo_type)
+    except Exception:  # the repo may not exist yet, or the Hub hiccupped: try again next poll
+        return []
+    fresh = [
+        f
+        for f in files
+        if f.startswith(f"{UPDATES_DIR}/") and f.endswith(".json") and f not in seen
+    ]
+    return sorted(fresh, key=update_sort_key)
+
+
+def download_url(update: Update) -> str | None:
+    data = update.get("data") or {}
+    url = data.get("direct_download_url") or data.get("download_url")
+    return str(url) if url else None
+
+
+class LiveView:
+    """A rich progress bar fed by updates: status, step, epoch, loss, ETA."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[status]:<17}"),
+            BarColumn(),
+            TextColumn("{task.fields[step]}"),
+            TextColumn("{task.fields[epoch]}"),
+            TextColumn("{task.fields[loss]}"),
+            TextColumn("{task.fields[eta]}"),
+            console=console,
+            transient=False,
+        )
+        self.task: TaskID = self.progress.add_task(
+            "job", total=None, status="waiting", step="", epoch="", loss="", eta=""
+        )
+
+    def __enter__(self) -> LiveView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, update: Update) -> None:
+        status = str(update.get("status", "?"))
+        kind = str(update.get("type", status))
+        data = update.get("data") or {}
+        message = data.get("message", "")
+        if kind != "PROGRESS":  # one line per event; progress only moves the bar
+            label = status if kind == status else f"{status}/{kind}"
+            self.console.print(f"[{label}] {message}", markup=False, highlight=False)
+        fields: dict[str, Any] = {"status": status}
+        step, total = data.get("step"), data.get("total_steps")
+        if isinstance(step, int | float):
+            fields["step"] = f"step {step}" + (f"/{total}" if total else "")
+            self.progress.update(self.task, completed=float(step))
+        if isinstance(total, int | float) and total > 0:
+            self.progress.update(self.task, total=float(total))
+        elif isinstance(data.get("percent"), int | float):
+            self.progress.update(self.task, total=100.0, completed=float(data["percent"]))
+        if data.get("epoch") is not None:
+            fields["epoch"] = f"epoch {data['epoch']}"
+        if isinstance(data.get("loss"), int | float):
+            fields["loss"] = f"loss {data['loss']:.4f}"
+        if isinstance(data.get("eta_seconds"), int | float):
+            fields["eta"] = f"eta {_duration(float(data['eta_seconds']))}"
+        if status in FINAL_STATUSES or kind == "TRAINING_COMPLETE":
+            fields["eta"] = ""
+        self.progress.update(self.task, **fields)
+
+
+def _duration(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
