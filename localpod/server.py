@@ -1,0 +1,203 @@
+"""HTTP front of the local endpoint: RunPod's client API and its worker protocol.
+
+Stdlib `ThreadingHTTPServer`: one thread per request makes the long-polls (job-take,
+job-stop, runsync) plain blocking waits on the board's condition, with no event loop to
+share with the caller; it starts and stops inside a test process in milliseconds and adds no
+dependency. Throughput is irrelevant for a development endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from localpod.board import FINAL_STATUSES, Job, JobBoard
+
+ROUTE = re.compile(r"^/v2/(?P<ep>[^/]+)/(?P<op>[a-z-]+)(?:/(?P<a>[^/]+))?(?:/(?P<b>[^/]+))?/?$")
+RUNSYNC_DEFAULT_MS = 90_000
+RUNSYNC_MAX_MS = 300_000
+
+
+class EndpointServer(ThreadingHTTPServer):
+    daemon_threads = True  # a held long-poll must not keep the process alive at exit
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        board: JobBoard,
+        endpoint_id: str,
+        authorize: Callable[[str | None], bool],
+        worker_counts: Callable[[], tuple[int, int]],
+        on_final: Callable[[str, Job, bool], None],
+        take_hold_s: float = 1.0,
+        stop_hold_s: float = 1.0,
+    ) -> None:
+        super().__init__(address, _Handler)
+        self.board = board
+        self.endpoint_id = endpoint_id
+        self.authorize = authorize
+        self.worker_counts = worker_counts
+        self.on_final = on_final  # (worker id, job, stopPod) after a final result
+        self.take_hold_s = take_hold_s
+        self.stop_hold_s = stop_hold_s
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: EndpointServer
+    server_version = "localpod"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: job-stop and ping polls would flood the terminal every second."""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    # ---- plumbing ----------------------------------------------------------------------
+
+    def _reply(self, code: int, body: Any = None) -> None:
+        data = b"" if body is None else json.dumps(body).encode()
+        self.send_response(code)
+        if body is not None:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw.strip():
+            return None
+        # Workers send JSON labelled x-www-form-urlencoded: the content type is ignored.
+        return json.loads(raw)
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        match = ROUTE.match(url.path)
+        if match is None or match["ep"] != self.server.endpoint_id:
+            self._reply(404, {"error": f"no such route: {url.path}"})
+            return
+        if not self.server.authorize(self.headers.get("Authorization")):
+            self._reply(401, {"error": "Unauthorized: send 'Authorization: Bearer <key>'"})
+            return
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        op, a, b = match["op"], match["a"], match["b"]
+        try:
+            body = self._body() if method == "POST" else None
+            self._route(method, op, a=a, b=b, query=query, body=body)
+        except ValueError as exc:  # BadRequest, bad JSON, a bad ?wait= number
+            self._reply(400, {"error": str(exc)})
+        except KeyError as exc:
+            self._reply(404, {"error": f"job {exc.args[0]} not found"})
+
+    def _route(
+        self,
+        method: str,
+        op: str,
+        *,
+        a: str | None,
+        b: str | None,
+        query: dict[str, str],
+        body: Any,
+    ) -> None:
+        board = self.server.board
+        client_post = {"run", "runsync", "cancel", "retry", "purge-queue"}
+        if op in client_post and method != "POST":
+            self._reply(405, {"error": f"/{op} takes POST"})
+        elif op == "run" and a is None:
+            job = board.submit(body)
+            self._reply(200, {"id": job.id, "status": job.status})
+        elif op == "runsync" and a is None:
+            job = board.submit(body, sync=True)
+            wait_ms = min(int(query.get("wait", RUNSYNC_DEFAULT_MS)), RUNSYNC_MAX_MS)
+            try:
+                view = board.wait_for(job.id, FINAL_STATUSES, timeout=wait_ms / 1000)
+            except TimeoutError:
+                view = board.view(job.id) or {}
+            self._reply(200, view)
+        elif op in ("status", "cancel", "retry", "stream") and a is not None and b is None:
+            action = {
+                "status": board.view,
+                "cancel": board.cancel,
+                "retry": board.retry,
+                "stream": board.stream_chunks,
+            }[op]
+            found = action(a)
+            if found is None:
+                raise KeyError(a)
+            self._reply(200, found)
+        elif op == "health" and a is None:
+            idle, running = self.server.worker_counts()
+            self._reply(200, board.health(idle=idle, running=running))
+        elif op == "purge-queue" and a is None:
+            self._reply(200, {"removed": board.purge_queue(), "status": "completed"})
+        else:
+            self._worker_route(method, op, a=a, b=b, query=query, body=body)
+
+    def _worker_route(
+        self,
+        method: str,
+        op: str,
+        *,
+        a: str | None,
+        b: str | None,
+        query: dict[str, str],
+        body: Any,
+    ) -> None:
+        board, srv = self.server.board, self.server
+        if op in ("job-take", "job-take-batch") and method == "GET" and a and b is None:
+            many = op == "job-take-batch"
+            jobs = board.take(a, int(query.get("batch_size", 1)) if many else 1, srv.take_hold_s)
+            if not jobs:
+                self._reply(204)
+            else:
+                self._reply(200, jobs if many else jobs[0])
+        elif op == "job-stop" and method == "GET" and a and b is None:
+            stops = board.take_stops(a, srv.stop_hold_s)
+            if stops:
+                self._reply(200, {"jobsToStop": stops})
+            else:
+                self._reply(204)
+        elif op == "job-done" and method == "POST" and a and b:
+            final = board.post(a, b, body)
+            self._reply(200, {})
+            if final is not None:
+                srv.on_final(a, final, bool(isinstance(body, dict) and body.get("stopPod")))
+        elif op == "job-stream" and method == "POST" and a and b:
+            board.post_stream(a, b, body)
+            self._reply(200, {})
+        elif op == "ping" and method == "GET" and a and b is None:
+            board.ping(a, query.get("job_id", ""))
+            self._reply(200, {})
+        else:
+            self._reply(404, {"error": f"no such route: {method} {self.path}"})
+
+
+def send_webhook(url: str, body: dict[str, Any]) -> None:
+    """POST the final status to the request's webhook, best effort, off the request thread."""
+
+    def post() -> None:
+        request = urllib.request.Request(  # noqa: S310 - a URL the user gave us, on purpose
+            url,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+                pass
+        except OSError:
+            pass  # RunPod retries twice; a local dev tool just drops it
+
+    threading.Thread(target=post, name="localpod-webhook", daemon=True).start()
