@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/hadolint Dockerfile
 
 test: lint
 	$(BIN)/python -m orchestrator.schema_export --check

@@ -1,41 +1,37 @@
-"""RunPod Serverless entry point. Thin on purpose: validate, hand over, answer.
+"""RunPod Serverless entry point. Thin on purpose: settings, progress, hand over, answer.
 
-What exists today: request validation with the seed's error shape. The stages that train and
-publish are built in later issues; until then a valid request is answered with a plain
-"not built yet" failure instead of pretending to train. Nothing heavy is imported here: the
-worker's cold start pays only for what the first job needs.
+Everything a job does lives in `orchestrator.worker.handle` (CPU-testable); this file only binds
+it to the SDK. The handler is async so RunPod's cancel reaches it (a sync handler cannot be
+cancelled), and training runs in a subprocess that the worker stops with save_quit. Nothing
+heavy is imported at module level: the worker's cold start pays only for what it needs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.request import RequestError, parse_request
-
-NOT_BUILT = (
-    "this worker validates requests but cannot train yet: the dataset, weights, training "
-    "and publish stages are not built in this version"
-)
+from orchestrator.settings import Settings
+from orchestrator.worker import WorkerOptions, handle
 
 
-def failed(message: str) -> dict[str, Any]:
-    """The seed's error response."""
-    return {"status": "failed", "error": message}
+def _options() -> WorkerOptions:
+    return WorkerOptions(settings=Settings.from_env())
 
 
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
     """RunPod calls this with {"id": ..., "input": {...}}."""
-    raw = job.get("input")
-    if not isinstance(raw, dict):
-        return failed("input: the request body must be a JSON object under 'input'")
-    try:
-        parse_request(raw)
-    except RequestError as exc:
-        return failed(str(exc))
-    return failed(NOT_BUILT)
+    import runpod  # noqa: PLC0415 - the SDK is loaded by the worker already; not at import
+
+    def send(payload: dict[str, Any]) -> None:
+        runpod.serverless.progress_update(job, payload)
+
+    return await handle(job, _options(), send)
 
 
 if __name__ == "__main__":  # pragma: no cover - the worker process
     import runpod
 
+    from orchestrator.logs import configure_logging
+
+    configure_logging(json_lines=True)
     runpod.serverless.start({"handler": handler})

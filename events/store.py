@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import structlog
 from pydantic import ValidationError
 
 from events.fsutil import fsync_dir
@@ -22,6 +23,7 @@ from events.model import GENESIS_HASH, Event, event_from_line, line_digest_ok, m
 from events.redact import Redactor
 
 EVENTS_FILE = "events.jsonl"
+_log = structlog.get_logger(__name__)
 
 
 class StoreError(Exception):
@@ -163,7 +165,10 @@ class EventLog:
             self._pending_truncate = False
             self._events.append(event)
             for observer in self.observers:
-                observer(event)
+                try:
+                    observer(event)
+                except Exception:  # the event is durable; a projection's bug must not undo it
+                    _log.exception("event observer failed", job_id=self.job_id, seq=event.seq)
             return event
 
 

@@ -18,6 +18,10 @@ from events.redact import MASK, is_sensitive_key
 from events.replay import AuditReport, audit, summarize
 from events.store import EVENTS_FILE, CorruptLog, parse_blob
 from orchestrator.catalogue import ALL_MODEL_TYPES, Download, ModelEntry, get_model
+from orchestrator.cli_dataset import app as dataset_app
+from orchestrator.cli_serve import serve
+from orchestrator.cli_submit import submit
+from orchestrator.cli_watch import watch
 from orchestrator.logs import configure_logging
 from orchestrator.request import RequestError, TrainingRequest, parse_request
 from stages.trainer_config import ConfigError, JobPaths, render
@@ -252,6 +256,13 @@ def plan(
             f"- {_download_text(download)} -> {paths.models_root / download.dest}"
             f"{gated if download.gated else ''}\n"
         )
+
+
+# Commands that live in their own modules (each owns its imports and options).
+app.add_typer(dataset_app, name="dataset")
+app.command()(watch)
+app.command()(serve)
+app.command()(submit)
 
 
 if __name__ == "__main__":  # pragma: no cover

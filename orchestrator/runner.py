@@ -19,7 +19,7 @@ import structlog
 from events.lease import FileLease
 from events.model import Event
 from events.replay import JobView, fold
-from events.store import EventStore, job_path
+from events.store import EventLog, EventStore, job_path
 from orchestrator.machine import JobMachine
 from orchestrator.states import HALTED, MEANING, Fact, Status
 
@@ -72,6 +72,10 @@ class Stage(abc.ABC):
         return MEANING[self.status]
 
 
+# Publishes a cancelled job's latest saved LoRA; returns what it published, or None.
+Salvage = Callable[[StageContext], dict[str, Any] | None]
+
+
 @dataclass(frozen=True)
 class Outcome:
     job_id: str
@@ -101,8 +105,17 @@ def run_job(
     lease: FileLease | None = None,
     start_data: Mapping[str, Any] | None = None,
     finish: Callable[[Mapping[str, dict[str, Any]]], dict[str, Any]] = _default_finish,
+    observers: Sequence[Callable[[Event], None]] = (),
+    on_open: Callable[[EventLog], None] | None = None,
+    salvage: Salvage | None = None,
 ) -> Outcome:
-    """Run (or resume, or answer from the log) one delivery of a job. See the module doc."""
+    """Run (or resume, or answer from the log) one delivery of a job. See the module doc.
+
+    `observers` see every event once it is durable (live progress); `on_open` gets the log
+    before this delivery appends anything (a mirror catches up, then follows). `salvage` runs
+    when the client cancels: it publishes what exists (the latest saved LoRA) while the job is
+    UPLOADING, and its result goes into the CANCELLED event.
+    """
     job_dir = job_path(root, job_id)
     job_dir.mkdir(parents=True, exist_ok=True)
     store = store or EventStore.on_disk(root)
@@ -111,6 +124,9 @@ def run_job(
     lease.start_renewing()
     try:
         job_log = store.open(job_id, secrets=secrets, fence=lease)
+        job_log.observers.extend(observers)
+        if on_open is not None:
+            on_open(job_log)
         machine = JobMachine(job_log)
         return _deliver(
             machine,
@@ -121,9 +137,35 @@ def run_job(
             explicit_resume=explicit_resume,
             start_data=start_data,
             finish=finish,
+            salvage=salvage,
         )
     finally:
         lease.release()
+
+
+def _begin(
+    machine: JobMachine,
+    view: JobView,
+    *,
+    explicit_resume: bool,
+    start_data: Mapping[str, Any] | None,
+) -> bool:
+    """Record the start of this delivery (INITIALIZED or RESUMED); True when resuming."""
+    if view.status is Status.NEW:
+        machine.attempt = 1
+        machine.fire(Status.INITIALIZED, {"message": "Job initialized", **(start_data or {})})
+        machine.fire(Status.STARTING, {"message": MEANING[Status.STARTING]})
+        return False
+    machine.attempt = view.attempt + 1
+    machine.fire(
+        Status.RESUMED,
+        {
+            "message": f"Resuming from {view.status.value} (attempt {machine.attempt})",
+            "from_status": view.status.value,
+            "explicit": explicit_resume,
+        },
+    )
+    return True
 
 
 def _deliver(
@@ -136,6 +178,7 @@ def _deliver(
     explicit_resume: bool,
     start_data: Mapping[str, Any] | None,
     finish: Callable[[Mapping[str, dict[str, Any]]], dict[str, Any]],
+    salvage: Salvage | None,
 ) -> Outcome:
     view = machine.view()
     bound = log.bind(job_id=job_id, status=view.status.value, attempt=view.attempt)
@@ -146,22 +189,7 @@ def _deliver(
         bound.info("job stopped earlier; not resumed without an explicit request")
         return _outcome(machine, error=view.error)
 
-    resumed = view.status is not Status.NEW
-    if resumed:
-        machine.attempt = view.attempt + 1
-        machine.fire(
-            Status.RESUMED,
-            {
-                "message": f"Resuming from {view.status.value} (attempt {machine.attempt})",
-                "from_status": view.status.value,
-                "explicit": explicit_resume,
-            },
-        )
-    else:
-        machine.attempt = 1
-        machine.fire(Status.INITIALIZED, {"message": "Job initialized", **(start_data or {})})
-        machine.fire(Status.STARTING, {"message": MEANING[Status.STARTING]})
-
+    resumed = _begin(machine, view, explicit_resume=explicit_resume, start_data=start_data)
     results: dict[str, dict[str, Any]] = {}
     ran: list[str] = []
     skipped: list[str] = []
@@ -202,13 +230,28 @@ def _deliver(
         machine.fire(Status.INTERRUPTED, {"message": str(exc) or "worker stopping", **_at(current)})
         return _outcome(machine, ran=ran, skipped=skipped)
     except JobCancelled as exc:
-        machine.fire(Status.CANCELLED, {"message": str(exc) or "cancelled", **_at(current)})
-        return _outcome(machine, ran=ran, skipped=skipped)
+        data: dict[str, Any] = {"message": str(exc) or "cancelled", **_at(current)}
+        if salvage is not None:
+            ctx = StageContext(job_id, job_dir, request, dict(results), record, resumed=resumed)
+            data |= _salvage(machine, salvage, ctx)
+        machine.fire(Status.CANCELLED, data)
+        return _outcome(machine, result=data, ran=ran, skipped=skipped)
     except Exception as exc:  # every other failure becomes ERROR with a readable message
         message = str(exc) if isinstance(exc, StageFailed) else _internal(current, exc)
         event = machine.fire(Status.ERROR, {"error": message, **_at(current)})
         bound.error("job failed", error=event.data["error"], stage=_at(current).get("stage"))
         return _outcome(machine, error=str(event.data["error"]), ran=ran, skipped=skipped)
+
+
+def _salvage(machine: JobMachine, salvage: Salvage, ctx: StageContext) -> dict[str, Any]:
+    """Publish what a cancelled job has; never let that failure hide the cancel."""
+    if machine.status is not Status.UPLOADING and machine.can(Status.UPLOADING):
+        machine.fire(Status.UPLOADING, {"message": "Publishing the latest saved LoRA"})
+    try:
+        published = salvage(ctx)
+    except Exception as exc:  # the cancel stands; say why nothing was published
+        return {"published": None, "salvage_error": f"{type(exc).__name__}: {exc}"}
+    return {"published": published}
 
 
 def _at(stage: Stage | None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class Settings:
     model_wait_s: float = 3 * 3600.0  # how long a job waits for another worker's download
     download_attempts: int = 3  # tries per repo on network errors and 5xx
     retry_wait_s: float = 5.0  # first pause between tries, doubled each time
+    diffusion_pipe_dir: Path = Path("/opt/diffusion-pipe")  # the pinned checkout (Dockerfile)
 
     @property
     def models_root(self) -> Path:
@@ -48,4 +49,5 @@ class Settings:
             model_wait_s=float(env.get("DPS_MODEL_WAIT_S") or 3 * 3600.0),
             download_attempts=int(env.get("DPS_DOWNLOAD_ATTEMPTS") or 3),
             retry_wait_s=float(env.get("DPS_RETRY_WAIT_S") or 5.0),
+            diffusion_pipe_dir=Path(env.get("DPS_DIFFUSION_PIPE_DIR") or "/opt/diffusion-pipe"),
         )

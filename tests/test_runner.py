@@ -165,3 +165,49 @@ def test_a_killed_worker_loses_only_the_unsaved_work(tmp_path: Path) -> None:
     assert next(e for e in events if e.type == "RESUMED").data["from_status"] == "TRAINING"
     assert [e.data["epoch"] for e in events if e.type == "EPOCH_SAVED"] == [1, 2, 3]
     assert audit(events).ok
+
+
+class _Cancelled(Train):
+    def run(self, ctx):  # type: ignore[no-untyped-def]
+        from orchestrator.runner import JobCancelled  # noqa: PLC0415
+
+        (ctx.job_dir / "output").mkdir(exist_ok=True)
+        (ctx.job_dir / "output" / "epoch1.bin").write_bytes(b"lora")
+        raise JobCancelled("cancelled by the client")
+
+
+def test_a_cancel_publishes_the_latest_lora_then_records_cancelled(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def salvage(ctx: Any) -> dict[str, Any]:
+        return {"lora": str(ctx.job_dir / "output" / "epoch1.bin")}
+
+    outcome = run_job(
+        root=tmp_path,
+        job_id="job-1",
+        stages=[Download(), Weights(), _Cancelled()],
+        salvage=salvage,
+        observers=[lambda e: seen.append(e.status)],
+    )
+    assert outcome.status is Status.CANCELLED
+    assert outcome.result is not None
+    assert outcome.result["published"]["lora"].endswith("epoch1.bin")
+    assert seen[-2:] == ["UPLOADING", "CANCELLED"]
+    assert seen == _statuses_all(tmp_path, "job-1")
+    assert audit(EventStore.on_disk(tmp_path).read("job-1")).ok
+
+
+def test_a_failing_salvage_still_records_the_cancel(tmp_path: Path) -> None:
+    def salvage(ctx: Any) -> dict[str, Any]:
+        raise OSError("disk full")
+
+    outcome = run_job(
+        root=tmp_path, job_id="job-1", stages=[Download(), Weights(), _Cancelled()], salvage=salvage
+    )
+    assert outcome.status is Status.CANCELLED
+    assert outcome.result is not None
+    assert outcome.result["salvage_error"] == "OSError: disk full"
+
+
+def _statuses_all(root: Path, job: str) -> list[str]:
+    return [e.status for e in EventStore.on_disk(root).read(job)]

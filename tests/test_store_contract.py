@@ -148,3 +148,16 @@ def test_non_json_and_foreign_lines_are_corruption(store: EventStore) -> None:
     replace_lines(store, "job-1", ["not json at all\n", *lines])
     with pytest.raises(CorruptLog, match="line 1: not a valid event"):
         store.read("job-1")
+
+
+def test_a_failing_observer_does_not_undo_a_durable_append(store: EventStore) -> None:
+    log = store.open("job-1")
+    seen: list[int] = []
+
+    def broken(event: object) -> None:
+        raise RuntimeError("projection bug")
+
+    log.observers.extend([broken, lambda e: seen.append(e.seq)])
+    event = log.append(type="INITIALIZED", status="INITIALIZED", attempt=1, data={})
+    assert seen == [1]
+    assert store.read("job-1") == [event]

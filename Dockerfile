@@ -1,0 +1,60 @@
+# The GPU worker for RunPod Serverless: diffusion-pipe at a pinned commit, this project's worker.
+# Build: docker build -t <you>/diffusion-pipe-serverless:<version> .
+FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
+
+# Ubuntu 24.04's Python is 3.12, which diffusion-pipe needs (sqlite3 autocommit in utils/cache.py).
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        python3.12 python3.12-venv python3.12-dev git git-lfs ffmpeg build-essential \
+        ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3.12 -m venv /opt/venv
+
+# torch first (diffusion-pipe's requirements do not list it); the README's tested pairing is
+# torch 2.9 + CUDA 12.8 with flash-attn 2.8.3.
+ARG TORCH_VERSION=2.9.1
+ARG TORCHVISION_VERSION=0.24.1
+RUN pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+        "torchaudio==${TORCH_VERSION}" \
+        --index-url https://download.pytorch.org/whl/cu128
+
+# diffusion-pipe, driven and never modified: the commit the orchestrator's contract was read from.
+ARG DIFFUSION_PIPE_COMMIT=8f83dbf25d03219df705570ec03e62be04bc402f
+RUN git clone https://github.com/tdrussell/diffusion-pipe /opt/diffusion-pipe \
+    && git -C /opt/diffusion-pipe checkout "${DIFFUSION_PIPE_COMMIT}" \
+    && git -C /opt/diffusion-pipe submodule update --init --recursive \
+    && pip install -r /opt/diffusion-pipe/requirements.txt
+
+# flash-attn (Wan needs it) from a prebuilt wheel matching torch/CUDA/Python when one is given;
+# building it from source takes hours. Without one, the training driver reports it clearly.
+ARG FLASH_ATTN_WHEEL=""
+# hadolint ignore=DL3013
+RUN if [ -n "${FLASH_ATTN_WHEEL}" ]; then pip install "${FLASH_ATTN_WHEEL}"; \
+    else echo "flash-attn: no prebuilt wheel given (FLASH_ATTN_WHEEL); Wan jobs will fail clearly"; fi
+
+WORKDIR /app
+COPY pyproject.toml README.md /app/
+COPY handler.py /app/handler.py
+COPY orchestrator /app/orchestrator
+COPY events /app/events
+COPY stages /app/stages
+COPY minipipe /app/minipipe
+COPY localpod /app/localpod
+RUN pip install "/app[worker]"
+
+# Models, datasets and Hub caches live on the network volume when one is mounted, so a second
+# job (or a retried one) finds them; without a volume they live in the container.
+ENV DPS_DIFFUSION_PIPE_DIR=/opt/diffusion-pipe \
+    HF_HOME=/runpod-volume/huggingface \
+    HF_HUB_DISABLE_TELEMETRY=1
+
+CMD ["python", "-u", "/app/handler.py"]

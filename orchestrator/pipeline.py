@@ -1,0 +1,195 @@
+"""A job's stages for a request, in order, wired to one delivery's settings and stop signal.
+
+prepare (STARTING) -> dataset (DOWNLOADING) -> captions (CAPTIONING, when asked) ->
+weights (MODEL_DOWNLOAD) -> training (TRAINING) -> publish (UPLOADING).
+The base model starts downloading in the background during `prepare`, so it overlaps the
+dataset download and captioning; `weights` waits for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from events.fsutil import write_atomic
+from orchestrator.request import TrainingRequest
+from orchestrator.runner import JobCancelled, JobInterrupted, Stage, StageContext, StageFailed
+from orchestrator.settings import Settings
+from orchestrator.states import Status
+from stages.captions import Captions
+from stages.dataset import Dataset
+from stages.publish import (
+    Publish,
+    PublishOptions,
+    complete_event_data,
+    publish,
+    response_from_results,
+)
+from stages.publish_common import PublishInputs
+from stages.run_folder import newest_lora
+from stages.trainer_config import JobPaths, preflight, render, write_configs
+from stages.training import StopRequest, Training, TrainingPlan
+from stages.weights import Weights, start_model_download
+
+CAPTIONED_TYPES = frozenset({"images", "videos", "both"})
+REQUEST_FILE = "request.json"
+
+
+@dataclass
+class Delivery:
+    """What one delivery of a job shares between its stages and the handler."""
+
+    job_id: str
+    request: TrainingRequest
+    settings: Settings
+    stop: StopRequest = field(default_factory=StopRequest)
+    on_sample: Callable[[dict[str, Any]], None] | None = None
+    publish_options: PublishOptions | None = None
+    captions_factory: Callable[[], Stage] | None = None  # tests swap in a tiny captioner
+    stop_grace_s: float = 300.0
+
+    @property
+    def job_dir(self) -> Path:
+        return self.settings.root / "jobs" / self.job_id
+
+    def hub_token(self) -> str | None:
+        token = self.request.hf_download_token()
+        return token.get_secret_value() if token is not None else None
+
+    def publish_opts(self) -> PublishOptions:
+        return self.publish_options or PublishOptions(hub_endpoint=self.settings.hub_endpoint)
+
+
+class Stoppable(Stage):
+    """A stage that honours a pending stop before it starts (between stages)."""
+
+    def __init__(self, inner: Stage, stop: StopRequest) -> None:
+        self.inner = inner
+        self.stop = stop
+        self.name = inner.name
+        self.status = inner.status
+        self.done_status = inner.done_status
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        if self.stop.requested:
+            reason = self.stop.reason or "stop requested"
+            if self.stop.kind == "cancel":
+                raise JobCancelled(f"{reason}; stopped before {self.name}")
+            raise JobInterrupted(f"{reason}; stopped before {self.name}")
+        return self.inner.run(ctx)
+
+    def verify(self, ctx: StageContext, result: Mapping[str, Any]) -> bool:
+        return self.inner.verify(ctx, result)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+class Prepare(Stage):
+    """STARTING: check the request against the trainer's rules, keep a redacted copy, and start
+    the base-model download in the background."""
+
+    name = "prepare"
+    status = Status.STARTING
+
+    def __init__(self, delivery: Delivery, weights: Weights) -> None:
+        self.delivery = delivery
+        self.weights = weights
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        request = self.delivery.request
+        preflight(request)  # a config diffusion-pipe would refuse fails here, before downloads
+        write_atomic(ctx.job_dir / REQUEST_FILE, json.dumps(request.masked(), indent=2) + "\n")
+        self.weights.download = start_model_download(
+            request.model_type, settings=self.delivery.settings, token=self.delivery.hub_token()
+        )
+        return {"files": [REQUEST_FILE], "model_download": "started"}
+
+
+class ConfiguredTraining(Training):
+    """Training whose configs are rendered when it starts, from the prepared dataset."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        super().__init__(
+            TrainingPlan(delivery.request.model_type, Path("unset"), ""),
+            diffusion_pipe_dir=delivery.settings.diffusion_pipe_dir,
+            stop=delivery.stop,
+            stop_grace_s=delivery.stop_grace_s,
+            on_progress=delivery.on_sample,
+        )
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        request = self.delivery.request
+        dataset = ctx.results.get("dataset", {})
+        paths = JobPaths.for_job(self.delivery.settings.root, self.delivery.job_id)
+        configs = render(
+            request,
+            paths,
+            image_count=dataset.get("images"),
+            video_count=dataset.get("videos"),
+        )
+        _, main = write_configs(configs, paths.config_dir)
+        self.plan = TrainingPlan(
+            request.model_type,
+            main,
+            request.model.lora_file,
+            total_steps=dataset.get("total_steps"),
+        )
+        return super().run(ctx)
+
+
+def needs_captions(request: TrainingRequest) -> bool:
+    return request.dataset.type in CAPTIONED_TYPES
+
+
+def build_stages(delivery: Delivery) -> list[Stage]:
+    request, settings = delivery.request, delivery.settings
+    weights = Weights(request.model_type, settings=settings, token=delivery.hub_token())
+    stages: list[Stage] = [Prepare(delivery, weights), Dataset(settings=settings)]
+    if needs_captions(request):
+        stages.append(delivery.captions_factory() if delivery.captions_factory else Captions())
+    stages += [weights, ConfiguredTraining(delivery), Publish(delivery.publish_opts())]
+    return [Stoppable(stage, delivery.stop) for stage in stages]
+
+
+def finish(delivery: Delivery) -> Callable[[Mapping[str, dict[str, Any]]], dict[str, Any]]:
+    """The COMPLETE event's data: the seed's COMPLETE update plus the response to return."""
+
+    def data(results: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+        response = response_from_results(delivery.job_id, delivery.request.model_type, results)
+        return {**complete_event_data(results["publish"]), "response": response}
+
+    return data
+
+
+def salvage(delivery: Delivery) -> Callable[[StageContext], dict[str, Any] | None]:
+    """On cancel: publish the newest complete LoRA, if training saved one."""
+
+    def run(ctx: StageContext) -> dict[str, Any] | None:
+        request = delivery.request
+        saved = newest_lora(ctx.job_dir / "output", request.model.lora_file)
+        if saved is None:
+            return None
+        training = {
+            "lora": str(saved.file.relative_to(ctx.job_dir)),
+            "final_save": saved.name,
+            "epochs_completed": saved.number if saved.kind == "epoch" else None,
+        }
+        inputs = PublishInputs(
+            job_id=delivery.job_id,
+            job_dir=ctx.job_dir,
+            request=request,
+            training=training,
+            dataset_report=dict(ctx.results.get("dataset", {})),
+        )
+        try:
+            published = publish(inputs, delivery.publish_opts())
+        except StageFailed as exc:
+            return {"error": str(exc)}
+        return {"latest_epoch": saved.name, "output": published["output"]}
+
+    return run

@@ -1,0 +1,88 @@
+"""Live progress for RunPod's `/status`: the job's latest state as one small payload, throttled.
+
+RunPod shows the last `progress_update` as a running job's `output`. Each update is a
+fire-and-forget thread in the SDK, so a late one can land after the final result: updates are
+throttled, and `quiet()` waits out the gap before the handler returns.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from events.model import Event
+from orchestrator.states import MEANING, Fact, Status
+
+PAYLOAD_KEYS = ("status", "stage", "percent", "step", "total_steps", "epoch", "loss", "eta_seconds")
+
+
+class ProgressReporter:
+    """Folds events and trainer samples into a payload; sends at most one per `every_s`."""
+
+    def __init__(
+        self,
+        send: Callable[[dict[str, Any]], None],
+        *,
+        every_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._send = send
+        self.every_s = every_s
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._last_sent: float | None = None
+        self._pending = False
+        self.closed = False
+        self.sent = 0
+        self.payload: dict[str, Any] = {k: None for k in PAYLOAD_KEYS} | {"message": None}
+
+    def on_event(self, event: Event) -> None:
+        """An event was appended to the job's log."""
+        update: dict[str, Any] = {"status": event.status}
+        data = event.data
+        if event.type == Fact.PROGRESS:
+            update |= {k: data[k] for k in PAYLOAD_KEYS if k in data and k != "status"}
+            if "stage" in data:
+                update["stage"] = data["stage"]
+        elif event.type not in Fact.__members__:
+            # A new status: what the seed says it means, and the stage that runs in it.
+            update["stage"] = data.get("stage", self.payload.get("stage"))
+            if event.status in Status.__members__:
+                update["message"] = MEANING.get(Status(event.status))
+        if isinstance(data.get("message"), str):
+            update["message"] = data["message"]
+        self._merge(update, force=event.type not in Fact.__members__)
+
+    def on_sample(self, sample: dict[str, Any]) -> None:
+        """A live trainer sample (every step; throttled here)."""
+        self._merge({k: sample[k] for k in PAYLOAD_KEYS if k in sample and k != "status"})
+
+    def _merge(self, update: dict[str, Any], *, force: bool = False) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.payload.update(update)
+            now = self._clock()
+            due = self._last_sent is None or now - self._last_sent >= self.every_s
+            if not (due or (force and self._last_sent is not None and now - self._last_sent >= 1)):
+                self._pending = True
+                return
+            self._last_sent = now
+            self._pending = False
+            payload = dict(self.payload)
+            self.sent += 1
+        self._send(payload)
+
+    def quiet(self, gap_s: float = 2.0) -> None:
+        """Stop sending, and let the last update land well before the final result."""
+        with self._lock:
+            self.closed = True
+            last = self._last_sent
+        if last is not None:
+            wait = gap_s - (self._clock() - last)
+            if wait > 0:
+                self._sleep(wait)
