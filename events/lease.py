@@ -37,6 +37,7 @@ class LeaseHeld(LeaseError):
             f"{seconds_left:.0f}s); a second worker may not write it"
         )
         self.owner = owner
+        self.seconds_left = seconds_left
 
 
 class StaleLease(LeaseError):

@@ -203,6 +203,11 @@ class LocalPod:
         _signal(proc.popen.pid, sig, group=sig == signal.SIGKILL)
         return proc.id
 
+    def redeliver(self, job_id: str) -> None:
+        """Deliver `job_id` again (same id and input), as RunPod may after a finished job."""
+        if self.board.redeliver(job_id) is None:
+            raise LookupError(f"no job {job_id}")
+
     def wait_for(
         self, job_id: str, statuses: Iterable[str] = FINAL_STATUSES, timeout: float = 30.0
     ) -> dict[str, Any]:

@@ -25,7 +25,7 @@ class SubmitError(RuntimeError):
     """An HTTP or transport failure talking to the endpoint."""
 
 
-def _call(method: str, url: str, key: str, body: Any = None) -> dict[str, Any]:
+def call_endpoint(method: str, url: str, key: str, body: Any = None) -> dict[str, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 - the user's endpoint URL, on purpose
         url,
@@ -66,7 +66,9 @@ def _describe(progress: Any) -> tuple[float | None, str]:
     return (float(percent) if isinstance(percent, int | float) else None), " · ".join(parts)
 
 
-def _follow(base: str, key: str, job_id: str, interval: float, console: Console) -> dict[str, Any]:
+def follow_job(
+    base: str, key: str, job_id: str, interval: float, console: Console
+) -> dict[str, Any]:
     columns = (
         TextColumn("{task.fields[status]:<11}"),
         BarColumn(),
@@ -77,7 +79,7 @@ def _follow(base: str, key: str, job_id: str, interval: float, console: Console)
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("", total=100, status="IN_QUEUE")
         while True:
-            view = _call("GET", f"{base}/status/{job_id}", key)
+            view = call_endpoint("GET", f"{base}/status/{job_id}", key)
             status = str(view.get("status"))
             if status in FINAL:
                 bar.update(task, status=status, completed=100 if status == "COMPLETED" else None)
@@ -127,13 +129,13 @@ def submit(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
             raise typer.Exit(2)
         key = "local"  # a local endpoint accepts any non-empty key by default
     try:
-        queued = _call("POST", f"{base}/run", key, body)
+        queued = call_endpoint("POST", f"{base}/run", key, body)
         job_id = str(queued.get("id"))
         err.print(f"submitted {job_id} to {base}", highlight=False)
         if not wait:
             typer.echo(json.dumps(queued, indent=2))
             return
-        final = _follow(base, key, job_id, interval, err)
+        final = follow_job(base, key, job_id, interval, err)
     except SubmitError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None

@@ -33,6 +33,8 @@ class Settings:
     download_attempts: int = 3  # tries per repo on network errors and 5xx
     retry_wait_s: float = 5.0  # first pause between tries, doubled each time
     diffusion_pipe_dir: Path = Path("/opt/diffusion-pipe")  # the pinned checkout (Dockerfile)
+    # A job's writer lease: a dead worker's job is taken over this long after its last renewal.
+    lease_ttl_s: float = 60.0
 
     @property
     def models_root(self) -> Path:
@@ -50,4 +52,5 @@ class Settings:
             download_attempts=int(env.get("DPS_DOWNLOAD_ATTEMPTS") or 3),
             retry_wait_s=float(env.get("DPS_RETRY_WAIT_S") or 5.0),
             diffusion_pipe_dir=Path(env.get("DPS_DIFFUSION_PIPE_DIR") or "/opt/diffusion-pipe"),
+            lease_ttl_s=float(env.get("DPS_LEASE_TTL_S") or 60.0),
         )

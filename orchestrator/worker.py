@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from events.lease import FileLease, LeaseHeld
 from orchestrator.progress import ProgressReporter
 from orchestrator.request import RequestError, TrainingRequest, parse_request
 from orchestrator.runner import Outcome, run_job
@@ -180,18 +182,26 @@ async def handle(
             mirror.start()
 
     def work() -> Outcome:
-        return run_job(
-            root=options.settings.root,
-            job_id=job_id,
-            stages=build_stages(delivery),
-            request=request,
-            secrets=request.secret_values(),
-            explicit_resume=request.resume,
-            start_data={"model_type": request.model_type, "model_name": request.model.display_name},
-            finish=finish(delivery),
-            observers=[reporter.on_event],
-            on_open=on_open,
-            salvage=salvage(delivery),
+        return _run_when_free(
+            lambda lease: run_job(
+                root=options.settings.root,
+                lease=lease,
+                job_id=job_id,
+                stages=build_stages(delivery),
+                request=request,
+                secrets=request.secret_values(),
+                explicit_resume=request.resume,
+                start_data={
+                    "model_type": request.model_type,
+                    "model_name": request.model.display_name,
+                },
+                finish=finish(delivery),
+                observers=[reporter.on_event],
+                on_open=on_open,
+                salvage=salvage(delivery),
+            ),
+            options.settings,
+            job_id,
         )
 
     loop = asyncio.get_running_loop()
@@ -207,12 +217,30 @@ async def handle(
                 await asyncio.wait_for(asyncio.shield(future), options.stop_grace_s + 120)
             _close(mirror, options, reporter)
             raise
+        except LeaseHeld as exc:  # the same job is live on another worker
+            _close(mirror, options, reporter)
+            return failed_response(str(exc))
         except Exception as exc:  # a bug or a lost lease: a string error, never a traceback
             log.exception("delivery failed", job_id=job_id)
             _close(mirror, options, reporter)
             return failed_response(f"internal error: {type(exc).__name__}: {exc}")
     status = _close(mirror, options, reporter)
     return respond(outcome, status)
+
+
+def _run_when_free(run: Callable[[FileLease], Outcome], settings: Settings, job_id: str) -> Outcome:
+    """Run once this job's lease is ours. A job delivered again after its worker died finds
+    that worker's lease still live for up to one TTL: wait it out rather than fail."""
+    job_dir = settings.root / "jobs" / job_id
+    deadline = time.monotonic() + 2 * settings.lease_ttl_s + 5
+    while True:
+        try:
+            return run(FileLease(job_dir, ttl_s=settings.lease_ttl_s))
+        except LeaseHeld as held:
+            if time.monotonic() > deadline:
+                raise
+            log.info("job is leased by another worker; waiting", job_id=job_id, owner=held.owner)
+            time.sleep(min(max(held.seconds_left, 0.2) + 0.2, 5.0))
 
 
 def _close(

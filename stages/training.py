@@ -207,8 +207,11 @@ class TrainerRun:
     def __init__(self, command: TrainerCommand, log_path: Path) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("a", encoding="utf-8")
+        # Through `stages.launch`, so the trainer dies with this worker instead of training on
+        # as an orphan (a killed worker process on a machine that stays up).
+        argv = [sys.executable, "-m", "stages.launch", str(os.getpid()), *command.argv]
         self.proc = subprocess.Popen(
-            command.argv,
+            argv,
             cwd=command.cwd,
             env=command.env,
             stdout=subprocess.PIPE,
@@ -306,6 +309,7 @@ def _apply(fact: tl.LogFact, progress: Progress) -> None:
         progress.step, progress.loss, progress.iter_time_s = fact.step, fact.loss, fact.iter_time_s
         if progress.first_step is None:
             progress.first_step = fact.step - 1
+        progress.epoch = progress.epoch or 1  # the first epoch is not announced in the log
     elif isinstance(fact, tl.EpochStarted):
         progress.epoch = fact.epoch
     elif isinstance(fact, tl.Resumed):

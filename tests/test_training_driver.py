@@ -199,3 +199,41 @@ def test_success_needs_the_final_lora_file(tmp_path: Path, monkeypatch: pytest.M
     assert result["final_save"] == "epoch2"
     assert str(result["lora"]).endswith("epoch2/adapter_model.safetensors")
     assert "EPOCH_SAVED" in result["events"]  # type: ignore[operator]
+
+
+def test_a_launched_trainer_dies_with_its_worker(tmp_path: Path) -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    pid_file = tmp_path / "child.pid"
+    trainer = tmp_path / "trainer.py"
+    trainer.write_text(
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    )
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import os, subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-m', 'stages.launch', str(os.getpid()), "
+        f"sys.executable, {str(trainer)!r}])\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(worker)], cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists():
+        status = (
+            Path(f"/proc/{child}/status").read_text()
+            if Path(f"/proc/{child}/status").exists()
+            else ""
+        )
+        if "State:\tZ" in status:
+            break  # a zombie waiting for init to reap it: dead
+        assert time.monotonic() < deadline, "the trainer outlived its worker"
+        time.sleep(0.05)
