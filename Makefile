@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench install schema clean
+.PHONY: demo test test-slow lint bench install schema clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m orchestrator.schema_export --check
 	$(BIN)/pytest -q
+
+# The kill-anywhere soak: a tiny job killed at 20 points across every stage (about 10 min).
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m soak
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

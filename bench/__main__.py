@@ -1,7 +1,27 @@
-"""`python -m bench` (make bench): run every benchmark and print its ratios."""
+"""`python -m bench` (make bench): every benchmark, one table, also written to bench/results.md."""
 
-from bench import events_bench, trainer_bench
+from pathlib import Path
+
+from bench import (
+    dataset_bench,
+    events_bench,
+    mirror_bench,
+    publish_bench,
+    trainer_bench,
+    worker_bench,
+)
+from bench.table import publish
 
 if __name__ == "__main__":
-    events_bench.main()
-    trainer_bench.main()
+    results = []
+    for module in (
+        events_bench,
+        trainer_bench,
+        dataset_bench,
+        publish_bench,
+        mirror_bench,
+        worker_bench,
+    ):
+        print(f"running {module.__name__} ...", flush=True)
+        results.extend(module.run())
+    publish(results, Path(__file__).resolve().parent / "results.md")

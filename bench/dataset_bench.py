@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.table import Result, secs
 from orchestrator.request import parse_request
 from stages.dataset import prepare
 from stages.dataset_download import DownloadLimits
@@ -52,7 +53,7 @@ def dataset_zip() -> bytes:
     return data
 
 
-def main() -> None:
+def run() -> list[Result]:
     data = dataset_zip()
     have_tools = shutil.which("curl") and shutil.which("unzip")
     with DataServer() as srv, tempfile.TemporaryDirectory() as tmp_name:
@@ -92,17 +93,30 @@ def main() -> None:
     ours = statistics.median(ours_times)
     check = statistics.median(check_times)
     size = len(data) / 2**20
-    line = f"dataset prep {IMAGES} JPEGs ({size:.0f} MB zip): ours {ours:.2f}s"
-    if bare_times:
-        bare_s = statistics.median(bare_times)
-        line += f"  curl+unzip {bare_s:.2f}s  ratio {ours / bare_s:.2f} (goal <= 1.5)"
-    else:
-        line += "  (baseline skipped: curl or unzip not found)"
-    print(line)
-    print(
-        f"dataset check alone: {check:.2f}s  {IMAGES / check:.0f} images/s "
-        f"(download+extract+toml {ours - check:.2f}s)"
-    )
+    name = f"dataset prep: {IMAGES} JPEGs, {size:.0f} MB zip"
+    return [
+        Result(
+            name,
+            secs(ours),
+            f"curl + unzip {secs(statistics.median(bare_times))}" if bare_times else "skipped",
+            ours / statistics.median(bare_times) if bare_times else None,
+            1.5,
+            "" if bare_times else "curl or unzip not found",
+        ),
+        Result(
+            "dataset check alone (open every image)",
+            f"{IMAGES / check:.0f} images/s",
+            "-",
+            None,
+            None,
+            f"{secs(check)}; download+extract+toml {secs(ours - check)}",
+        ),
+    ]
+
+
+def main() -> None:
+    for r in run():
+        print(r)
 
 
 if __name__ == "__main__":

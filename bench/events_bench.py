@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.table import Result, secs
 from events.lease import FileLease
 from events.replay import fold
 from events.store import EventStore, parse_blob
@@ -106,15 +107,28 @@ def bench_replay(tmp: Path) -> tuple[float, float]:
     return _best(ours), _best(bare)
 
 
-def main() -> None:
+def run() -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
-        ours, bare = bench_append(Path(tmp))
-        print(
-            f"append+fsync x{APPEND_N}: store {ours:.3f}s  bare write+fsync {bare:.3f}s  "
-            f"ratio {ours / bare:.2f} (goal <= 1.5)"
-        )
-        ours, bare = bench_replay(Path(tmp))
-        print(
-            f"replay+verify x{REPLAY_N}: store {ours:.3f}s  bare json.loads {bare:.3f}s  "
-            f"ratio {ours / bare:.2f} (goal <= 3)"
-        )
+        a_ours, a_bare = bench_append(Path(tmp))
+        r_ours, r_bare = bench_replay(Path(tmp))
+    return [
+        Result(
+            f"append + fsync, {APPEND_N:,} events",
+            secs(a_ours),
+            f"os.write + os.fsync {secs(a_bare)}",
+            a_ours / a_bare,
+            1.5,
+        ),
+        Result(
+            f"replay + verify, {REPLAY_N:,} events",
+            secs(r_ours),
+            f"json.loads loop {secs(r_bare)}",
+            r_ours / r_bare,
+            3.0,
+        ),
+    ]
+
+
+def main() -> None:
+    for r in run():
+        print(r)

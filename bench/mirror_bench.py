@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.table import Result
 from events.mirror import HubMirror, MirrorSettings
 from events.model import GENESIS_HASH, Event, make_event
 from orchestrator.logs import configure_logging
@@ -146,22 +147,28 @@ def simulate_job(
     return SimResult(chain.events, commit_times, final)
 
 
-def main() -> None:
+def run() -> list[Result]:
     configure_logging(level=logging.WARNING)  # the mirror's per-commit lines are noise here
     with FakeHub() as hub, tempfile.TemporaryDirectory() as tmp:
         result = simulate_job(hub.url, "bench/mirror", Path(tmp))
         files = [p for p in hub.files("bench/mirror") if p.startswith("UPDATES/")]
         posts = hub.count("POST", "/commit/")
     events = len(result.events)
-    print(
-        f"mirror: {JOB_HOURS:.0f} h job, {events} events -> {len(files)} UPDATES files, "
-        f"{result.status['commits']} commits ({posts} commit POSTs)"
-    )
-    print(
-        f"mirror: worst hour {result.worst_hour} commits "
-        f"(Hub limit ~{HUB_LIMIT_PER_HOUR}/h: {result.worst_hour / HUB_LIMIT_PER_HOUR:.0%}); "
-        f"one commit per event would need {events} ({events / JOB_HOURS:.0f}/h)"
-    )
+    return [
+        Result(
+            f"Hub commits, simulated {JOB_HOURS:.0f} h job ({events} events)",
+            f"{result.status['commits']} commits, worst hour {result.worst_hour}",
+            f"one commit per event: {events}",
+            None,
+            None,
+            f"{len(files)} UPDATES files, {posts} commit POSTs; Hub limit ~{HUB_LIMIT_PER_HOUR}/h",
+        )
+    ]
+
+
+def main() -> None:
+    for r in run():
+        print(r)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
+from bench.table import Result, secs
 from orchestrator.request import parse_request
 from stages.publish import PublishOptions, publish
 from stages.publish_common import PublishInputs
@@ -54,7 +55,7 @@ def _job(root: Path, endpoint: str) -> PublishInputs:
     return PublishInputs(JOB, root / "jobs" / JOB, request, training)
 
 
-def main() -> None:
+def run() -> list[Result]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -85,10 +86,20 @@ def main() -> None:
     finally:
         server.stop()
     ours, bare = statistics.median(ours_s), statistics.median(bare_s)
-    print(
-        f"s3 upload {SIZE_MB} MB to moto: publish {ours:.2f}s  boto3 upload_file defaults "
-        f"{bare:.2f}s  ratio {ours / bare:.2f} (goal <= 1.0)"
-    )
+    return [
+        Result(
+            f"S3 upload {SIZE_MB} MB to moto",
+            secs(ours),
+            f"boto3 upload_file defaults {secs(bare)}",
+            ours / bare,
+            1.0,
+        )
+    ]
+
+
+def main() -> None:
+    for r in run():
+        print(r)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from bench.table import Result, secs
 from events.store import EventStore
 from minipipe.model import build_tiny_model
 from orchestrator.machine import JobMachine
@@ -111,20 +112,34 @@ def killed_and_resumed(plan: TrainingPlan, job_dir: Path) -> tuple[float, int]:
     return elapsed, len(set(first) & set(second))
 
 
-def main() -> None:
+def run() -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         plan, job_dir = _prepare(Path(tmp))
         direct(plan, job_dir)  # warm the page cache and imports once
         runs = [(direct(plan, job_dir), driven(plan, job_dir)) for _ in range(3)]
         d = sorted(r[0] for r in runs)[1]
         o = sorted(r[1] for r in runs)[1]
-        print(
-            f"trainer overhead ({plan.total_steps} steps): minipipe alone {d:.2f}s  "
-            f"through the driver {o:.2f}s  ratio {o / d:.2f} (goal <= 1.10)"
-        )
         whole = driven(plan, job_dir)
         resumed, redone = killed_and_resumed(plan, job_dir)
-        print(
-            f"resume cost: uninterrupted {whole:.2f}s  killed at 50% + resumed {resumed:.2f}s  "
-            f"extra {resumed - whole:.2f}s  steps trained twice {redone}"
-        )
+    return [
+        Result(
+            f"trainer driver overhead ({plan.total_steps} steps)",
+            secs(o),
+            f"minipipe alone {secs(d)}",
+            o / d,
+            1.10,
+        ),
+        Result(
+            "resume cost: SIGKILL at 50% + resume",
+            secs(resumed),
+            f"uninterrupted {secs(whole)}",
+            resumed / whole,
+            None,
+            f"extra {resumed - whole:.1f} s, {redone} steps trained twice",
+        ),
+    ]
+
+
+def main() -> None:
+    for r in run():
+        print(r)

@@ -425,8 +425,9 @@ def _fetch_with_retries(
 
 def _no_token(repo_id: str) -> str:
     return (
-        f"{repo_id} is a gated model and no Hugging Face token was given: pass hf_token, from an "
-        f"account that accepted the licence at {HUB_PAGE}/{repo_id}"
+        f"{repo_id} is a gated model and no Hugging Face token was given: set "
+        "api_keys.huggingface_token to a token from an account that accepted the licence at "
+        f"{HUB_PAGE}/{repo_id}"
     )
 
 
