@@ -224,8 +224,11 @@ def _deliver(
             if stage.done_status is not None:
                 machine.fire(stage.done_status, {"message": f"{stage.name} finished"})
         current = None
-        done = machine.fire(Status.COMPLETE, finish(results))
-        return _outcome(machine, result=done.data, ran=ran, skipped=skipped)
+        final = finish(results)
+        machine.fire(Status.COMPLETE, final)
+        # The caller gets the result as built; the log keeps it redacted. (A presigned S3 URL
+        # carries the access key id: fine for the client, never for the log or UPDATES.)
+        return _outcome(machine, result=final, ran=ran, skipped=skipped)
     except JobInterrupted as exc:
         machine.fire(Status.INTERRUPTED, {"message": str(exc) or "worker stopping", **_at(current)})
         return _outcome(machine, ran=ran, skipped=skipped)

@@ -211,3 +211,17 @@ def test_a_failing_salvage_still_records_the_cancel(tmp_path: Path) -> None:
 
 def _statuses_all(root: Path, job: str) -> list[str]:
     return [e.status for e in EventStore.on_disk(root).read(job)]
+
+
+def test_the_first_answer_is_whole_while_the_log_keeps_it_redacted(tmp_path: Path) -> None:
+    class Presign(Publish):
+        def run(self, ctx: Any) -> dict[str, Any]:
+            return {"download_url": "https://s3/x?X-Amz-Credential=AKIAABCDEFGHIJKLMNOP%2F"}
+
+    stages = [Download(), Weights(), Train(), Presign(tmp_path / "p")]
+    outcome = run_job(
+        root=tmp_path, job_id="job-1", stages=stages, secrets=["AKIAABCDEFGHIJKLMNOP"]
+    )
+    assert outcome.result is not None
+    assert "AKIAABCDEFGHIJKLMNOP" in outcome.result["download_url"]
+    assert "AKIAABCDEFGHIJKLMNOP" not in (tmp_path / "jobs" / "job-1" / "events.jsonl").read_text()
