@@ -71,11 +71,16 @@ class Redactor:
         return self._pattern.sub(MASK, value)
 
     def data(self, value: Any) -> Any:
-        """A redacted deep copy of JSON-like data (dicts, lists, scalars)."""
+        """A redacted deep copy of JSON-like data (dicts, lists, scalars).
+
+        Keys come out sorted, as the stored line has them, so an event in memory and the same
+        event read back from disk are identical, down to the order of their data.
+        """
         if isinstance(value, Mapping):
+            items = sorted(((str(k), v) for k, v in value.items()), key=lambda kv: kv[0])
             return {
-                str(k): (MASK if is_sensitive_key(str(k)) and v is not None else self.data(v))
-                for k, v in value.items()
+                k: (MASK if is_sensitive_key(k) and v is not None else self.data(v))
+                for k, v in items
             }
         if isinstance(value, list | tuple):
             return [self.data(v) for v in value]

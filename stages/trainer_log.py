@@ -111,6 +111,17 @@ _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
         "repeats or lower the batch",
     ),
     (
+        "disk_full",
+        re.compile(
+            r"No space left on device|\[Errno 28\]|os error 28|Disk quota exceeded"
+            r"|File too large|\[Errno 27\]|PytorchStreamWriter failed writing"
+            # torch.save on a full disk: its zip writer only sees a short write
+            r"|inline_container\.cc.*unexpected pos \d+ vs \d+"
+        ),
+        "the disk filled up while the trainer was saving: free space on the network volume "
+        "(old jobs' output folders), use a larger volume, or save less often",
+    ),
+    (
         "flash_attn_missing",
         re.compile(r"No module named '?flash_attn|flash_attn.*(?:not found|ImportError)"),
         "flash-attn is missing or broken in the worker image; this is a deployment problem, "

@@ -5,6 +5,7 @@
         srv.drop_after["/a.zip"] = [1000]   # the first GET sends 1000 body bytes then closes
         srv.status["/gone"] = 404
         srv.redirects["/old"] = "/a.zip"     # or "ftp://..." to test refused schemes
+        srv.chunk_delay_s["/a.zip"] = 0.2    # send the body in `chunk_size` pieces, pausing
         url = srv.url + "/a.zip"
 
 `requests` records (method, path, Range header) of every request.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +28,8 @@ class DataServer:
     status: dict[str, int] = field(default_factory=dict)
     redirects: dict[str, str] = field(default_factory=dict)
     drop_after: dict[str, list[int]] = field(default_factory=dict)  # per GET, bytes then close
+    chunk_delay_s: dict[str, float] = field(default_factory=dict)  # a slow link, per path
+    chunk_size: int = 256  # the piece sent between two pauses of `chunk_delay_s`
     ranges: bool = True
     content_type: str = "application/zip"
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
@@ -103,6 +107,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[:cut])
             self.wfile.flush()
             self.close_connection = True
+            return
+        delay = srv.chunk_delay_s.get(path, 0.0)
+        if delay > 0:
+            for at in range(0, len(body), max(1, srv.chunk_size)):
+                self.wfile.write(body[at : at + max(1, srv.chunk_size)])
+                self.wfile.flush()
+                time.sleep(delay)
             return
         self.wfile.write(body)
 

@@ -161,3 +161,14 @@ def test_a_failing_observer_does_not_undo_a_durable_append(store: EventStore) ->
     event = log.append(type="INITIALIZED", status="INITIALIZED", attempt=1, data={})
     assert seen == [1]
     assert store.read("job-1") == [event]
+
+
+def test_an_event_in_memory_equals_its_stored_form_key_order_included(store: EventStore) -> None:
+    log = store.open("job-1")
+    event = log.append(
+        type="PROGRESS", status="TRAINING", attempt=1, data={"z": 1, "a": {"y": 2, "b": 3}}
+    )
+    (again,) = store.read("job-1")
+    assert list(event.data) == list(again.data) == ["a", "z"]
+    assert list(event.data["a"]) == ["b", "y"]
+    assert event.to_line() == again.to_line()
