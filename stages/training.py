@@ -382,14 +382,41 @@ class Training(Stage):
         progress = Progress(total_steps=self.plan.total_steps, epochs=int(config["epochs"]))
         last_sample = [0.0]
 
+        # Both lines are printed before the files are written: a fact is recorded only once
+        # its files are complete on disk (checked at the next line and when the run ends).
+        pending: list[tuple[str, dict[str, Any], Callable[[], bool]]] = []
+
+        def settle() -> None:
+            for item in list(pending):
+                kind, data, done = item
+                if done():
+                    ctx.record(kind, data)
+                    pending.remove(item)
+
         def on_fact(fact: tl.LogFact, state: Progress) -> None:
+            settle()
             if isinstance(fact, tl.CheckpointSaved):
-                ctx.record(Fact.CHECKPOINT.value, {"tag": fact.tag, "step": fact.step})
+                tag = fact.tag
+                pending.append(
+                    (
+                        Fact.CHECKPOINT.value,
+                        {"tag": tag, "step": fact.step},
+                        lambda: _checkpoint_done(output_dir, tag),
+                    )
+                )
             elif isinstance(fact, tl.ModelSaved):
                 data: dict[str, Any] = {"name": fact.name, "step": state.step}
                 if fact.epoch is not None:
                     data["epoch"] = fact.epoch
-                ctx.record(Fact.EPOCH_SAVED.value, data)
+                name = fact.name
+                pending.append(
+                    (
+                        Fact.EPOCH_SAVED.value,
+                        data,
+                        lambda: _save_done(output_dir, name, self.plan.lora_file),
+                    )
+                )
+            settle()
             if self.on_progress is not None and isinstance(fact, tl.Step | tl.EpochStarted):
                 self.on_progress(state.sample())
             now = time.monotonic()
@@ -412,6 +439,7 @@ class Training(Stage):
             stop=self.stop,
             stop_grace_s=self.stop_grace_s,
         )
+        settle()  # the process has exited: what is on disk now is final
         if result.stopped and not (result.exit_code == 0 and result.finished):
             self._raise_stop(result)  # a run that finished before the stop took effect is done
         return self._verify_finished(ctx, config, output_dir, result)
@@ -453,6 +481,23 @@ class Training(Stage):
         raise StageFailed(
             f"training failed ({failure.reason}): {failure.advice}.\nLast log lines:\n{last}"
         )
+
+
+def _checkpoint_done(output_dir: Path, tag: str) -> bool:
+    """`latest` names this checkpoint (or a later one) and its folder exists."""
+    runs = run_dirs(output_dir)
+    if not runs:
+        return False
+    current = resumable_checkpoint(runs[-1])
+    if current is None:
+        return False
+    step = int(tag.removeprefix("global_step"))
+    return int(current.removeprefix("global_step")) >= step
+
+
+def _save_done(output_dir: Path, name: str, lora_file: str) -> bool:
+    runs = run_dirs(output_dir)
+    return bool(runs) and any(s.name == name for s in saved_loras(runs[-1], lora_file))
 
 
 def _rel(path: Path, base: Path) -> str:
