@@ -953,8 +953,8 @@ def _path(loc: Sequence[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            out += ("." if out else "") + _echo(part)
+        else:  # a blank key is shown quoted: the path must still point somewhere
+            out += ("." if out else "") + (_echo(part) if part.strip() else json.dumps(part))
     return out
 
 

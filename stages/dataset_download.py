@@ -16,9 +16,12 @@ host and path only, never a URL's userinfo or query (a presigned URL's signature
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from orchestrator.request import mask_url
 from orchestrator.runner import StageFailed
 
 GiB = 1 << 30
@@ -42,6 +46,23 @@ CHUNK = 1 << 20
 MAX_REDIRECTS = 10
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
+
+
+class _MaskUrlSecrets(logging.Filter):
+    """httpx logs every request's full URL at INFO, and `import runpod` turns INFO on for the
+    worker: a presigned URL's signature (its query) would reach the logs. Mask it there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(
+                mask_url(str(a)) if isinstance(a, httpx.URL) else a for a in record.args
+            )
+        return True
+
+
+_HTTPX_LOG = logging.getLogger("httpx")
+if not any(isinstance(f, _MaskUrlSecrets) for f in _HTTPX_LOG.filters):
+    _HTTPX_LOG.addFilter(_MaskUrlSecrets())
 
 
 class DownloadFailed(StageFailed):
@@ -61,6 +82,8 @@ class DownloadLimits:
     read_timeout_s: float = 60.0
     attempts: int = 4  # failures in a row that made no progress before giving up
     retry_wait_s: float = 2.0  # first pause between tries, doubled each time (capped at 60 s)
+    # Private hosts a dataset URL may reach anyway (an internal MinIO, say); see _check_host.
+    allow_hosts: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DownloadLimits:
@@ -71,6 +94,11 @@ class DownloadLimits:
             read_timeout_s=float(env.get("DPS_DATASET_READ_TIMEOUT_S") or 60.0),
             attempts=int(env.get("DPS_DATASET_DOWNLOAD_ATTEMPTS") or 4),
             retry_wait_s=float(env.get("DPS_DATASET_RETRY_WAIT_S") or 2.0),
+            allow_hosts=frozenset(
+                h.strip().lower()
+                for h in (env.get("DPS_DATASET_ALLOW_HOSTS") or "").split(",")
+                if h.strip()
+            ),
         )
 
 
@@ -258,6 +286,7 @@ def _transfer(
     current = url
     try:
         for _ in range(MAX_REDIRECTS + 1):
+            _check_host(current, field, limits)  # the first URL and every redirect
             with client.stream("GET", current, headers=headers) as response:
                 if response.is_redirect:
                     current = _redirect(current, response, field)
@@ -289,6 +318,28 @@ def _transfer(
         raise _Retry(f"timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:  # connect refused, reset, closed mid-body
         raise _Retry(type(exc).__name__) from exc
+
+
+def _check_host(url: str, field: str, limits: DownloadLimits) -> None:
+    """Refuse hosts on private networks: a dataset URL (or a redirect) must not make the worker
+    reach the cloud's metadata service (169.254.169.254) or the datacenter's private ranges.
+    Loopback is allowed: the worker's container serves nothing there, and local runs and tests
+    serve datasets from 127.0.0.1. `DPS_DATASET_ALLOW_HOSTS` lists private hosts to allow."""
+    host = (urlsplit(url).hostname or "").lower()
+    if not host or host in limits.allow_hosts:
+        return
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except socket.gaierror:
+        return  # the request itself reports the unknown host
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if address.is_loopback or address.is_global:
+            continue
+        raise DownloadFailed(
+            f"{field}: {host} is on a private or reserved network ({address}); dataset URLs "
+            "must be public (an operator can allow a host with DPS_DATASET_ALLOW_HOSTS)"
+        )
 
 
 def _redirect(current: str, response: httpx.Response, field: str) -> str:
