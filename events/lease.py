@@ -23,6 +23,7 @@ from pathlib import Path
 from events.fsutil import fsync_dir, write_atomic
 
 DEFAULT_TTL_S = 60.0
+SKEW_MARGIN_S = 2.0  # the clock difference between workers a lease tolerates
 _NAME = "{:010d}.json"
 
 
@@ -77,6 +78,7 @@ class FileLease:
         self._clock = clock
         self.token: int | None = None
         self._successor = ""  # the record whose existence means we lost the lease
+        self._trusted_until = 0.0  # before this, no other worker can have taken the lease
         self._renewer: threading.Thread | None = None
         self._stop = threading.Event()
         self.lost: StaleLease | None = None
@@ -122,14 +124,26 @@ class FileLease:
         fsync_dir(self.dir)
         self.token = token
         self._successor = str(self.dir / _NAME.format(token + 1))
+        self._trust(record.expires_at)
         self.lost = None
         self._prune(token)
         return token
 
+    def _trust(self, expires_at: float) -> None:
+        # Another worker may take over only once our record has expired by *its* clock; keep a
+        # margin for clock skew between machines, and check the volume after that.
+        self._trusted_until = expires_at - max(self.ttl_s / 4, SKEW_MARGIN_S)
+
     def check(self) -> None:
-        """Raise StaleLease unless this writer still holds the highest token."""
+        """Raise StaleLease unless this writer still holds the highest token.
+
+        While our record is fresh (renewed within the last part of its TTL) no takeover is
+        possible, so no I/O is needed; after that, the successor record is looked for.
+        """
         if self.token is None:
             raise StaleLease(f"job {self.job}: no lease held by {self.owner}")
+        if self._clock() < self._trusted_until:
+            return
         if os.path.exists(self._successor):
             raise StaleLease(
                 f"job {self.job}: worker {self.owner} lost its lease (token {self.token}) "
@@ -141,6 +155,7 @@ class FileLease:
         assert self.token is not None
         record = LeaseRecord(self.owner, self.token, self._clock() + self.ttl_s)
         write_atomic(self.dir / _NAME.format(self.token), json.dumps(record.__dict__))
+        self._trust(record.expires_at)
 
     def release(self) -> None:
         """Expire our record now so the next delivery need not wait out the TTL."""
