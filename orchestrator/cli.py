@@ -48,22 +48,7 @@ def validate(
     request_file: Annotated[Path, typer.Argument(help="A request JSON: {'input': {...}} or bare")],
 ) -> None:
     """Check a training request; print it normalised (secrets masked) or list every problem."""
-    try:
-        raw = json.loads(request_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        err.print(f"[red]error:[/] {request_file}: no such file")
-        raise typer.Exit(2) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        err.print(f"[red]error:[/] {request_file}: not valid JSON ({exc})")
-        raise typer.Exit(2) from None
-    if not isinstance(raw, dict):
-        err.print(f"[red]error:[/] {request_file}: the request must be a JSON object")
-        raise typer.Exit(2)
-    try:
-        request = parse_request(raw)
-    except RequestError as exc:
-        err.print(f"{request_file}: {exc}", style="red", highlight=False, markup=False)
-        raise typer.Exit(1) from None
+    request = _read_request(request_file)
     out.print_json(json.dumps(request.masked()))
 
 
@@ -203,8 +188,8 @@ def _read_request(request_file: Path) -> TrainingRequest:
     try:
         return parse_request(raw)
     except RequestError as exc:
-        # markup off: the message quotes user text; so no colour tags in it either.
-        err.print(f"{request_file}: {exc}", highlight=False, markup=False)
+        # markup off: the message quotes user text, which must not be read as rich markup.
+        err.print(f"{request_file}: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
 
 
@@ -237,8 +222,8 @@ def plan(
     try:
         configs = render(request, paths, image_count=images, video_count=videos)
     except ConfigError as exc:
-        # markup off: the message quotes user text; so no colour tags in it either.
-        err.print(f"{request_file}: {exc}", highlight=False, markup=False)
+        # markup off: the message quotes user text, which must not be read as rich markup.
+        err.print(f"{request_file}: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
     entry = request.model
     # Plain writes: the TOML's [tables] would be read as rich markup.
