@@ -86,6 +86,7 @@ class Outcome:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     view: JobView = field(default_factory=JobView)
+    from_log: bool = False  # a COMPLETE job delivered again: the result is the recorded one
 
 
 def _default_finish(results: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
@@ -184,7 +185,7 @@ def _deliver(
     bound = log.bind(job_id=job_id, status=view.status.value, attempt=view.attempt)
     if view.status is Status.COMPLETE:
         bound.info("job already complete; returning the recorded result")
-        return _outcome(machine, result=view.result)
+        return _outcome(machine, result=view.result, from_log=True)
     if view.status in HALTED and not explicit_resume:
         bound.info("job stopped earlier; not resumed without an explicit request")
         return _outcome(machine, error=view.error)
@@ -273,6 +274,7 @@ def _outcome(
     error: str | None = None,
     ran: list[str] | None = None,
     skipped: list[str] | None = None,
+    from_log: bool = False,
 ) -> Outcome:
     view = fold(machine.log.events)
     return Outcome(
@@ -284,4 +286,5 @@ def _outcome(
         ran=ran or [],
         skipped=skipped or [],
         view=view,
+        from_log=from_log,
     )

@@ -132,13 +132,36 @@ def sigterm_stops(delivery: Delivery) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def respond(outcome: Outcome, mirror_status: dict[str, Any] | None) -> dict[str, Any]:
+def _with_fresh_s3_link(
+    response: dict[str, Any], request: TrainingRequest, job_id: str
+) -> dict[str, Any]:
+    """The recorded S3 link has its access key id masked (the log never holds it): presign a
+    new one for the same object."""
+    from stages.publish_s3 import fresh_download_url  # noqa: PLC0415 - boto3 only for S3 jobs
+
+    lora = next((f for f in response.get("files", []) if str(f).endswith(".safetensors")), None)
+    if lora is None:
+        return response
+    url = fresh_download_url(request, job_id, str(lora))
+    output = {**response.get("output", {}), "download_url": url, "safetensors_url": url}
+    return {**response, "output": output}
+
+
+def respond(
+    outcome: Outcome,
+    mirror_status: dict[str, Any] | None,
+    request: TrainingRequest | None = None,
+) -> dict[str, Any]:
     """The seed's response for how this delivery ended."""
     if outcome.status is Status.COMPLETE:
         recorded = dict((outcome.result or {}).get("response") or {})
         if mirror_status is not None:
             recorded["mirror"] = mirror_status
-        return recorded or failed_response("the job completed but recorded no response")
+        if not recorded:
+            return failed_response("the job completed but recorded no response")
+        if outcome.from_log and request is not None and request.output.method == "s3":
+            recorded = _with_fresh_s3_link(recorded, request, outcome.job_id)
+        return recorded
     if outcome.status is Status.INTERRUPTED:
         step = (outcome.view.progress or {}).get("step")
         where = f" at step {step}" if step else ""
@@ -225,7 +248,7 @@ async def handle(
             _close(mirror, options, reporter)
             return failed_response(f"internal error: {type(exc).__name__}: {exc}")
     status = _close(mirror, options, reporter)
-    return respond(outcome, status)
+    return respond(outcome, status, request)
 
 
 def _run_when_free(run: Callable[[FileLease], Outcome], settings: Settings, job_id: str) -> Outcome:

@@ -220,6 +220,22 @@ class S3Publisher:
         )
 
 
+def fresh_download_url(request: Any, job_id: str, lora_name: str) -> str:
+    """A new 7-day presigned URL for a job's published LoRA (a local computation, no request).
+
+    A job delivered again answers from its log, where the store has masked the access key id
+    inside the old URL; this gives that answer a working link again.
+    """
+    spec = request.output.s3
+    key = object_prefix(spec.key_prefix or "", job_id) + lora_name
+    url: str = make_client(spec, S3Tuning()).generate_presigned_url(
+        "get_object",
+        Params={"Bucket": str(spec.bucket), "Key": key},
+        ExpiresIn=PRESIGN_DAYS * 86400,
+    )
+    return url
+
+
 def publish_s3(
     inputs: PublishInputs,
     *,

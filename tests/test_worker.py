@@ -204,3 +204,45 @@ def _processes_mentioning(text: str) -> list[int]:
             if text.encode() in cmdline and entry.name != str(os.getpid()):
                 found.append(int(entry.name))
     return found
+
+
+def test_a_recorded_s3_answer_gets_a_working_link_again() -> None:
+    from events.replay import JobView  # noqa: PLC0415
+    from orchestrator.request import parse_request  # noqa: PLC0415
+    from orchestrator.runner import Outcome  # noqa: PLC0415
+    from orchestrator.states import Status  # noqa: PLC0415
+    from orchestrator.worker import respond  # noqa: PLC0415
+
+    request = parse_request(
+        {
+            "model_type": "qwen",
+            "dataset": {"type": "precaptioned", "images_url": "https://example.com/d.zip"},
+            "output": {
+                "method": "s3",
+                "s3": {
+                    "endpoint_url": "http://127.0.0.1:9",
+                    "bucket": "loras",
+                    "region": "us-east-1",
+                    "access_key": "AKIAABCDEFGHIJKLMNOP",
+                    "secret_key": "s3-secret-value-0000",
+                    "key_prefix": "out",
+                },
+            },
+        }
+    )
+    masked = "http://127.0.0.1:9/loras/out/j1/adapter_model.safetensors?X-Amz-Credential=***"
+    recorded = {
+        "status": "success",
+        "output": {"download_url": masked, "safetensors_url": masked, "download_method": "s3"},
+        "files": ["adapter_model.safetensors", "adapter_config.json"],
+    }
+    outcome = Outcome(
+        "j1", Status.COMPLETE, 1, result={"response": recorded}, view=JobView(), from_log=True
+    )
+    answer = respond(outcome, None, request)
+    url = answer["output"]["download_url"]
+    assert url.startswith("http://127.0.0.1:9/loras/out/j1/adapter_model.safetensors?")
+    assert "AKIAABCDEFGHIJKLMNOP" in url
+    assert "***" not in url
+    assert answer["output"]["safetensors_url"] == url
+    assert "s3-secret-value-0000" not in url
