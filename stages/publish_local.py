@@ -8,6 +8,7 @@ replaces the earlier copy the same way. URLs are `file://` URIs.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,6 +35,12 @@ def publish_local(inputs: PublishInputs, folder: Path) -> Published:
     staging: Path | None = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        # A worker killed mid-copy leaves its hidden staging (or old) folder; this job's lease
+        # makes us its only writer, so what is there now is ours to clear.
+        ours = re.compile(rf"\.{re.escape(inputs.job_id)}\.(?:old\.)?[a-z0-9_]{{8}}")
+        for leftover in folder.iterdir():
+            if ours.fullmatch(leftover.name) and leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{inputs.job_id}.", dir=folder))
         for art in artifacts:
             dest = staging / art.name

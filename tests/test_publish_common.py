@@ -174,6 +174,19 @@ def test_local_copy_is_atomic_and_replaces(tmp_path: Path) -> None:
     assert sorted(p.name for p in dest.iterdir()) == [JOB_ID]
 
 
+def test_a_copy_cut_short_by_a_killed_worker_is_cleared_next_time(tmp_path: Path) -> None:
+    dest = tmp_path / "results"
+    inputs = make_job(tmp_path, {"method": "local", "local": {"path": str(dest)}})
+    (dest / f".{JOB_ID}.abc123_9" / "config").mkdir(parents=True)  # a killed attempt's staging
+    (dest / f".{JOB_ID}.old.def456xy").mkdir()
+    (dest / f".{JOB_ID}.b.staging1").mkdir()  # job "<id>.b"'s staging: not ours
+    (dest / ".other-job.xyz12345").mkdir()
+    publish(inputs)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        [f".{JOB_ID}.b.staging1", ".other-job.xyz12345", JOB_ID]
+    )
+
+
 def _ctx(inputs: PublishInputs, results: dict[str, dict[str, Any]]) -> StageContext:
     recorded: list[tuple[str, dict[str, Any]]] = []
 
