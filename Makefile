@@ -29,7 +29,7 @@ test: lint
 
 # The kill-anywhere soak: a tiny job killed at 20 points across every stage (about 10 min).
 test-slow: $(STAMP)
-	$(BIN)/pytest -q -m soak
+	$(BIN)/pytest -q -s -m soak  # -s: the run prints its summary line
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
