@@ -27,7 +27,7 @@ test: lint
 	$(BIN)/python -m orchestrator.schema_export --check
 	$(BIN)/pytest -q
 
-# The kill-anywhere soak: a tiny job killed at 20 points across every stage (about 10 min).
+# The kill-anywhere soak: a tiny job killed at 20 points across every stage (about 6 min).
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -s -m soak  # -s: the run prints its summary line
 
