@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -143,10 +142,8 @@ def test_a_stop_request_checkpoints_and_the_next_attempt_finishes(
             stop.set("interrupt", "worker received SIGTERM")
 
     stage = Training(plan, stop=stop, stop_grace_s=60, on_progress=stop_at_step_3)
-    started = time.monotonic()
     with pytest.raises(JobInterrupted, match="worker received SIGTERM"):
         stage.run(ctx)
-    assert time.monotonic() - started < 60  # save_quit acted on, no kill needed
     assert stage.current_run is not None
     assert stage.current_run.proc.returncode == 0
     assert "Manually quitting" in (job_dir / "logs" / "train.log").read_text()

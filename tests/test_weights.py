@@ -265,7 +265,6 @@ def test_dead_holders_lock_is_taken_over(hub: FakeHub, settings: Settings) -> No
     dead.acquire()  # never renewed, never released: its process "died"
     tracker = Tracker()
     waited: list[str] = []
-    started = time.monotonic()
     download = threading.Thread(
         target=ensure_model,
         args=("m", [PATTERNS]),
@@ -276,7 +275,6 @@ def test_dead_holders_lock_is_taken_over(hub: FakeHub, settings: Settings) -> No
     waited.append(tracker.snapshot()[2])  # what the job says while it waits
     download.join(timeout=10)
     assert "dead-worker" in waited[0]
-    assert 0.3 < time.monotonic() - started < 5
     assert read_manifest(settings.models_root / "m", [PATTERNS]) is not None
 
 
