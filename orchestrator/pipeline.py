@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from events.fsutil import write_atomic
+from events.redact import Redactor
 from orchestrator.request import TrainingRequest
 from orchestrator.runner import JobCancelled, JobInterrupted, Stage, StageContext, StageFailed
 from orchestrator.settings import Settings
@@ -102,7 +103,10 @@ class Prepare(Stage):
     def run(self, ctx: StageContext) -> dict[str, Any]:
         request = self.delivery.request
         preflight(request)  # a config diffusion-pipe would refuse fails here, before downloads
-        write_atomic(ctx.job_dir / REQUEST_FILE, json.dumps(request.masked(), indent=2) + "\n")
+        # masked() hides the secret fields; the redactor also catches a secret's value pasted
+        # into any other field (a token in a URL path, a trigger word).
+        shown = Redactor(request.secret_values()).data(request.masked())
+        write_atomic(ctx.job_dir / REQUEST_FILE, json.dumps(shown, indent=2) + "\n")
         self.weights.download = start_model_download(
             request.model_type, settings=self.delivery.settings, token=self.delivery.hub_token()
         )
