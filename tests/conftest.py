@@ -26,6 +26,27 @@ def lease(tmp_path: Path) -> Iterator[FileLease]:
     held.release()
 
 
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's standalone S3 server on 127.0.0.1 with a `loras` bucket, for one test module."""
+    import boto3  # noqa: PLC0415 - only the S3 tests pay for boto3 and moto
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    ).create_bucket(Bucket="loras")
+    yield url
+    server.stop()
+
+
 # Canaries the test jobs put in secret fields (tests/canary.py, tests/test_worker.py).
 _EXTRA_CANARIES = ("hf_CanaryTokenDoNotLeak0123456789",)
 

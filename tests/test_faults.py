@@ -221,26 +221,6 @@ def test_hub_errors_for_a_while_are_retried_by_mirror_and_publish(
 
 
 # --- S3 fails a part ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    import boto3  # noqa: PLC0415
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-    ).create_bucket(Bucket="loras")
-    yield url
-    server.stop()
-
-
 def test_an_s3_part_that_fails_is_retried_and_the_job_completes(
     tmp_path: Path, data: DataServer, moto_url: str
 ) -> None:

@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from orchestrator.runner import StageFailed
 from stages.publish import PublishOptions, publish
@@ -27,23 +25,6 @@ from stages.publish_s3 import MiB, S3Tuning
 from tests.test_publish_common import CANARY, JOB_ID, assert_no_canary, make_job
 
 BUCKET = "loras"
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-    ).create_bucket(Bucket=BUCKET)
-    yield url
-    server.stop()
 
 
 class FailFirstPart:
