@@ -53,7 +53,9 @@ RUN pip install "/app[worker]"
 
 # Models, datasets and Hub caches live on the network volume when one is mounted, so a second
 # job (or a retried one) finds them; without a volume they live in the container.
+# Nothing serves datasets on the worker's loopback: a dataset URL may not reach it.
 ENV DPS_DIFFUSION_PIPE_DIR=/opt/diffusion-pipe \
+    DPS_DATASET_ALLOW_LOOPBACK=0 \
     HF_HOME=/runpod-volume/huggingface \
     HF_HUB_DISABLE_TELEMETRY=1
 

@@ -84,6 +84,8 @@ class DownloadLimits:
     retry_wait_s: float = 2.0  # first pause between tries, doubled each time (capped at 60 s)
     # Private hosts a dataset URL may reach anyway (an internal MinIO, say); see _check_host.
     allow_hosts: frozenset[str] = frozenset()
+    # Local runs and tests serve datasets from 127.0.0.1; the GPU image turns this off.
+    allow_loopback: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DownloadLimits:
@@ -99,6 +101,8 @@ class DownloadLimits:
                 for h in (env.get("DPS_DATASET_ALLOW_HOSTS") or "").split(",")
                 if h.strip()
             ),
+            allow_loopback=(env.get("DPS_DATASET_ALLOW_LOOPBACK") or "1").strip().lower()
+            not in {"0", "false", "no"},
         )
 
 
@@ -288,6 +292,7 @@ def _transfer(
         for _ in range(MAX_REDIRECTS + 1):
             _check_host(current, field, limits)  # the first URL and every redirect
             with client.stream("GET", current, headers=headers) as response:
+                _check_peer(response, current, field, limits)  # DNS may have changed since
                 if response.is_redirect:
                     current = _redirect(current, response, field)
                     continue
@@ -323,8 +328,8 @@ def _transfer(
 def _check_host(url: str, field: str, limits: DownloadLimits) -> None:
     """Refuse hosts on private networks: a dataset URL (or a redirect) must not make the worker
     reach the cloud's metadata service (169.254.169.254) or the datacenter's private ranges.
-    Loopback is allowed: the worker's container serves nothing there, and local runs and tests
-    serve datasets from 127.0.0.1. `DPS_DATASET_ALLOW_HOSTS` lists private hosts to allow."""
+    Loopback is allowed unless `allow_loopback` is off (the GPU image turns it off).
+    `DPS_DATASET_ALLOW_HOSTS` lists private hosts to allow."""
     host = (urlsplit(url).hostname or "").lower()
     if not host or host in limits.allow_hosts:
         return
@@ -333,13 +338,29 @@ def _check_host(url: str, field: str, limits: DownloadLimits) -> None:
     except socket.gaierror:
         return  # the request itself reports the unknown host
     for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if address.is_loopback or address.is_global:
-            continue
-        raise DownloadFailed(
-            f"{field}: {host} is on a private or reserved network ({address}); dataset URLs "
-            "must be public (an operator can allow a host with DPS_DATASET_ALLOW_HOSTS)"
-        )
+        _check_address(str(info[4][0]), host, field, limits)
+
+
+def _check_peer(response: httpx.Response, url: str, field: str, limits: DownloadLimits) -> None:
+    """The address the connection really reached, checked before a byte of the body is read:
+    a name that resolved to a public address for _check_host and to a private one for the
+    connect (DNS rebinding) is refused here."""
+    host = (urlsplit(url).hostname or "").lower()
+    stream = response.extensions.get("network_stream")
+    peer = stream.get_extra_info("server_addr") if stream is not None else None
+    if not host or host in limits.allow_hosts or not peer:
+        return  # no socket to ask (a proxy or an in-memory transport): _check_host stands
+    _check_address(str(peer[0]), host, field, limits)
+
+
+def _check_address(address: str, host: str, field: str, limits: DownloadLimits) -> None:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.is_global or (ip.is_loopback and limits.allow_loopback):
+        return
+    raise DownloadFailed(
+        f"{field}: {host} is on a private or reserved network ({ip}); dataset URLs "
+        "must be public (an operator can allow a host with DPS_DATASET_ALLOW_HOSTS)"
+    )
 
 
 def _redirect(current: str, response: httpx.Response, field: str) -> str:

@@ -39,3 +39,9 @@ def test_the_worker_extra_installs_the_stages() -> None:
     extras = project["project"]["optional-dependencies"]
     assert any("[stages]" in dep for dep in extras["worker"])
     assert 'pip install "/app[worker]"' in DOCKERFILE
+
+
+def test_the_image_refuses_loopback_dataset_urls() -> None:
+    env = re.search(r"^ENV DPS_DIFFUSION_PIPE_DIR=.*?(?=^\S)", DOCKERFILE, re.M | re.S)
+    assert env is not None
+    assert "DPS_DATASET_ALLOW_LOOPBACK=0" in env.group(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import io
+import socket
 import stat
 import tarfile
 import time
@@ -384,3 +385,52 @@ def test_a_private_host_can_be_allowed_by_the_operator() -> None:
     _check_host("http://10.0.0.1/x.zip", "dataset.images_url", limits)  # no error, no traffic
     with pytest.raises(DownloadFailed, match=r"10\.0\.0\.2"):
         _check_host("http://10.0.0.2/x.zip", "dataset.images_url", limits)
+
+
+def test_a_name_that_rebinds_to_a_refused_address_is_caught_at_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name is public when checked and loopback when connected. The peer
+    address of the real socket is checked before the body is read, so nothing is written."""
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.example":
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        address = "93.184.216.34" if len(lookups) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    limits = DownloadLimits(attempts=1, retry_wait_s=0, allow_loopback=False)
+    with DataServer(files={"/d.zip": b"PK\x05\x06" + bytes(18)}) as srv:
+        port = srv.url.rsplit(":", 1)[1]
+        with pytest.raises(DownloadFailed, match=r"rebind\.example .*\(127\.0\.0\.1\)"):
+            download(
+                f"http://rebind.example:{port}/d.zip",
+                tmp_path / "downloads",
+                field="dataset.images_url",
+                name="images",
+                limits=limits,
+            )
+        assert len(lookups) == 2  # the check, then the connect
+        assert srv.gets("/d.zip") == [None]  # it connected; the answer was not used
+        # Without the rebinding the same rule refuses before connecting.
+        with pytest.raises(DownloadFailed, match="private or reserved network"):
+            download(
+                srv.url + "/d.zip",
+                tmp_path / "downloads",
+                field="dataset.images_url",
+                name="images",
+                limits=limits,
+            )
+        assert srv.gets("/d.zip") == [None]
+    written = [p for p in (tmp_path / "downloads").rglob("*") if p.is_file()]
+    assert all(p.stat().st_size == 0 for p in written)  # not a byte of the answer kept
+
+
+def test_loopback_datasets_can_be_turned_off() -> None:
+    assert DownloadLimits.from_env({}).allow_loopback
+    assert not DownloadLimits.from_env({"DPS_DATASET_ALLOW_LOOPBACK": "0"}).allow_loopback
+    assert not DownloadLimits.from_env({"DPS_DATASET_ALLOW_LOOPBACK": "false"}).allow_loopback
