@@ -123,6 +123,8 @@ class ModelEntry:
     # Set when the weights are not downloaded but built on the worker (the tiny CPU model).
     built_by: str | None = None
     weights_dir: str = ""  # the folder under the models root that holds this model's weights
+    # The frame rate diffusion-pipe resamples videos to (models/wan/wan.py: 16 for Wan 2.1).
+    video_fps: float | None = None
 
     def model_table(self, models_root: str) -> dict[str, Any]:
         """diffusion-pipe's `[model]` table for weights under `models_root`."""
@@ -158,6 +160,7 @@ def _entry(
     model: Mapping[str, Any] | None = None,
     built_by: str | None = None,
     weights_dir: str = "",
+    video_fps: float | None = None,
 ) -> ModelEntry:
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(BASE_DEFAULTS))
@@ -175,6 +178,7 @@ def _entry(
         model_template=MappingProxyType(dict(model or {})),
         built_by=built_by,
         weights_dir=weights_dir or (downloads[0].dest if downloads else model_type),
+        video_fps=video_fps,
     )
 
 
@@ -183,6 +187,7 @@ def _entry(
 _IMAGE_LR = 2e-4  # Flux, SDXL, Qwen, Z-Image templates; the seed's single 2e-5 suits only Wan
 _WAN = {"epochs": 200, "save_every_n_epochs": 10, "gradient_accumulation_steps": 4}
 _WAN_MODEL = {"dtype": "bfloat16", "timestep_sample_method": "logit_normal"}
+_WAN_FPS = 16.0
 
 
 def _wan_download(repo: str) -> tuple[Download, ...]:
@@ -248,6 +253,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-T2V-1.3B"),
         model={"ckpt_path": ModelPath("Wan/Wan2.1-T2V-1.3B"), **_WAN_MODEL},
+        video_fps=_WAN_FPS,
     ),
     _entry(
         "wan14b_t2v",
@@ -257,6 +263,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-T2V-14B"),
         model={"ckpt_path": ModelPath("Wan/Wan2.1-T2V-14B"), **_WAN_MODEL},
+        video_fps=_WAN_FPS,
     ),
     # diffusion-pipe asserts that i2v trains on videos only (the first frame is the condition).
     _entry(
@@ -267,6 +274,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-I2V-14B-480P"),
         model={"ckpt_path": ModelPath("Wan/Wan2.1-I2V-14B-480P"), **_WAN_MODEL},
+        video_fps=_WAN_FPS,
     ),
     _entry(
         "qwen",

@@ -24,7 +24,7 @@ from orchestrator.cli_submit import submit
 from orchestrator.cli_watch import watch
 from orchestrator.logs import configure_logging
 from orchestrator.request import RequestError, TrainingRequest, parse_request
-from stages.trainer_config import ConfigError, JobPaths, render
+from stages.trainer_config import CUT_BY_SERVICE, ConfigError, JobPaths, render
 
 app = typer.Typer(
     name="dpserve",
@@ -227,6 +227,12 @@ def plan(
         raise typer.Exit(1) from None
     entry = request.model
     # Plain writes: the TOML's [tables] would be read as rich markup.
+    if entry.trains_videos and request.training.video_clip_mode == CUT_BY_SERVICE:
+        sys.stdout.write(
+            f"# video_clip_mode {CUT_BY_SERVICE}: before training, each video is cut into "
+            f"overlapping clips of its frame bucket in {paths.clips_dir} (each with the video's "
+            "caption); diffusion-pipe takes each clip from its beginning\n"
+        )
     sys.stdout.write(f"# {paths.dataset_file}\n{tomli_w.dumps(_masked(configs.dataset))}\n")
     main_file = paths.config_dir / configs.main_file_name
     sys.stdout.write(f"# {main_file}\n{tomli_w.dumps(_masked(configs.main))}\n")

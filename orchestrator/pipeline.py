@@ -16,7 +16,7 @@ from typing import Any
 
 from events.fsutil import write_atomic
 from events.redact import Redactor
-from orchestrator.request import TrainingRequest
+from orchestrator.request import TrainingRequest, effective_training
 from orchestrator.runner import JobCancelled, JobInterrupted, Stage, StageContext, StageFailed
 from orchestrator.settings import Settings
 from orchestrator.states import Status
@@ -31,7 +31,13 @@ from stages.publish import (
 )
 from stages.publish_common import PublishInputs
 from stages.run_folder import newest_lora
-from stages.trainer_config import JobPaths, preflight, render, write_configs
+from stages.trainer_config import (
+    CUT_BY_SERVICE,
+    JobPaths,
+    preflight,
+    render,
+    write_configs,
+)
 from stages.training import StopRequest, Training, TrainingPlan
 from stages.weights import Weights, start_model_download
 
@@ -130,11 +136,14 @@ class ConfiguredTraining(Training):
         request = self.delivery.request
         dataset = ctx.results.get("dataset", {})
         paths = JobPaths.for_job(self.delivery.settings.root, self.delivery.job_id)
+        video_count = dataset.get("videos")
+        if video_count:
+            video_count = self._cut_clips(ctx, paths, video_count)
         configs = render(
             request,
             paths,
             image_count=dataset.get("images"),
-            video_count=dataset.get("videos"),
+            video_count=video_count,
         )
         _, main = write_configs(configs, paths.config_dir)
         self.plan = TrainingPlan(
@@ -144,6 +153,35 @@ class ConfiguredTraining(Training):
             total_steps=dataset.get("total_steps"),
         )
         return super().run(ctx)
+
+    def _cut_clips(self, ctx: StageContext, paths: JobPaths, videos: int) -> int:
+        """multiple_overlapping: cut the captioned videos into clips; returns the clip count."""
+        request = self.delivery.request
+        eff = effective_training(request)
+        entry = request.model
+        if eff.get("video_clip_mode") != CUT_BY_SERVICE or not entry.trains_videos:
+            return videos
+        assert paths.videos_dir is not None
+        assert paths.clips_dir is not None
+        assert entry.video_fps is not None, f"{entry.model_type} has no video frame rate"
+        from stages.video_clips import cut_clips  # noqa: PLC0415 - PyAV, only when cutting
+
+        ctx.progress(message=f"cutting {videos} video(s) into overlapping clips")
+        summary = cut_clips(
+            paths.videos_dir,
+            paths.clips_dir,
+            model_fps=entry.video_fps,
+            frame_buckets=list(eff["frame_buckets"]),
+            on_video=lambda done, total: ctx.progress(
+                message=f"cutting clips: video {done} of {total}"
+            ),
+        )
+        ctx.progress(
+            message=f"{summary.clips} clip(s) from {summary.videos} video(s) "
+            f"({summary.split} cut into several)",
+            clips=summary.clips,
+        )
+        return summary.clips
 
 
 def needs_captions(request: TrainingRequest) -> bool:

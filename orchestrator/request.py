@@ -19,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -95,6 +95,16 @@ def _scrub(text: str, secrets: Sequence[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, MASK)
     return text
+
+
+def _scrub_all(value: Any, secrets: Sequence[str]) -> Any:
+    if isinstance(value, str):
+        return _scrub(value, secrets)
+    if isinstance(value, dict):
+        return {k: _scrub_all(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_all(v, secrets) for v in value]
+    return value
 
 
 def _custom(message: str) -> PydanticCustomError:
@@ -205,9 +215,8 @@ OptimizerName = Annotated[
 ]
 Dtype = Literal["float32", "float16", "bfloat16", "float8", "float8_e4m3fn", "float8_e5m2"]
 LoraDtype = Literal["float32", "float16", "bfloat16"]
-# multiple_overlapping stays accepted here because the seed README's own Wan example uses it, but
-# diffusion-pipe has disabled it: stages.trainer_config refuses it (naming this field) before the
-# configs are written, and its `preflight` lets the runner refuse it before any download.
+# diffusion-pipe has multiple_overlapping disabled; the service cuts the clips itself
+# (stages.video_clips) and gives diffusion-pipe single_beginning on the cut clips.
 ClipMode = Literal["single_beginning", "single_middle", "multiple_overlapping"]
 Beta = Annotated[float, Field(ge=0, lt=1)]
 FrameBucket = Annotated[int, Field(ge=1, le=1024)]
@@ -431,8 +440,8 @@ class TrainingConfig(BaseModel):
         "Numerical stability term", "optimizer_eps", gt=0, allow_inf_nan=False
     )
     video_clip_mode: ClipMode | None = _tf(
-        "How to extract clips from videos: single_beginning or single_middle. "
-        "multiple_overlapping is disabled in diffusion-pipe and refused before training",
+        "How to extract clips from videos: single_beginning, single_middle, or "
+        "multiple_overlapping (the whole video as overlapping clips, cut by the service)",
         "video_clip_mode",
     )
     frame_buckets: list[FrameBucket] | None = _tf(
@@ -716,10 +725,11 @@ class TrainingRequest(_Section):
         return list(dict.fromkeys(s for s in found if s))
 
     def masked(self) -> dict[str, Any]:
-        """The normalised request, JSON-ready, training defaults resolved, secrets as "***"."""
+        """The normalised request, JSON-ready, training defaults resolved, secrets as "***"
+        (also a secret's value pasted into another field, a trigger word say)."""
         # JSON mode masks the dataset URLs (see DatasetSpec._json_url).
         dataset = self.dataset.model_dump(mode="json", exclude_none=True)
-        return {
+        shown = {
             "model_type": self.model_type,
             "dataset": dataset,
             "training": _mask_sensitive(effective_training(self)),
@@ -727,6 +737,12 @@ class TrainingRequest(_Section):
             "output": _masked_dump(self.output),
             "resume": self.resume,
         }
+        return cast("dict[str, Any]", _scrub_all(shown, self.secret_values()))
+
+    def __repr__(self) -> str:
+        return f"TrainingRequest({self.masked()!r})"
+
+    __str__ = __repr__
 
 
 def _masked_dump(model: BaseModel) -> dict[str, Any]:

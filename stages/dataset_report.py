@@ -26,6 +26,7 @@ from PIL import Image
 from orchestrator.request import TrainingRequest, effective_training
 from stages.captions_text import has_trigger
 from stages.extract import CAPTION_EXT, IMAGE_EXTS, VIDEO_EXTS, iter_media
+from stages.video_clips import model_frames, plan_clips
 
 EXAMPLES = 20
 MAX_PIXELS = 8192 * 8192  # larger than any training bucket by far; more is a decompression bomb
@@ -112,6 +113,7 @@ class DatasetReport:
     steps_per_epoch: int = 0
     total_steps: int = 0
     notes: tuple[str, ...] = ()
+    video_clips: int = 0  # training items from the usable videos (more with multiple_overlapping)
 
     def fatal(self) -> list[str]:
         """Messages for the problems that must stop the job now."""
@@ -145,6 +147,7 @@ class DatasetReport:
             "videos": self.videos,
             "usable_images": self.usable_images,
             "usable_videos": self.usable_videos,
+            "video_clips": self.video_clips,
             "captions": {
                 "found": self.captions_found,
                 "missing": self.captions_missing,
@@ -384,6 +387,7 @@ def build_report(  # noqa: PLR0915 - one pass over the files, read top to bottom
     frames: list[float] = []
     fps: list[float] = []
     durations: list[float] = []
+    clips = 0
     for path, vid in zip(video_paths, videos, strict=True):
         captioned = caption_of(path, auto_videos)
         if vid.problem is not None:
@@ -398,18 +402,23 @@ def build_report(  # noqa: PLR0915 - one pass over the files, read top to bottom
         if not entry.trains_videos:
             tally.add("unused_videos", vid.name)
             continue
-        if min_frames is not None and vid.frames is not None and vid.frames < min_frames:
+        # diffusion-pipe buckets a video by its frame count at the model's frame rate.
+        seen = vid.frames
+        if seen is not None and vid.fps and entry.video_fps:
+            seen = model_frames(seen, vid.fps, entry.video_fps)
+        if min_frames is not None and seen is not None and seen < min_frames:
             tally.add("short_videos", vid.name)
             continue
         if captioned:
             usable["videos"] += 1
+            clips += _clip_count(vid, eff, entry.video_fps)
 
     global_batch = int(eff["batch_size"]) * int(eff["gradient_accumulation_steps"])
     steps = 0
     if entry.trains_images:
         steps += usable["images"] * request.dataset.image_repeats // global_batch
     if entry.trains_videos:
-        steps += usable["videos"] * request.dataset.video_repeats // global_batch
+        steps += clips * request.dataset.video_repeats // global_batch
     epochs = int(eff["epochs"])
     if usable["images"] + usable["videos"] and not steps:
         notes.append(
@@ -441,7 +450,17 @@ def build_report(  # noqa: PLR0915 - one pass over the files, read top to bottom
         steps_per_epoch=steps,
         total_steps=steps * epochs,
         notes=tuple(notes),
+        video_clips=clips,
     )
+
+
+def _clip_count(vid: _Video, eff: Mapping[str, Any], model_fps: float | None) -> int:
+    """Training items one usable video gives: 1, or its overlapping clips (stages.video_clips)."""
+    if eff.get("video_clip_mode") != "multiple_overlapping" or not (
+        vid.frames and vid.fps and model_fps
+    ):
+        return 1
+    return max(1, len(plan_clips(vid.frames, vid.fps, model_fps, eff.get("frame_buckets", ()))))
 
 
 def problem_lines(report: DatasetReport) -> Iterable[tuple[str, int, str, Sequence[str]]]:

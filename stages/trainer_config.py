@@ -41,6 +41,9 @@ from orchestrator.request import (
 DATASET_FILE = "dataset.toml"
 # models/base.py keeps multiple_overlapping commented out; anything else is a KeyError at caching.
 VIDEO_CLIP_MODES: tuple[str, ...] = ("single_beginning", "single_middle")
+# The service does multiple_overlapping itself: it cuts the clips (stages.video_clips) into
+# JobPaths.clips_dir and diffusion-pipe takes each from its beginning.
+CUT_BY_SERVICE = "multiple_overlapping"
 SAVE_KEYS: tuple[str, ...] = ("save_every_n_epochs", "save_every_n_steps", "save_every_n_examples")
 MAX_RESOLUTIONS = 3  # more makes diffusion-pipe quit() with exit code 0 (no training, no error)
 # Aspect-ratio bucketing as the known-good template's dataset.toml (peers.md §1.3). Without it
@@ -71,6 +74,7 @@ class JobPaths:
     models_root: Path
     images_dir: Path | None = None
     videos_dir: Path | None = None
+    clips_dir: Path | None = None  # the cut clips, for multiple_overlapping
 
     @classmethod
     def for_job(cls, root: Path, job_id: str) -> JobPaths:
@@ -82,6 +86,7 @@ class JobPaths:
             models_root=root / "models",
             images_dir=job / "dataset" / "images",
             videos_dir=job / "dataset" / "videos",
+            clips_dir=job / "dataset" / "clips",
         )
 
     @property
@@ -125,7 +130,7 @@ def render(
     entry = request.model
     eff = effective_training(request)
     _check_clip_mode(eff)
-    dataset = render_dataset(request, paths, eff)
+    dataset = render_dataset(request, paths, eff, image_count=image_count, video_count=video_count)
     main = render_main(request, paths, eff)
     check_dataset(dataset)
     check_main(main)
@@ -141,14 +146,23 @@ def preflight(request: TrainingRequest) -> None:
     render(request, JobPaths.for_job(Path("/preflight"), "job"))
 
 
-def _directories(request: TrainingRequest, paths: JobPaths) -> list[dict[str, Any]]:
-    # Only the media the model trains on: an i2v model given images would fail an assert.
+def _directories(
+    request: TrainingRequest,
+    paths: JobPaths,
+    image_count: int | None = None,
+    video_count: int | None = None,
+) -> list[dict[str, Any]]:
+    """One entry per medium the model trains on (an i2v model given images would fail an assert)
+    and the dataset has: diffusion-pipe stops on a directory that does not exist, and Wan given
+    only videos has no images folder worth listing. A count of None (not known yet) keeps it."""
     entry = request.model
+    cut = effective_training(request).get("video_clip_mode") == CUT_BY_SERVICE
+    videos_dir = paths.clips_dir if cut else paths.videos_dir
     dirs: list[dict[str, Any]] = []
-    if entry.trains_images and paths.images_dir is not None:
+    if entry.trains_images and paths.images_dir is not None and image_count != 0:
         dirs.append({"path": str(paths.images_dir), "num_repeats": request.dataset.image_repeats})
-    if entry.trains_videos and paths.videos_dir is not None:
-        dirs.append({"path": str(paths.videos_dir), "num_repeats": request.dataset.video_repeats})
+    if entry.trains_videos and videos_dir is not None and video_count != 0:
+        dirs.append({"path": str(videos_dir), "num_repeats": request.dataset.video_repeats})
     if not dirs:
         media = " or ".join(sorted(entry.media))
         raise ConfigError("dataset", f"{entry.display_name} needs a directory of {media}")
@@ -156,7 +170,12 @@ def _directories(request: TrainingRequest, paths: JobPaths) -> list[dict[str, An
 
 
 def render_dataset(
-    request: TrainingRequest, paths: JobPaths, eff: Mapping[str, Any] | None = None
+    request: TrainingRequest,
+    paths: JobPaths,
+    eff: Mapping[str, Any] | None = None,
+    *,
+    image_count: int | None = None,
+    video_count: int | None = None,
 ) -> dict[str, Any]:
     """The dataset TOML as a dict: one `[[directory]]` per medium, each with its own repeats."""
     eff = effective_training(request) if eff is None else eff
@@ -164,7 +183,7 @@ def render_dataset(
     if request.model.trains_videos:
         # Frame buckets mean nothing to an image model; 1 (images) is always added anyway.
         dataset["frame_buckets"] = list(eff["frame_buckets"])
-    dataset["directory"] = _directories(request, paths)
+    dataset["directory"] = _directories(request, paths, image_count, video_count)
     return dataset
 
 
@@ -199,7 +218,8 @@ def render_main(
     for seed_key, dp_key in _TOP_LEVEL:
         main[dp_key] = eff[seed_key]
     if entry.trains_videos:
-        main["video_clip_mode"] = eff["video_clip_mode"]
+        mode = eff["video_clip_mode"]
+        main["video_clip_mode"] = "single_beginning" if mode == CUT_BY_SERVICE else mode
 
     owned_top = {*OWNED_TOP_LEVEL, *main, *TABLES}
     for key, value in request.training.passthrough().items():
@@ -237,14 +257,16 @@ def _owned_reason(key: str, owned: Mapping[str, str]) -> str:
 # --- trap checks -------------------------------------------------------------------------------
 
 
-def _check_clip_mode(eff: Mapping[str, Any]) -> None:
+def _check_clip_mode(
+    eff: Mapping[str, Any], allowed: tuple[str, ...] = (*VIDEO_CLIP_MODES, CUT_BY_SERVICE)
+) -> None:
     mode = eff.get("video_clip_mode")
-    if mode not in VIDEO_CLIP_MODES:
+    if mode not in allowed:
         shown = mode if isinstance(mode, str) else repr(mode)
         raise ConfigError(
             "training.video_clip_mode",
-            f'"{shown[:60]}" is not implemented by diffusion-pipe (multiple_overlapping is '
-            f"disabled in its code); use one of: {', '.join(VIDEO_CLIP_MODES)}",
+            f'"{shown[:60]}" is not a clip mode diffusion-pipe runs; use one of: '
+            f"{', '.join(allowed)}",
         )
 
 
@@ -271,7 +293,7 @@ def check_main(main: Mapping[str, Any]) -> None:
             "a fresh diffusion-pipe run",
         )
     if "video_clip_mode" in main:
-        _check_clip_mode(main)
+        _check_clip_mode(main, VIDEO_CLIP_MODES)  # what the trainer is given, after any cutting
 
 
 def check_dataset(dataset: Mapping[str, Any]) -> None:
@@ -311,7 +333,7 @@ def check_batch(
         ("video", video_count, request.dataset.video_repeats, eff["batch_size"], "video_repeats"),
     ):
         trains = entry.trains_images if medium == "image" else entry.trains_videos
-        if count is None or not trains or not isinstance(micro, int):
+        if not count or not trains or not isinstance(micro, int):  # 0: the folder is not listed
             continue
         items = count * repeats
         global_batch = micro * gas * num_gpus
@@ -361,6 +383,7 @@ GOLDEN_PATHS = JobPaths(
     models_root=Path("/models"),
     images_dir=Path("/work/job/dataset/images"),
     videos_dir=Path("/work/job/dataset/videos"),
+    clips_dir=Path("/work/job/dataset/clips"),
 )
 
 

@@ -39,12 +39,12 @@ def test_a_config_diffusion_pipe_would_refuse_fails_before_any_download(
     body = {
         "model_type": "wan14b_t2v",
         "dataset": {"type": "precaptioned", "videos_url": "https://example.com/v.zip"},
-        "training": {"video_clip_mode": "multiple_overlapping"},
+        "training": {"resolution": [256, 384, 512, 768]},  # diffusion-pipe quits on >3
         "output": {"method": "local", "local": {"path": str(tmp_path / "out")}},
     }
     result = asyncio.run(handler({"id": "j1", "input": body}))
     assert result["status"] == "failed"
-    assert "training.video_clip_mode" in result["error"]
+    assert "training.resolution" in result["error"]
     assert not (tmp_path / "jobs").exists()
 
 

@@ -115,12 +115,13 @@ def test_plan_refuses_an_invalid_request(tmp_path: Path) -> None:
     assert "[model]" not in result.output
 
 
-def test_plan_refuses_the_seed_wan_example_naming_the_clip_mode() -> None:
+def test_plan_of_the_seed_wan_example_shows_the_clips_the_service_cuts() -> None:
     result = runner.invoke(app, ["plan", str(EXAMPLES / "wan14b-t2v-custom.json")])
-    assert result.exit_code == 1
-    assert "training.video_clip_mode" in result.output
-    assert "single_beginning, single_middle" in result.output
-    assert "[model]" not in result.output
+    assert result.exit_code == 0, result.output
+    assert "video_clip_mode multiple_overlapping: before training" in result.output
+    assert '/jobs/JOB_ID/dataset/clips", num_repeats = 10 }' in result.output
+    assert 'video_clip_mode = "single_beginning"' in result.output
+    assert "[model]" in result.output
 
 
 def test_plan_checks_the_batch_against_a_given_dataset_size() -> None:

@@ -20,7 +20,7 @@ from orchestrator.request import (
     mask_url,
     parse_request,
 )
-from stages.trainer_config import ConfigError, preflight
+from stages.trainer_config import preflight
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
@@ -155,27 +155,22 @@ def test_seed_example_values_are_kept() -> None:
     assert req.output.huggingface.token.get_secret_value() == "hf_xxx"
 
 
-def test_seed_wan_example_parses_but_its_clip_mode_is_refused_before_training() -> None:
-    # Decision: the request keeps accepting the seed README's own example verbatim (it is the
-    # promised API and is bundled in examples/), but diffusion-pipe has disabled
-    # multiple_overlapping, so the config renderer, and its preflight run before any download,
-    # refuse it with an error that names the field and the supported values.
+def test_seed_wan_example_runs_as_written() -> None:
+    # diffusion-pipe has multiple_overlapping disabled; the service cuts the clips itself
+    # (stages.video_clips), so the seed README's own Wan example passes the preflight verbatim.
     req = parse_request({"input": SEED_WAN_CUSTOM})
     assert req.training.video_clip_mode == "multiple_overlapping"
-    with pytest.raises(ConfigError) as info:
-        preflight(req)
-    assert info.value.field == "training.video_clip_mode"
-    assert "single_beginning, single_middle" in str(info.value)
-    fixed = copy.deepcopy(SEED_WAN_CUSTOM)
-    fixed["training"]["video_clip_mode"] = "single_beginning"
-    preflight(parse_request(fixed))
+    preflight(req)
 
 
 def test_schema_says_which_clip_modes_train() -> None:
     field = TrainingRequest.model_json_schema()["$defs"]["TrainingConfig"]["properties"][
         "video_clip_mode"
     ]
-    assert "multiple_overlapping is disabled" in field["description"]
+    for mode in ("single_beginning", "single_middle", "multiple_overlapping"):
+        assert mode in field["description"]
+    modes = ["single_beginning", "single_middle", "multiple_overlapping"]
+    assert field["anyOf"][0]["enum"] == modes
 
 
 def test_runpod_envelope_keys_besides_input_are_ignored() -> None:
@@ -1068,3 +1063,26 @@ def test_mutated_seed_examples_raise_only_request_error(
     except ValueError:
         direct_ok = False
     assert ok == direct_ok
+
+
+def test_a_secret_pasted_into_another_field_is_masked_in_every_view() -> None:
+    secret = "s3-secret-pasted-9f3a"
+    req = parse_request(
+        {
+            "model_type": "flux",
+            "dataset": {
+                "type": "precaptioned",
+                "images_url": "https://x/i.zip",
+                "trigger_word": f"http://user:{secret}@h/x.zip",
+            },
+            "api_keys": {"huggingface_token": "hf_abc"},
+            "output": {
+                "method": "s3",
+                "s3": {"bucket": "b", "access_key": "AKIAEXAMPLE", "secret_key": secret},
+            },
+        }
+    )
+    assert req.dataset.trigger_word == f"http://user:{secret}@h/x.zip"  # training still gets it
+    for view in (json.dumps(req.masked()), repr(req), str(req)):
+        assert secret not in view
+        assert "http://user:***@h/x.zip" in view

@@ -20,7 +20,6 @@ from stages.trainer_config import (
     check_main,
     golden_texts,
     main,
-    preflight,
     render,
     write_configs,
 )
@@ -282,16 +281,14 @@ def test_more_than_three_resolutions_are_refused() -> None:
         check_dataset(d)
 
 
-def test_disabled_clip_mode_is_refused_with_the_supported_values() -> None:
-    req = _request(video_clip_mode="multiple_overlapping")
-    with pytest.raises(ConfigError) as info:
-        render(req, GOLDEN_PATHS)
+def test_the_trainer_never_gets_a_clip_mode_diffusion_pipe_lacks() -> None:
+    # multiple_overlapping is cut by the service; diffusion-pipe gets single_beginning
+    rendered = render(_request(video_clip_mode="multiple_overlapping"), GOLDEN_PATHS)
+    assert rendered.main["video_clip_mode"] == "single_beginning"
+    with pytest.raises(ConfigError, match="video_clip_mode") as info:
+        check_main({**_rendered_main(), "video_clip_mode": "multiple_overlapping"})
     assert info.value.field == "training.video_clip_mode"
     assert "single_beginning, single_middle" in str(info.value)
-    with pytest.raises(ConfigError):
-        preflight(req)
-    with pytest.raises(ConfigError, match="video_clip_mode"):
-        check_main({**_rendered_main(), "video_clip_mode": "multiple_overlapping"})
 
 
 def test_global_batch_larger_than_the_dataset_is_refused() -> None:
@@ -307,6 +304,20 @@ def test_global_batch_larger_than_the_dataset_is_refused() -> None:
         render(req, GOLDEN_PATHS, image_count=10, video_count=1)  # 1x7=7 videos < 8
     with pytest.raises(ConfigError, match="2 GPUs"):
         render(req, GOLDEN_PATHS, image_count=3, video_count=2, num_gpus=2)
+
+
+def test_a_medium_the_dataset_lacks_gets_no_directory_and_no_batch_check() -> None:
+    # Wan trains on images and videos; a videos-only dataset has no images folder, and
+    # diffusion-pipe stops on a directory that does not exist ("Invalid path").
+    req = _request(batch_size=2, gradient_accumulation_steps=4)
+    paths = [d["path"] for d in render(req, GOLDEN_PATHS).dataset["directory"]]
+    assert paths == [str(GOLDEN_PATHS.images_dir), str(GOLDEN_PATHS.videos_dir)]  # not known yet
+    videos_only = render(req, GOLDEN_PATHS, image_count=0, video_count=2)
+    assert [d["path"] for d in videos_only.dataset["directory"]] == [str(GOLDEN_PATHS.videos_dir)]
+    images_only = render(req, GOLDEN_PATHS, image_count=3, video_count=0)
+    assert [d["path"] for d in images_only.dataset["directory"]] == [str(GOLDEN_PATHS.images_dir)]
+    with pytest.raises(ConfigError, match="needs a directory"):
+        render(req, GOLDEN_PATHS, image_count=0, video_count=0)
 
 
 def test_batch_check_ignores_media_the_model_does_not_train_on() -> None:
