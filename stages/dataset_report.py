@@ -49,7 +49,8 @@ PROBLEMS: Mapping[str, tuple[str, str]] = {
     "corrupt_videos": ("warning", "cannot be decoded; diffusion-pipe skips them"),
     "short_videos": (
         "warning",
-        "fewer frames than the smallest frame bucket; diffusion-pipe drops them",
+        "fewer frames (at the model's frame rate) than the smallest frame bucket; diffusion-pipe "
+        "drops them",
     ),
     "unused_images": ("warning", "this model trains on videos only; the images are ignored"),
     "unused_videos": ("warning", "this model trains on images only; the videos are ignored"),
