@@ -2,15 +2,26 @@
 
 `python -m tests.fake_trainer --config main.toml`; the TOML's `fake_mode` picks the failure.
 It prints diffusion-pipe's real lines (see the reference) and lays out a run folder.
+
+Before "training" it makes the checks diffusion-pipe makes at startup that a rendered config
+can fail: every `[model]` path exists, every dataset directory exists and holds media, the clip
+mode is one it implements. `install_deepspeed` puts a stand-in `deepspeed` on PATH that runs
+this module, so the GPU launch path (`deepspeed ... train.py --deepspeed --config X`) runs here.
+`FAKE_LORA_FILE` names the LoRA file it saves (diffusion-pipe's name differs per model).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def main() -> int:
@@ -20,6 +31,10 @@ def main() -> int:
     args, _ = parser.parse_known_args()
     config = tomllib.loads(Path(args.config).read_text())
     mode = config.get("fake_mode", "ok")
+    problem = startup_problem(config)
+    if problem is not None:
+        print(problem, flush=True)
+        return 1
     run = Path(config["output_dir"]) / datetime.now(UTC).strftime("%Y%m%d_%H-%M-%S")
     run.mkdir(parents=True, exist_ok=True)
     print("Global batch size = 1", flush=True)
@@ -47,10 +62,75 @@ def main() -> int:
     epoch = run / f"epoch{config['epochs']}"
     epoch.mkdir()
     if mode != "no_output":
-        (epoch / config.get("fake_lora_file", "adapter_model.safetensors")).write_bytes(b"x" * 8)
+        lora = os.environ.get("FAKE_LORA_FILE") or config.get("fake_lora_file")
+        (epoch / (lora or "adapter_model.safetensors")).write_bytes(b"x" * 8)
     print(f"Saving model to directory epoch{config['epochs']}", flush=True)
     print("TRAINING COMPLETE!", flush=True)
     return 0
+
+
+MEDIA = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"} | {
+    ".mp4",
+    ".avi",
+    ".mov",
+    ".mkv",
+    ".webm",
+}
+
+
+def _paths(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value.startswith("/") else []
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _paths(v)]
+    return []
+
+
+def startup_problem(config: dict[str, object]) -> str | None:
+    """The error diffusion-pipe would stop with on this config, if any (utils/dataset.py,
+    models/base.py)."""
+    for path in _paths(config.get("model", {})):
+        if not Path(path).exists():
+            return f"FileNotFoundError: [Errno 2] No such file or directory: '{path}'"
+    mode = config.get("video_clip_mode", "single_beginning")
+    if mode not in ("single_beginning", "single_middle"):
+        return f"NotImplementedError: video_clip_mode={mode} is not recognized"
+    if "dataset" not in config:
+        return None
+    dataset = tomllib.loads(Path(str(config["dataset"])).read_text())
+    media = 0
+    for directory in dataset.get("directory", []):
+        folder = Path(directory["path"])
+        if not folder.is_dir():
+            return f"RuntimeError: Invalid path: {folder}"
+        media += sum(1 for p in folder.iterdir() if p.suffix.lower() in MEDIA)
+    if not media:
+        return (
+            "RuntimeError: Processed dataset was empty. Probably caused by rounding down for "
+            "each size bucket."
+        )
+    return None
+
+
+def install_deepspeed(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `deepspeed` on PATH that records its arguments in `folder/argv` and runs this trainer
+    with the `--config` it was given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    launcher = folder / "deepspeed"
+    launcher.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" > {folder / "argv"}\n'
+        'while [ "$1" != "--config" ]; do shift; done\n'
+        f'exec {sys.executable} -m tests.fake_trainer --config "$2"\n'
+    )
+    launcher.chmod(0o755)
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", str(root))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # one "GPU": the deepspeed path, not minipipe
+    return folder / "argv"
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from stages.video_clips import (
     model_frames,
     plan_clips,
 )
+from tests.fake_trainer import install_deepspeed
 
 ROOT = Path(__file__).resolve().parent.parent
 WAN_FPS = 16.0
@@ -257,19 +257,8 @@ def test_the_training_stage_cuts_then_launches_diffusion_pipe_on_the_clips(
     (videos / "a.txt").write_text("ohwx, a fade")
     checkout = tmp_path / "diffusion-pipe"
     checkout.mkdir()
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    launcher = bin_dir / "deepspeed"
-    launcher.write_text(
-        "#!/bin/sh\n"
-        f'echo "$@" > {tmp_path / "argv"}\n'
-        'while [ "$1" != "--config" ]; do shift; done\n'
-        f'exec {sys.executable} -m tests.fake_trainer --config "$2"\n'
-    )
-    launcher.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    (root / "models" / "Wan" / "Wan2.1-T2V-1.3B").mkdir(parents=True)  # the [model] path
+    argv_file = install_deepspeed(tmp_path / "bin", monkeypatch)
     request = wan_request(epochs=2)
     delivery = Delivery("j", request, Settings(root=root, diffusion_pipe_dir=checkout))
     log = EventStore.in_memory().open("j")
@@ -282,7 +271,7 @@ def test_the_training_stage_cuts_then_launches_diffusion_pipe_on_the_clips(
     result = ConfiguredTraining(delivery).run(ctx)
 
     assert result["final_save"] == "epoch2"
-    argv = (tmp_path / "argv").read_text().split()
+    argv = argv_file.read_text().split()
     assert argv[:3] == ["--num_gpus=1", "train.py", "--deepspeed"]
     main = tomllib.loads((job / "config" / "wan13.toml").read_text())
     dataset = tomllib.loads((job / "config" / "dataset.toml").read_text())
