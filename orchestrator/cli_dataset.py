@@ -32,6 +32,7 @@ def check(
     zip_or_url: Annotated[
         str, typer.Argument(help="A local zip/tar/folder or an http(s)/hf:// URL")
     ],
+    *,
     model_type: Annotated[
         str, typer.Option("--model-type", help=f"One of: {', '.join(ALL_MODEL_TYPES)}")
     ] = "qwen",
@@ -39,12 +40,23 @@ def check(
         str, typer.Option("--type", help="precaptioned, images, videos or both")
     ] = "precaptioned",
     trigger_word: Annotated[str | None, typer.Option("--trigger-word")] = None,
+    clip_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--clip-mode",
+            help="Video clip mode; multiple_overlapping shows how many clips the videos give",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
     """Download (if a URL), unpack into a temporary folder and report what would train."""
     try:
         report = check_dataset(
-            zip_or_url, model_type=model_type, dataset_type=dataset_type, trigger_word=trigger_word
+            zip_or_url,
+            model_type=model_type,
+            dataset_type=dataset_type,
+            trigger_word=trigger_word,
+            video_clip_mode=clip_mode,
         )
     except (StageFailed, RequestError) as exc:
         err.print(f"[red]error:[/red] {exc}")
@@ -66,6 +78,7 @@ def print_report(report: DatasetReport, console: Console) -> None:
     rows: list[tuple[str, object]] = [
         ("images (usable / found)", f"{report.usable_images} / {report.images}"),
         ("videos (usable / found)", f"{report.usable_videos} / {report.videos}"),
+        ("video clips trained", report.video_clips),
         ("captions found", report.captions_found),
         ("captions missing", report.captions_missing),
         ("captions empty", report.captions_empty),

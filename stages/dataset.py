@@ -156,6 +156,7 @@ def check_dataset(
     work_dir: Path | None = None,
     hub_endpoint: str = "https://huggingface.co",
     token: str | None = None,
+    video_clip_mode: str | None = None,
 ) -> DatasetReport:
     """The pre-flight report for a local archive or folder, or an http(s)/hf:// URL."""
     entry = get_model(model_type)
@@ -173,6 +174,8 @@ def check_dataset(
     }
     if trigger_word:
         body["dataset"]["trigger_word"] = trigger_word
+    if video_clip_mode:
+        body["training"] = {"video_clip_mode": video_clip_mode}
     request = parse_request(body)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="dpserve-check-") as tmp:
         return prepare(

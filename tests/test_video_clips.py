@@ -4,6 +4,7 @@ the cut files read back with PyAV, the report's counts and the rendered configs.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import tomllib
@@ -16,8 +17,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from events.store import EventStore
+from orchestrator.cli_dataset import app as dataset_app
 from orchestrator.machine import JobMachine
 from orchestrator.pipeline import ConfiguredTraining, Delivery
 from orchestrator.request import TrainingRequest, parse_request
@@ -285,3 +288,22 @@ def test_the_training_stage_cuts_then_launches_diffusion_pipe_on_the_clips(
     ]
     messages = [e.data.get("message", "") for e in log.events if e.type == "PROGRESS"]
     assert "2 clip(s) from 1 video(s) (1 cut into several)" in messages
+
+
+def test_dataset_check_shows_the_clips_a_clip_mode_gives(tmp_path: Path) -> None:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    video(folder / "long.mp4", 120)  # two clips of 33 at 16 fps
+    (folder / "long.txt").write_text("ohwx, grey")
+    runner = CliRunner()
+    args = ["check", str(folder), "--model-type", "wan13", "--json"]
+    single = json.loads(runner.invoke(dataset_app, args).output)
+    assert (single["usable_videos"], single["video_clips"]) == (1, 1)
+    cut = runner.invoke(dataset_app, [*args, "--clip-mode", "multiple_overlapping"])
+    assert cut.exit_code == 0, cut.output
+    assert (json.loads(cut.output)["video_clips"]) == 2
+    table = runner.invoke(dataset_app, [*args[:-1], "--clip-mode", "multiple_overlapping"])
+    assert "video clips trained" in table.output
+    bad = runner.invoke(dataset_app, [*args, "--clip-mode", "all_of_them"])
+    assert bad.exit_code == 2
+    assert "training.video_clip_mode" in bad.output
