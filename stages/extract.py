@@ -40,6 +40,7 @@ from orchestrator.runner import StageFailed
 GiB = 1 << 30
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
+MEDIA_EXTS = IMAGE_EXTS | VIDEO_EXTS
 CAPTION_EXT = ".txt"
 COMPLETE_MARKER = ".complete.json"
 RATIO_MIN_BYTES = 1 << 20  # tiny files compress well for honest reasons; bombs are big
@@ -418,14 +419,23 @@ def _swap(staging: Path, dataset_dir: Path) -> None:
 
 
 def listing_digest(dataset_dir: Path) -> tuple[int, int, str]:
-    """(images, videos, digest over names and sizes) of the extracted dataset."""
+    """(images, videos, digest over names and sizes) of the extracted media.
+
+    Media files only: later stages add to these folders without making the extraction stale
+    (the captioner writes `.txt` files, diffusion-pipe its latent `cache/`), and a marker that
+    counted them would make every redelivery download, extract and caption again."""
     digest = hashlib.sha256()
     counts = []
     for sub in ("images", "videos"):
         folder = dataset_dir / sub
         entries = sorted(os.scandir(folder), key=lambda e: e.name) if folder.is_dir() else []
-        counts.append(sum(1 for e in entries if not e.name.endswith(CAPTION_EXT)))
-        for e in entries:
+        media = [
+            e
+            for e in entries
+            if Path(e.name).suffix.lower() in MEDIA_EXTS and e.is_file(follow_symlinks=False)
+        ]
+        counts.append(len(media))
+        for e in media:
             digest.update(f"{sub}/{e.name}\0{e.stat().st_size}\n".encode())
     return counts[0], counts[1], digest.hexdigest()
 

@@ -7,7 +7,9 @@ Before "training" it makes the checks diffusion-pipe makes at startup that a ren
 can fail: every `[model]` path exists, every dataset directory exists and holds media, the clip
 mode is one it implements. `install_deepspeed` puts a stand-in `deepspeed` on PATH that runs
 this module, so the GPU launch path (`deepspeed ... train.py --deepspeed --config X`) runs here.
-`FAKE_LORA_FILE` names the LoRA file it saves (diffusion-pipe's name differs per model).
+`FAKE_LORA_FILE` names the LoRA file it saves (diffusion-pipe's name differs per model);
+`FAKE_MODE` overrides the TOML's `fake_mode`. Like diffusion-pipe it leaves a latent `cache/`
+in each dataset folder.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ def main() -> int:
     parser.add_argument("--resume_from_checkpoint", nargs="?", const=True, default=None)
     args, _ = parser.parse_known_args()
     config = tomllib.loads(Path(args.config).read_text())
-    mode = config.get("fake_mode", "ok")
+    mode = os.environ.get("FAKE_MODE") or config.get("fake_mode", "ok")
     problem = startup_problem(config)
     if problem is not None:
         print(problem, flush=True)
         return 1
+    cache_latents(config)
     run = Path(config["output_dir"]) / datetime.now(UTC).strftime("%Y%m%d_%H-%M-%S")
     run.mkdir(parents=True, exist_ok=True)
     print("Global batch size = 1", flush=True)
@@ -112,6 +115,19 @@ def startup_problem(config: dict[str, object]) -> str | None:
             "each size bucket."
         )
     return None
+
+
+def cache_latents(config: dict[str, object]) -> None:
+    """What diffusion-pipe leaves in each dataset folder before training: `cache/<model>/`."""
+    if "dataset" not in config:
+        return
+    model = config.get("model", {})
+    name = str(model.get("type", "model")) if isinstance(model, dict) else "model"
+    dataset = tomllib.loads(Path(str(config["dataset"])).read_text())
+    for directory in dataset.get("directory", []):
+        cache = Path(directory["path"]) / "cache" / name
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "metadata.json").write_text("{}")
 
 
 def install_deepspeed(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

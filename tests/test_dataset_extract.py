@@ -159,6 +159,12 @@ def test_flatten_keeps_pairs_and_drops_junk(tmp_path: Path) -> None:
     assert result.ignored == ["notes.pdf"]
     assert result.orphan_captions == ["orphan.txt"]
     assert marker_matches(tmp_path / "dataset")
+    # What later stages add does not make the extraction stale: a generated caption, and
+    # diffusion-pipe's latent cache in each dataset folder.
+    (images / "top.txt").write_text("T, a generated caption")
+    (images / "cache" / "wan").mkdir(parents=True)
+    (videos / "cache").mkdir()
+    assert marker_matches(tmp_path / "dataset")
     (images / "top.png").unlink()
     assert not marker_matches(tmp_path / "dataset")
 

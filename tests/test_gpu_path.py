@@ -22,25 +22,30 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from events.store import EventStore
 from orchestrator.catalogue import ModelEntry, get_model
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle
+from stages.captions import Captions
+from stages.joycaption import JoyCaptionSettings, load_captioner
 from tests.canary import CANARIES, scan
 from tests.dataserver import DataServer
 from tests.fake_trainer import install_deepspeed
 from tests.fakehub import FakeHub
+from tests.tiny_llava import tiny_llava_dir
 
 HF_TOKEN = CANARIES["api_keys.huggingface_token"]  # the gated repo's key; must never show
 
 
-def images_zip(n: int = 4) -> bytes:
+def images_zip(n: int = 4, *, captions: bool = True) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for i in range(n):
             img = io.BytesIO()
             Image.new("RGB", (64, 48), (i * 50, 90, 200)).save(img, "PNG")
             zf.writestr(f"set/{i}.png", img.getvalue())
-            zf.writestr(f"set/{i}.txt", f"a square, shade {i}")
+            if captions:
+                zf.writestr(f"set/{i}.txt", f"a square, shade {i}")
     return buf.getvalue()
 
 
@@ -154,3 +159,55 @@ def test_a_job_reaches_the_trainer_with_configs_it_accepts(
     if "overlapping" in case:
         assert main["video_clip_mode"] == "single_beginning"
         assert len(list(Path(listed[0]["path"]).glob("*.mp4"))) == 4  # 2 videos x 2 clips
+
+
+def test_a_retry_after_a_trainer_failure_keeps_the_dataset_and_its_captions(
+    tmp_path: Path,
+    hub: FakeHub,
+    data: DataServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trainer dies after caching latents (diffusion-pipe writes `cache/` into the dataset
+    folders, the captioner wrote `.txt` files): the retry must not download, extract or caption
+    again, which on a GPU worker means minutes of JoyCaption and a new latent cache."""
+    entry = get_model("qwen")
+    for repo_id, files in placeholder_weights(entry).items():
+        hub.add_repo(repo_id, files)
+    install_deepspeed(tmp_path / "bin", monkeypatch)
+    data.files["/uncaptioned.zip"] = images_zip(captions=False)
+    root = tmp_path / "root"
+    checkout = tmp_path / "diffusion-pipe"
+    checkout.mkdir()
+    options = WorkerOptions(
+        settings=Settings(root=root, hub_endpoint=hub.url, diffusion_pipe_dir=checkout),
+        progress_every_s=0,
+        captions_factory=lambda: Captions(
+            load_image_captioner=lambda: load_captioner(tiny_llava_dir(), device="cpu"),
+            joycaption=JoyCaptionSettings(do_sample=False, max_new_tokens=5, batch_size=2),
+        ),
+    )
+    body: dict[str, Any] = {
+        "model_type": "qwen",
+        "dataset": {"type": "images", "images_url": data.url + "/uncaptioned.zip"},
+        "training": {"epochs": 2, "gradient_accumulation_steps": 1},
+        "output": {"method": "local", "local": {"path": str(tmp_path / "out")}},
+    }
+    monkeypatch.setenv("FAKE_MODE", "oom")
+    first = asyncio.run(handle({"id": "retry", "input": body}, options))
+    assert first["status"] == "failed"
+    assert "gpu_oom" in first["error"]
+    images = root / "jobs" / "retry" / "dataset" / "images"
+    assert (images / "cache" / "qwen_image").is_dir()  # the trainer got as far as caching
+    captions = {p.name: p.read_text() for p in images.glob("*.txt")}
+    assert len(captions) == 4
+
+    monkeypatch.delenv("FAKE_MODE")
+    again = asyncio.run(handle({"id": "retry", "input": {**body, "resume": True}}, options))
+
+    assert again["status"] == "success", again
+    assert len(data.gets("/uncaptioned.zip")) == 1  # not downloaded again
+    events = EventStore.on_disk(root).read("retry")
+    assert [e.type for e in events].count("DATASET_REPORT") == 1  # not extracted again
+    assert [e.type for e in events].count("CAPTIONING") == 1  # not captioned again
+    assert {p.name: p.read_text() for p in images.glob("*.txt")} == captions
+    assert (images / "cache" / "qwen_image" / "metadata.json").is_file()  # the cache kept
