@@ -3,7 +3,6 @@ loopback servers for the dataset and the Hub. What a user of the endpoint would 
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -155,9 +154,11 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(
     log = (tmp_path / "root" / "jobs" / job_id / "logs" / "train.log").read_text()
     before, after = log.split("Resuming training from checkpoint", 1)
     first, second = _step_numbers(before), _step_numbers(after)
-    # The kill can land between a checkpoint's files and its event: the resume then uses that
-    # newer checkpoint on disk. Never an older one than the log proves, never one not saved.
-    saved = [int(m) for m in re.findall(r"global_step(\d+)/", before)]
+    # The kill can land between a checkpoint's files and its event (or its log line): the
+    # resume then uses that newer checkpoint on disk. Never an older one than the log proves,
+    # never one that was not completely saved (a checkpoint is renamed into place when whole).
+    output = tmp_path / "root" / "jobs" / job_id / "output"
+    saved = {int(p.name.removeprefix("global_step")) for p in output.glob("*/global_step*")}
     resumed_from = second[0] - 1
     assert resumed_from >= recorded
     assert resumed_from in saved

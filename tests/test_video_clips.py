@@ -281,7 +281,7 @@ def test_the_training_stage_cuts_then_launches_diffusion_pipe_on_the_clips(
     assert main["video_clip_mode"] == "single_beginning"
     # videos only: no images folder listed (it does not exist; diffusion-pipe would stop)
     assert [d["path"] for d in dataset["directory"]] == [str(job / "dataset" / "clips")]
-    clips = sorted(p.name for p in (job / "dataset" / "clips").iterdir())
+    clips = sorted(p.name for p in (job / "dataset" / "clips").iterdir() if p.name != "cache")
     assert clips == [
         ".clips.json",
         *[f"{clip_name('a', i)}{s}" for i in (0, 1) for s in (".mp4", ".txt")],
