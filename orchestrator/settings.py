@@ -28,7 +28,8 @@ class Settings:
     hub_endpoint: str = HF_ENDPOINT
     # RunPod's "cached models" (endpoint setting): an HF cache, models--owner--name/snapshots/...
     hf_cache_dir: Path = RUNPOD_MODEL_CACHE
-    model_lock_ttl_s: float = 120.0  # a dead downloader's lock is taken over after this
+    # A dead downloader's model lock is taken over after this (the job lease's default too).
+    model_lock_ttl_s: float = 60.0
     model_wait_s: float = 3 * 3600.0  # how long a job waits for another worker's download
     download_attempts: int = 3  # tries per repo on network errors and 5xx
     retry_wait_s: float = 5.0  # first pause between tries, doubled each time
@@ -47,7 +48,7 @@ class Settings:
             root=Path(env["DPS_ROOT"]) if env.get("DPS_ROOT") else _default_root(),
             hub_endpoint=(env.get("DPS_HUB_ENDPOINT") or HF_ENDPOINT).rstrip("/"),
             hf_cache_dir=Path(env.get("DPS_HF_CACHE") or RUNPOD_MODEL_CACHE),
-            model_lock_ttl_s=float(env.get("DPS_MODEL_LOCK_TTL_S") or 120.0),
+            model_lock_ttl_s=float(env.get("DPS_MODEL_LOCK_TTL_S") or 60.0),
             model_wait_s=float(env.get("DPS_MODEL_WAIT_S") or 3 * 3600.0),
             download_attempts=int(env.get("DPS_DOWNLOAD_ATTEMPTS") or 3),
             retry_wait_s=float(env.get("DPS_RETRY_WAIT_S") or 5.0),

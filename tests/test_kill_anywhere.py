@@ -310,7 +310,9 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
             cwd=ROOT,
             env={
                 "DPS_ROOT": str(work / "root"),
+                # Both dead-worker timeouts scaled down alike (60 s each by default).
                 "DPS_LEASE_TTL_S": "3",
+                "DPS_MODEL_LOCK_TTL_S": "3",
                 "MINIPIPE_STEP_SLEEP": STEP_SLEEP_S,
                 "PYTHONPATH": str(ROOT),
                 CAPTIONER_ENV: str(llava),
