@@ -149,6 +149,7 @@ def preflight(request: TrainingRequest) -> None:
 def _directories(
     request: TrainingRequest,
     paths: JobPaths,
+    eff: Mapping[str, Any],
     image_count: int | None = None,
     video_count: int | None = None,
 ) -> list[dict[str, Any]]:
@@ -156,7 +157,7 @@ def _directories(
     and the dataset has: diffusion-pipe stops on a directory that does not exist, and Wan given
     only videos has no images folder worth listing. A count of None (not known yet) keeps it."""
     entry = request.model
-    cut = effective_training(request).get("video_clip_mode") == CUT_BY_SERVICE
+    cut = eff.get("video_clip_mode") == CUT_BY_SERVICE
     videos_dir = paths.clips_dir if cut else paths.videos_dir
     dirs: list[dict[str, Any]] = []
     if entry.trains_images and paths.images_dir is not None and image_count != 0:
@@ -183,7 +184,7 @@ def render_dataset(
     if request.model.trains_videos:
         # Frame buckets mean nothing to an image model; 1 (images) is always added anyway.
         dataset["frame_buckets"] = list(eff["frame_buckets"])
-    dataset["directory"] = _directories(request, paths, image_count, video_count)
+    dataset["directory"] = _directories(request, paths, eff, image_count, video_count)
     return dataset
 
 
