@@ -34,3 +34,23 @@ def append_n(store: EventStore, job_id: str, n: int, **data: Any) -> None:
 
 def job_dir(root: Path, job_id: str) -> Path:
     return root / "jobs" / job_id
+
+
+def fade_video(
+    path: Path, frames: int, *, fps: int = 30, size: tuple[int, int] = (48, 40), offset: int = 0
+) -> None:
+    """An MPEG-4 clip whose frame i is grey level (2*i + offset) mod 256, so a cut can be
+    located by its pixels."""
+    import av  # noqa: PLC0415 - only the video tests pay for PyAV and numpy
+    import numpy as np  # noqa: PLC0415
+
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            pixels = np.full((height, width, 3), (2 * i + offset) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)

@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import av
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -32,6 +30,7 @@ from tests.canary import CANARIES, scan
 from tests.dataserver import DataServer
 from tests.fake_trainer import install_deepspeed
 from tests.fakehub import FakeHub
+from tests.helpers import fade_video
 from tests.tiny_llava import tiny_llava_dir
 
 HF_TOKEN = CANARIES["api_keys.huggingface_token"]  # the gated repo's key; must never show
@@ -55,16 +54,7 @@ def videos_zip(tmp: Path, n: int = 2, frames: int = 120) -> bytes:
     with zipfile.ZipFile(buf, "w") as zf:
         for i in range(n):
             path = tmp / f"v{i}.mp4"
-            with av.open(str(path), "w") as container:
-                stream = container.add_stream("mpeg4", rate=30)
-                stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
-                for f in range(frames):
-                    pixels = np.full((32, 48, 3), (f * 2 + i * 40) % 256, np.uint8)
-                    frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-                    for packet in stream.encode(frame):
-                        container.mux(packet)
-                for packet in stream.encode(None):
-                    container.mux(packet)
+            fade_video(path, frames, size=(48, 32), offset=i * 40)
             zf.write(path, f"clips/v{i}.mp4")
             zf.writestr(f"clips/v{i}.txt", f"a fade, take {i}")
     return buf.getvalue()
@@ -107,6 +97,27 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def gpu_worker(
+    tmp_path: Path,
+    hub: FakeHub,
+    monkeypatch: pytest.MonkeyPatch,
+    entry: ModelEntry,
+    **options: Any,
+) -> tuple[Path, WorkerOptions, Path]:
+    """(root, worker options, deepspeed's argv file): the model's placeholder weights on the
+    Hub, the stand-in deepspeed on PATH saving the model's LoRA file, an empty checkout."""
+    gated = {HF_TOKEN} if any(d.gated for d in entry.downloads) else None
+    for repo_id, files in placeholder_weights(entry).items():
+        hub.add_repo(repo_id, files, gated_tokens=gated)
+    argv_file = install_deepspeed(tmp_path / "bin", monkeypatch)
+    monkeypatch.setenv("FAKE_LORA_FILE", entry.lora_file)
+    root = tmp_path / "root"
+    checkout = tmp_path / "diffusion-pipe"
+    checkout.mkdir()
+    settings = Settings(root=root, hub_endpoint=hub.url, diffusion_pipe_dir=checkout)
+    return root, WorkerOptions(settings=settings, progress_every_s=0, **options), argv_file
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_job_reaches_the_trainer_with_configs_it_accepts(
     case: str,
@@ -117,11 +128,7 @@ def test_a_job_reaches_the_trainer_with_configs_it_accepts(
 ) -> None:
     model_type, training = CASES[case]
     entry = get_model(model_type)
-    for repo_id, files in placeholder_weights(entry).items():
-        gated = {HF_TOKEN} if any(d.gated for d in entry.downloads) else None
-        hub.add_repo(repo_id, files, gated_tokens=gated)
-    argv_file = install_deepspeed(tmp_path / "bin", monkeypatch)
-    monkeypatch.setenv("FAKE_LORA_FILE", entry.lora_file)
+    root, options, argv_file = gpu_worker(tmp_path, hub, monkeypatch, entry)
     videos = "videos" in case or not entry.trains_images
     dataset: dict[str, Any] = {"type": "precaptioned"}
     dataset["videos_url" if videos else "images_url"] = data.url + (
@@ -134,13 +141,6 @@ def test_a_job_reaches_the_trainer_with_configs_it_accepts(
         "api_keys": {"huggingface_token": HF_TOKEN},
         "output": {"method": "local", "local": {"path": str(tmp_path / "out")}},
     }
-    root = tmp_path / "root"
-    checkout = tmp_path / "diffusion-pipe"
-    checkout.mkdir()
-    options = WorkerOptions(
-        settings=Settings(root=root, hub_endpoint=hub.url, diffusion_pipe_dir=checkout),
-        progress_every_s=0,
-    )
 
     response = asyncio.run(handle({"id": "gpu-path", "input": body}, options))
 
@@ -170,17 +170,12 @@ def test_a_retry_after_a_trainer_failure_keeps_the_dataset_and_its_captions(
     """The trainer dies after caching latents (diffusion-pipe writes `cache/` into the dataset
     folders, the captioner wrote `.txt` files): the retry must not download, extract or caption
     again, which on a GPU worker means minutes of JoyCaption and a new latent cache."""
-    entry = get_model("qwen")
-    for repo_id, files in placeholder_weights(entry).items():
-        hub.add_repo(repo_id, files)
-    install_deepspeed(tmp_path / "bin", monkeypatch)
     data.files["/uncaptioned.zip"] = images_zip(captions=False)
-    root = tmp_path / "root"
-    checkout = tmp_path / "diffusion-pipe"
-    checkout.mkdir()
-    options = WorkerOptions(
-        settings=Settings(root=root, hub_endpoint=hub.url, diffusion_pipe_dir=checkout),
-        progress_every_s=0,
+    root, options, _ = gpu_worker(
+        tmp_path,
+        hub,
+        monkeypatch,
+        get_model("qwen"),
         captions_factory=lambda: Captions(
             load_image_captioner=lambda: load_captioner(tiny_llava_dir(), device="cpu"),
             joycaption=JoyCaptionSettings(do_sample=False, max_new_tokens=5, batch_size=2),

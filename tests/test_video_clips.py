@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -39,25 +38,12 @@ from stages.video_clips import (
     plan_clips,
 )
 from tests.fake_trainer import install_deepspeed
+from tests.helpers import fade_video as video
 
 ROOT = Path(__file__).resolve().parent.parent
 WAN_FPS = 16.0
 BUCKETS = [1, 33]
 RATES = [8.0, 12.0, 15.0, 16.0, 23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 60.0]
-
-
-def video(path: Path, frames: int, fps: int = 30, size: tuple[int, int] = (48, 40)) -> None:
-    """A clip whose frame i is grey level 2*i (mod 256), so a cut can be located by its pixels."""
-    width, height = size
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            pixels = np.full((height, width, 3), (2 * i) % 256, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
 
 
 def read(path: Path) -> tuple[int, float, list[int]]:
