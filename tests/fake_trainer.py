@@ -44,12 +44,7 @@ def main() -> int:
     print("Started new epoch: 1", flush=True)
     print("steps: 1 loss: 0.5000 iter time (s): 0.010 samples/sec: 100.0", flush=True)
     if mode == "oom":
-        print("Traceback (most recent call last):", flush=True)
-        print('  File "train.py", line 900, in <module>', flush=True)
-        print(
-            "[rank0]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
-            flush=True,
-        )
+        print_cuda_oom()
         return 1
     if mode == "empty":
         print(
@@ -70,6 +65,16 @@ def main() -> int:
     print(f"Saving model to directory epoch{config['epochs']}", flush=True)
     print("TRAINING COMPLETE!", flush=True)
     return 0
+
+
+def print_cuda_oom() -> None:
+    """The traceback tail diffusion-pipe dies with when the GPU runs out of memory."""
+    print("Traceback (most recent call last):", flush=True)
+    print('  File "train.py", line 900, in <module>', flush=True)
+    print(
+        "[rank0]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        flush=True,
+    )
 
 
 MEDIA = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"} | {

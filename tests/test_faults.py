@@ -63,14 +63,11 @@ def _trainer_main(argv: list[str]) -> int:  # pragma: no cover - runs in the tra
     args, _ = parser.parse_known_args(argv)
     mode = os.environ.get(TRAINER_ENV, "")
     if mode == "oom":
+        from tests.fake_trainer import print_cuda_oom  # noqa: PLC0415
+
         print("Global batch size = 1", flush=True)
         print("Started new epoch: 1", flush=True)
-        print("Traceback (most recent call last):", flush=True)
-        print('  File "train.py", line 900, in <module>', flush=True)
-        print(
-            "[rank0]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
-            flush=True,
-        )
+        print_cuda_oom()
         return 1
     minipipe = [sys.executable, "-u", "-m", "minipipe", *argv]
     if mode.startswith("disk_full:"):
