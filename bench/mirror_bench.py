@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.table import Result
-from events.mirror import HubMirror, MirrorSettings
 from events.model import GENESIS_HASH, Event, make_event
+from events.projections.base import MirrorSettings
+from events.projections.hub import HubMirror
+from events.vocabulary import Status
 from orchestrator.logs import configure_logging
-from orchestrator.states import Status
 from tests.fakehub import FakeHub  # the loopback Hub lives with the tests
 
 JOB_HOURS = 2.0

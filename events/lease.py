@@ -20,29 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.fsutil import fsync_dir, write_atomic
+from events.atomic import fsync_dir, write_atomic
+from events.errors import LeaseHeld, StaleLease
 
 DEFAULT_TTL_S = 60.0
 SKEW_MARGIN_S = 2.0  # the clock difference between workers a lease tolerates
 _NAME = "{:010d}.json"
-
-
-class LeaseError(Exception):
-    """Base for lease failures."""
-
-
-class LeaseHeld(LeaseError):
-    def __init__(self, job: str, owner: str, seconds_left: float) -> None:
-        super().__init__(
-            f"job {job} is being run by worker {owner!r} (its lease runs for another "
-            f"{seconds_left:.0f}s); a second worker may not write it"
-        )
-        self.owner = owner
-        self.seconds_left = seconds_left
-
-
-class StaleLease(LeaseError):
-    """This writer's token was superseded: another worker took the job over."""
 
 
 @dataclass(frozen=True)

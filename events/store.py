@@ -19,24 +19,13 @@ from typing import Any, Protocol
 import structlog
 from pydantic import ValidationError
 
-from events.fsutil import fsync_dir
+from events.atomic import fsync_dir
+from events.errors import CorruptLog
 from events.model import GENESIS_HASH, Event, event_from_line, line_digest_ok, make_event
 from events.redact import Redactor
 
 EVENTS_FILE = "events.jsonl"
 _log = structlog.get_logger(__name__)
-
-
-class StoreError(Exception):
-    """Base for store failures."""
-
-
-class CorruptLog(StoreError):
-    """A line other than a torn last line is unreadable or breaks the chain."""
-
-    def __init__(self, where: str, line_no: int, why: str) -> None:
-        super().__init__(f"{where}: line {line_no}: {why}")
-        self.line_no = line_no
 
 
 class Fence(Protocol):

@@ -13,10 +13,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from events.audit import AuditReport, audit, summarize
+from events.errors import CorruptLog
 from events.model import Event
 from events.redact import MASK, is_sensitive_key
-from events.replay import AuditReport, audit, summarize
-from events.store import EVENTS_FILE, CorruptLog, parse_blob
+from events.store import EVENTS_FILE, parse_blob
 from orchestrator.catalogue import ALL_MODEL_TYPES, Download, ModelEntry, get_model
 from orchestrator.cli_dataset import app as dataset_app
 from orchestrator.cli_serve import serve

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.panel import Panel
 
-from events.replay import audit
+from events.audit import audit
 from events.store import EventStore
 from localpod import LocalPod
 from orchestrator.cli import timeline_table

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from events.fsutil import write_atomic
+from events.atomic import write_atomic
 from events.redact import Redactor
+from events.vocabulary import Status
 from orchestrator.request import TrainingRequest, effective_training
 from orchestrator.runner import JobCancelled, JobInterrupted, Stage, StageContext, StageFailed
 from orchestrator.settings import Settings
-from orchestrator.states import Status
 from stages.captions import Captions
 from stages.dataset import Dataset
 from stages.publish import (

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from events.model import Event
-from orchestrator.states import MEANING, Fact, Status
+from events.vocabulary import MEANING, Fact, Status
 
 PAYLOAD_KEYS = ("status", "stage", "percent", "step", "total_steps", "epoch", "loss", "eta_seconds")
 

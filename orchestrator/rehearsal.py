@@ -13,8 +13,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from events.vocabulary import Status
 from orchestrator.runner import JobInterrupted, Stage, StageContext, StageFailed
-from orchestrator.states import Status
 
 
 class Download(Stage):

@@ -16,12 +16,12 @@ from typing import Any
 
 import structlog
 
+from events.fold import JobView, fold
 from events.lease import FileLease
 from events.model import Event
-from events.replay import JobView, fold
 from events.store import EventLog, EventStore, job_path
+from events.vocabulary import HALTED, MEANING, Fact, Status
 from orchestrator.machine import JobMachine
-from orchestrator.states import HALTED, MEANING, Fact, Status
 
 log = structlog.get_logger(__name__)
 

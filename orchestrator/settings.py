@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from events.projections.base import MirrorSettings
 
 VOLUME = Path("/runpod-volume")
 HF_ENDPOINT = "https://huggingface.co"
@@ -36,6 +38,7 @@ class Settings:
     diffusion_pipe_dir: Path = Path("/opt/diffusion-pipe")  # the pinned checkout (Dockerfile)
     # A job's writer lease: a dead worker's job is taken over this long after its last renewal.
     lease_ttl_s: float = 60.0
+    mirror: MirrorSettings = field(default_factory=MirrorSettings)
 
     @property
     def models_root(self) -> Path:
@@ -54,4 +57,22 @@ class Settings:
             retry_wait_s=float(env.get("DPS_RETRY_WAIT_S") or 5.0),
             diffusion_pipe_dir=Path(env.get("DPS_DIFFUSION_PIPE_DIR") or "/opt/diffusion-pipe"),
             lease_ttl_s=float(env.get("DPS_LEASE_TTL_S") or 60.0),
+            mirror=_mirror(env),
         )
+
+
+def _mirror(env: Mapping[str, str]) -> MirrorSettings:
+    base = MirrorSettings()
+
+    def num(name: str, default: float) -> float:
+        raw = env.get(f"DPS_MIRROR_{name}")
+        return float(raw) if raw else default
+
+    return MirrorSettings(
+        commit_interval_s=num("COMMIT_INTERVAL_S", base.commit_interval_s),
+        progress_interval_s=num("PROGRESS_INTERVAL_S", base.progress_interval_s),
+        progress_epoch_min_s=num("PROGRESS_EPOCH_MIN_S", base.progress_epoch_min_s),
+        queue_max=int(num("QUEUE_MAX", base.queue_max)),
+        start_timeout_s=num("START_TIMEOUT_S", base.start_timeout_s),
+        close_timeout_s=num("CLOSE_TIMEOUT_S", base.close_timeout_s),
+    )

@@ -19,7 +19,7 @@ from huggingface_hub import HfApi
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from events.updates import UPDATES_DIR, update_sort_key
+from events.projections.updates import UPDATES_DIR, update_sort_key
 
 FINAL_STATUSES = frozenset({"COMPLETE", "ERROR", "CANCELLED"})
 Update = dict[str, Any]

@@ -20,16 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from events.lease import FileLease, LeaseHeld
+from events.errors import LeaseHeld
+from events.lease import FileLease
+from events.vocabulary import Status
 from orchestrator.progress import ProgressReporter
 from orchestrator.request import RequestError, TrainingRequest, parse_request
 from orchestrator.runner import Outcome, run_job
 from orchestrator.settings import Settings
-from orchestrator.states import Status
 from stages.trainer_config import ConfigError, preflight
 
 if TYPE_CHECKING:  # the stages pull in boto3, huggingface_hub, google-genai: load per job
-    from events.mirror import HubMirror, LocalMirror, MirrorSettings
+    from events.projections.base import MirrorSettings
+    from events.projections.hub import HubMirror
+    from events.projections.local import LocalMirror
     from events.store import EventLog
     from orchestrator.pipeline import Delivery
     from stages.publish import PublishOptions
@@ -44,7 +47,7 @@ class WorkerOptions:
     """Per-worker knobs; tests point them at loopback servers."""
 
     settings: Settings
-    mirror_settings: MirrorSettings | None = None  # None: from DPS_MIRROR_* variables
+    mirror_settings: MirrorSettings | None = None  # None: the settings' (DPS_MIRROR_*)
     publish_options: PublishOptions | None = None
     progress_every_s: float = 5.0
     stop_grace_s: float = 300.0
@@ -84,7 +87,8 @@ def make_mirror(
     request: TrainingRequest, job_id: str, options: WorkerOptions
 ) -> HubMirror | LocalMirror | None:
     """UPDATES/ in the output repo for Hub output, in the job folder for local output."""
-    from events.mirror import HubMirror, LocalMirror, MirrorSettings  # noqa: PLC0415
+    from events.projections.hub import HubMirror  # noqa: PLC0415
+    from events.projections.local import LocalMirror  # noqa: PLC0415
 
     settings = options.settings
     job_dir = settings.root / "jobs" / job_id
@@ -106,7 +110,7 @@ def make_mirror(
         job_dir=job_dir,
         token=spec.token.get_secret_value(),
         endpoint=settings.hub_endpoint,
-        settings=options.mirror_settings or MirrorSettings.from_env(),
+        settings=options.mirror_settings or settings.mirror,
         private=spec.private,
     )
 

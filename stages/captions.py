@@ -19,8 +19,8 @@ from typing import Any
 
 from google import genai
 
+from events.vocabulary import Status
 from orchestrator.runner import Stage, StageContext, StageFailed
-from orchestrator.states import Status
 from stages.gemini_captions import (
     VIDEO_EXTENSIONS,
     GeminiSettings,

@@ -11,7 +11,7 @@ import os
 import uuid
 from pathlib import Path
 
-from events.fsutil import fsync_dir
+from events.atomic import fsync_dir
 
 _EDGE = " \t\r\n,.;:!?-_\"'()[]{}"
 

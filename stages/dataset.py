@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from events.vocabulary import Fact, Status
 from orchestrator.catalogue import get_model
 from orchestrator.request import TrainingRequest, parse_request
 from orchestrator.runner import Stage, StageContext, StageFailed
 from orchestrator.settings import Settings
-from orchestrator.states import Fact, Status
 from stages.captions_text import apply_trigger
 from stages.dataset_download import DownloadLimits, download
 from stages.dataset_report import DatasetReport, build_report

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from events.fsutil import write_atomic
+from events.atomic import write_atomic
 
 if TYPE_CHECKING:
     import torch

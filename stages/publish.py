@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from events.vocabulary import Status
 from orchestrator.catalogue import get_model
 from orchestrator.runner import Stage, StageContext
 from orchestrator.settings import HF_ENDPOINT
-from orchestrator.states import Status
 from stages.publish_common import Published, PublishInputs, RetryPolicy, fail
 from stages.publish_fallback import AutoOptions, HostUrls, publish_auto
 from stages.publish_hf import publish_hf

@@ -25,9 +25,9 @@ from typing import Any, Literal
 
 import tomli_w
 
-from events.fsutil import write_atomic
+from events.atomic import write_atomic
+from events.vocabulary import Fact, Status
 from orchestrator.runner import JobCancelled, JobInterrupted, Stage, StageContext, StageFailed
-from orchestrator.states import Fact, Status
 from stages import trainer_log as tl
 from stages.run_folder import SavedLora, newest_lora, resumable_checkpoint, run_dirs, saved_loras
 

@@ -45,11 +45,12 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils._paths import filter_repo_objects
 from huggingface_hub.utils.tqdm import tqdm
 
-from events.fsutil import write_atomic
-from events.lease import FileLease, LeaseHeld
+from events.atomic import write_atomic
+from events.errors import LeaseHeld
+from events.lease import FileLease
+from events.vocabulary import Fact, Status
 from orchestrator.runner import Stage, StageContext, StageFailed
 from orchestrator.settings import Settings
-from orchestrator.states import Fact, Status
 
 MANIFEST = ".complete.json"
 HUB_PAGE = "https://huggingface.co"

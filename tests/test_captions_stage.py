@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from events.store import EventStore
+from events.vocabulary import Status
 from orchestrator.rehearsal import Publish, Train, Weights
 from orchestrator.request import TrainingRequest, parse_request
 from orchestrator.runner import Stage, StageContext, run_job
-from orchestrator.states import Status
 from stages.captions import Captions
 from stages.gemini_captions import GeminiSettings
 from stages.joycaption import JoyCaptionSettings, load_captioner

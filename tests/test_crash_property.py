@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.replay import audit
-from events.store import CorruptLog, EventStore
+from events.audit import audit
+from events.errors import CorruptLog
+from events.store import EventStore
 
 json_scalars = st.one_of(
     st.none(),

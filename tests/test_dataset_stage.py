@@ -9,10 +9,10 @@ from typing import Any
 from typer.testing import CliRunner
 
 from events.store import EventStore
+from events.vocabulary import Status
 from orchestrator.cli_dataset import app
 from orchestrator.request import parse_request
 from orchestrator.runner import Stage, StageContext, run_job
-from orchestrator.states import Status
 from stages.dataset import Dataset, check_dataset
 from stages.dataset_download import DownloadLimits
 from stages.trainer_config import JobPaths, render

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from events.replay import audit
+from events.audit import audit
 from events.store import EventStore
 from localpod import LocalPod
 from tests.dataserver import DataServer

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from events.audit import audit
 from events.model import Event
-from events.replay import audit
 from events.store import EventStore
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle
@@ -173,7 +173,7 @@ def _failed(response: dict[str, Any], events: list[Event], *reason: str) -> str:
 def test_hub_errors_for_a_while_are_retried_by_mirror_and_publish(
     tmp_path: Path, data: DataServer
 ) -> None:
-    from events.mirror import MirrorSettings  # noqa: PLC0415
+    from events.projections.base import MirrorSettings  # noqa: PLC0415
     from stages.publish import PublishOptions  # noqa: PLC0415
     from stages.publish_common import RetryPolicy  # noqa: PLC0415
     from tests.fakehub import FakeHub  # noqa: PLC0415

@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 import pytest
 
+from events.audit import audit
 from events.model import Event
-from events.replay import audit
 from events.store import EventStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,9 +257,9 @@ def _updates_problems(job_dir: Path, events: list[Event]) -> list[str]:
     """`UPDATES/` must be exactly the projection of the final log (what LocalMirror writes)."""
     import json  # noqa: PLC0415
 
-    from events.mirror import MirrorSettings  # noqa: PLC0415
+    from events.projections.base import MirrorSettings  # noqa: PLC0415
+    from events.projections.updates import ProjectionState, project  # noqa: PLC0415
     from events.redact import Redactor  # noqa: PLC0415
-    from events.updates import ProjectionState, project  # noqa: PLC0415
 
     expected: dict[str, bytes] = {}
     state = ProjectionState()

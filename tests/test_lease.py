@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from events.lease import FileLease, LeaseHeld, StaleLease
+from events.errors import LeaseHeld, StaleLease
+from events.lease import FileLease
 from events.store import EventStore
 
 

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from bench.mirror_bench import Chain, SimClock, simulate_job
-from events.mirror import CURSOR_FILE, HubMirror, LocalMirror, MirrorSettings
 from events.model import Event
+from events.projections.base import MirrorSettings
+from events.projections.hub import CURSOR_FILE, HubMirror
+from events.projections.local import LocalMirror
+from events.projections.updates import ProjectionState, Thinning, project, render
 from events.store import EventStore
-from events.updates import ProjectionState, Thinning, project, render
 from tests.fakehub import FakeHub
 
 TOKEN = "hf_mirrorwritertoken0000000000"

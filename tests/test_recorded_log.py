@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from events.replay import audit, fold
+from events.audit import audit
+from events.fold import fold
 from events.store import parse_blob
-from orchestrator.states import Status
+from events.vocabulary import Status
 
 RECORDED = Path(__file__).resolve().parent.parent / "examples" / "recorded-job" / "events.jsonl"
 

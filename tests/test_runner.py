@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from events.lease import FileLease, LeaseHeld
-from events.replay import audit
+from events.audit import audit
+from events.errors import LeaseHeld
+from events.lease import FileLease
 from events.store import EventStore
+from events.vocabulary import Status
 from orchestrator.rehearsal import Download, Publish, Train, Weights
 from orchestrator.runner import run_job
-from orchestrator.states import Status
 
 SEED_WALK = [
     "INITIALIZED",

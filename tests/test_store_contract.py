@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from events.lease import FileLease, StaleLease
+from events.errors import CorruptLog, StaleLease
+from events.lease import FileLease
 from events.model import GENESIS_HASH, canonical_json, hash_body
 from events.redact import MASK
-from events.store import CorruptLog, EventStore
+from events.store import EventStore
 from tests.helpers import raw_lines, replace_lines
 
 SECRET = "hf_SuperSecretTokenValue1234567890"

@@ -14,8 +14,8 @@ import typer
 from typer.testing import CliRunner
 
 from bench.mirror_bench import Chain, SimClock
-from events.mirror import HubMirror
-from events.updates import render
+from events.projections.hub import HubMirror
+from events.projections.updates import render
 from orchestrator.cli_watch import watch
 from orchestrator.watch import watch_updates
 from tests.fakehub import FakeHub

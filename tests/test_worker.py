@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from events.replay import audit
+from events.audit import audit
 from events.store import EventStore
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle
@@ -207,10 +207,10 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_a_recorded_s3_answer_gets_a_working_link_again() -> None:
-    from events.replay import JobView  # noqa: PLC0415
+    from events.fold import JobView  # noqa: PLC0415
+    from events.vocabulary import Status  # noqa: PLC0415
     from orchestrator.request import parse_request  # noqa: PLC0415
     from orchestrator.runner import Outcome  # noqa: PLC0415
-    from orchestrator.states import Status  # noqa: PLC0415
     from orchestrator.worker import respond  # noqa: PLC0415
 
     request = parse_request(

@@ -26,13 +26,9 @@ from typing import Any
 
 from events.model import Event
 from events.redact import Redactor
-from orchestrator.states import MEANING, Fact, Status
+from events.vocabulary import MEANING, PAUSED, Fact, Status
 
 UPDATES_DIR = "UPDATES"
-# Updates after which nothing new is expected soon: flushed at once, not on the interval.
-URGENT: frozenset[str] = frozenset(
-    {Status.COMPLETE, Status.ERROR, Status.CANCELLED, Status.INTERRUPTED}
-)
 _FACT_MESSAGES: dict[str, str] = {
     Fact.DATASET_REPORT: "Dataset checked",
     Fact.MODEL_READY: "Base model ready",
@@ -145,7 +141,7 @@ def render(
         content=text.encode("utf-8"),
         seq=event.seq,
         kind=event.type,
-        urgent=event.type in URGENT,
+        urgent=event.type in PAUSED,
     )
 
 

@@ -1,14 +1,14 @@
-"""The job's statuses and the transition table, declared once as data.
+"""The job's vocabulary: its statuses, the facts it records, and the transition table, as data.
 
-The live machine (`orchestrator.machine`), the pure fold and the audit (`events.replay`) all read
-this table, so a transition is legal in exactly one place.
+This is the lowest layer's domain: the live machine (`orchestrator.machine`), `JobMachine.can`
+and the audit (`events.audit`) all ask the table through one interpreter, `events.table`, so a
+transition is legal in exactly one place. Each fact's payload is typed in `events.facts`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 
 class Status(StrEnum):
@@ -40,19 +40,6 @@ class Fact(StrEnum):
 
 
 S = Status
-# The seed's order: the statuses a job walks through when nothing goes wrong.
-SEED_ORDER: tuple[Status, ...] = (
-    S.INITIALIZED,
-    S.STARTING,
-    S.DOWNLOADING,
-    S.CAPTIONING,
-    S.MODEL_DOWNLOAD,
-    S.TRAINING,
-    S.TRAINING_COMPLETE,
-    S.UPLOADING,
-    S.COMPLETE,
-    S.ERROR,
-)
 # The seed README's words for each status (its "Status Values" table), plus ours.
 MEANING: dict[Status, str] = {
     S.INITIALIZED: "Repository created, job starting",
@@ -84,6 +71,10 @@ WORKING: frozenset[Status] = frozenset(
 FINAL: frozenset[Status] = frozenset({S.COMPLETE})
 # Stopped, and picked up again only by an explicit resume request.
 HALTED: frozenset[Status] = frozenset({S.ERROR, S.CANCELLED})
+# The job will not move again by itself: a watcher can stop following it.
+ENDED: frozenset[Status] = FINAL | HALTED
+# Nothing new is expected soon after these: mirrors flush them at once, not on their interval.
+PAUSED: frozenset[Status] = ENDED | {S.INTERRUPTED}
 
 
 @dataclass(frozen=True)
@@ -134,49 +125,3 @@ FACT_STATES: dict[Fact, frozenset[Status]] = {
 }
 
 EVENT_TYPES: frozenset[str] = frozenset({t.trigger for t in TRANSITIONS} | {f.value for f in Fact})
-
-
-def _index() -> dict[tuple[Status, str], Transition]:
-    table: dict[tuple[Status, str], Transition] = {}
-    for transition in TRANSITIONS:
-        for source in transition.sources:
-            key = (source, transition.trigger)
-            if key in table:
-                raise RuntimeError(f"duplicate transition {key}")  # a broken table, at import
-            table[key] = transition
-    return table
-
-
-_BY_SOURCE = _index()
-
-
-def _lookup() -> dict[tuple[Status, str], tuple[Status | None, bool]]:
-    # (status, event type) -> (status after it or None for "unchanged", needs explicit)
-    table: dict[tuple[Status, str], tuple[Status | None, bool]] = {
-        key: (t.dest, t.explicit_only) for key, t in _BY_SOURCE.items()
-    }
-    for fact, states in FACT_STATES.items():
-        for state in states:
-            table[(state, fact.value)] = (None, False)
-    return table
-
-
-_LOOKUP = _lookup()
-
-
-def next_status(current: Status, event_type: str, data: dict[str, Any]) -> Status | None:
-    """The status after `event_type` from `current`, or None when the table forbids it."""
-    found = _LOOKUP.get((current, event_type))
-    if found is None:
-        return None
-    dest, explicit_only = found
-    if explicit_only and data.get("explicit") is not True:
-        return None
-    return current if dest is None else dest
-
-
-def allowed_events(current: Status) -> list[str]:
-    """Event types the table accepts from `current` (ignoring the explicit-resume condition)."""
-    triggers = {t for (source, t) in _BY_SOURCE if source == current}
-    facts = {f.value for f, states in FACT_STATES.items() if current in states}
-    return sorted(triggers | facts)

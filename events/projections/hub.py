@@ -1,6 +1,6 @@
-"""Mirrors of a job's log where users look: the Hub repo's `UPDATES/` folder, or a local folder.
+"""The `UPDATES/` files in the output repo on the Hub, committed in rate-limited batches.
 
-Both share the pure projection in `events.updates`. `HubMirror` batches pending files into one
+`HubMirror` (a `Projection`, like `LocalMirror`) batches pending files into one
 commit at most every `commit_interval_s` (flushing at once for COMPLETE, ERROR, CANCELLED and
 INTERRUPTED), from a background thread, so training never waits on the Hub. It owns the commit
 retries because huggingface_hub does not retry the commit POST (reference §1.2): it honours 429
@@ -16,12 +16,11 @@ Wiring: `mirror.attach(event_log)` (catches up from the log, then follows it thr
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,141 +28,16 @@ from typing import Any
 import structlog
 from huggingface_hub import CommitOperationAdd, HfApi
 
-from events.fsutil import write_atomic
-from events.model import Event
-from events.redact import Redactor
-from events.store import EventLog
-from events.updates import ProjectionState, Thinning, UpdateFile, project
-from orchestrator.states import Fact
+from events.atomic import write_atomic
+from events.projections.base import MirrorSettings, Projection
+from events.projections.updates import ProjectionState, UpdateFile
+from events.vocabulary import Fact
 
 log = structlog.get_logger(__name__)
 
 CURSOR_FILE = "mirror.json"
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
-
-
-@dataclass(frozen=True)
-class MirrorSettings:
-    commit_interval_s: float = 60.0  # one commit a minute per repo: half the Hub's 128/hour
-    progress_interval_s: float = 300.0
-    progress_epoch_min_s: float = 60.0
-    queue_max: int = 500  # pending files; past it, pending PROGRESS files are coalesced
-    start_timeout_s: float = 30.0
-    close_timeout_s: float = 120.0
-    backoff_s: float = 5.0  # first pause after a 5xx or network error, doubled each time
-    max_backoff_s: float = 600.0
-    rate_limit_wait_s: float = 300.0  # a 429 that names no wait
-    conflict_wait_s: float = 2.0  # a 409 (another commit in progress), jittered
-    poll_s: float = 1.0  # the worker's longest nap: bounds how late a stop is noticed
-
-    @property
-    def thinning(self) -> Thinning:
-        return Thinning(self.progress_interval_s, self.progress_epoch_min_s)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> MirrorSettings:
-        env = os.environ if env is None else env
-        base = cls()
-
-        def num(name: str, default: float) -> float:
-            raw = env.get(f"DPS_MIRROR_{name}")
-            return float(raw) if raw else default
-
-        return cls(
-            commit_interval_s=num("COMMIT_INTERVAL_S", base.commit_interval_s),
-            progress_interval_s=num("PROGRESS_INTERVAL_S", base.progress_interval_s),
-            progress_epoch_min_s=num("PROGRESS_EPOCH_MIN_S", base.progress_epoch_min_s),
-            queue_max=int(num("QUEUE_MAX", base.queue_max)),
-            start_timeout_s=num("START_TIMEOUT_S", base.start_timeout_s),
-            close_timeout_s=num("CLOSE_TIMEOUT_S", base.close_timeout_s),
-        )
-
-
-class _Projecting:
-    """The shared part: follow a log in seq order and project each event to a file."""
-
-    def __init__(
-        self, repo_id: str, job_id: str, thinning: Thinning, secrets: tuple[str, ...]
-    ) -> None:
-        self.repo_id, self.job_id, self.thinning = repo_id, job_id, thinning
-        self._redactor = Redactor(secrets)
-        self._lock = threading.Lock()
-        self._state = ProjectionState()
-
-    def attach(self, event_log: EventLog) -> None:
-        """Catch up from the log (events past the cursor), then follow its appends.
-
-        Call before the job appends again: the log has one writer, so nothing is missed.
-        """
-        for event in event_log.events:
-            self.publish(event)
-        event_log.observers.append(self.publish)
-
-    def publish(self, event: Event) -> None:
-        """Project one event; never blocks on I/O to the Hub and never raises."""
-        if event.job_id != self.job_id:
-            return
-        with self._lock:
-            state, update = project(
-                self._state,
-                event,
-                repo_id=self.repo_id,
-                thinning=self.thinning,
-                redactor=self._redactor,
-            )
-            self._state = state
-            if update is not None:
-                self._accept(update, state)
-
-    def _accept(self, update: UpdateFile, state: ProjectionState) -> None:
-        raise NotImplementedError
-
-
-class LocalMirror(_Projecting):
-    """The same files written to `<folder>/UPDATES/` (local runs, the demo). Synchronous."""
-
-    def __init__(
-        self,
-        folder: Path,
-        *,
-        job_id: str,
-        repo_id: str = "local",
-        settings: MirrorSettings = MirrorSettings(),
-        secrets: tuple[str, ...] = (),
-    ) -> None:
-        super().__init__(repo_id, job_id, settings.thinning, secrets)
-        self.folder = Path(folder)
-        self._written = 0
-        self._error: str | None = None
-
-    def start(self, timeout: float | None = None) -> None:
-        (self.folder / "UPDATES").mkdir(parents=True, exist_ok=True)
-
-    def _accept(self, update: UpdateFile, state: ProjectionState) -> None:
-        try:
-            path = self.folder / update.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, update.content.decode("utf-8"))
-            self._written += 1
-        except OSError as exc:  # a mirror failure never fails the job
-            self._error = f"{type(exc).__name__}: {exc}"
-            log.warning("local mirror write failed", error=self._error)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return self._error is None
-
-    def close(self, timeout: float | None = None) -> dict[str, Any]:
-        return self.status()
-
-    def status(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "ok": self._error is None,
-                "mirrored_seq": self._state.last_seq,
-                "last_error": self._error,
-                "commits": self._written,
-            }
 
 
 @dataclass
@@ -178,7 +52,7 @@ class _Cursor:
     head: str | None = None
 
 
-class HubMirror(_Projecting):
+class HubMirror(Projection):
     """Projects a job's events into `UPDATES/` of a Hub repo, in rate-limited batched commits."""
 
     def __init__(
