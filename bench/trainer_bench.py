@@ -25,7 +25,8 @@ from events.store import EventStore
 from minipipe.model import build_tiny_model
 from orchestrator.machine import JobMachine
 from orchestrator.request import parse_request
-from orchestrator.runner import StageContext, StageFailed
+from stages.contract import StageContext
+from stages.errors import StageFailed
 from stages.trainer_config import JobPaths, render, write_configs
 from stages.training import Training, TrainingPlan
 
@@ -60,7 +61,7 @@ def _ctx(job_dir: Path) -> StageContext:
     machine = JobMachine(EventStore.in_memory().open("bench"))
     for status in ("INITIALIZED", "STARTING", "DOWNLOADING", "MODEL_DOWNLOAD", "TRAINING"):
         machine.fire(status)
-    return StageContext("bench", job_dir, None, {}, machine.fire, resumed=False)
+    return StageContext("bench", job_dir, {}, machine.record, resumed=False)
 
 
 def _clean(job_dir: Path) -> None:

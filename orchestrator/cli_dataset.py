@@ -13,9 +13,9 @@ from rich.table import Table
 
 from orchestrator.catalogue import ALL_MODEL_TYPES
 from orchestrator.request import RequestError
-from orchestrator.runner import StageFailed
 from stages.dataset import check_dataset
 from stages.dataset_report import DatasetReport, problem_lines
+from stages.errors import StageFailed
 
 app = typer.Typer(name="dataset", help="Check a dataset before training.", no_args_is_help=True)
 out = Console(width=None if sys.stdout.isatty() else 140)

@@ -18,10 +18,11 @@ from events.atomic import write_atomic
 from events.redact import Redactor
 from events.vocabulary import Status
 from orchestrator.request import TrainingRequest, effective_training
-from orchestrator.runner import JobCancelled, JobInterrupted, Stage, StageContext, StageFailed
 from orchestrator.settings import Settings
 from stages.captions import Captions
+from stages.contract import Stage, StageContext, StopRequest
 from stages.dataset import Dataset
+from stages.errors import StageFailed
 from stages.publish import (
     Publish,
     PublishOptions,
@@ -31,14 +32,8 @@ from stages.publish import (
 )
 from stages.publish_common import PublishInputs
 from stages.run_folder import newest_lora
-from stages.trainer_config import (
-    CUT_BY_SERVICE,
-    JobPaths,
-    preflight,
-    render,
-    write_configs,
-)
-from stages.training import StopRequest, Training, TrainingPlan
+from stages.trainer_config import CUT_BY_SERVICE, JobPaths, preflight, render, write_configs
+from stages.training import Training, TrainingPlan
 from stages.weights import Weights, start_model_download
 
 CAPTIONED_TYPES = frozenset({"images", "videos", "both"})
@@ -68,31 +63,6 @@ class Delivery:
 
     def publish_opts(self) -> PublishOptions:
         return self.publish_options or PublishOptions(hub_endpoint=self.settings.hub_endpoint)
-
-
-class Stoppable(Stage):
-    """A stage that honours a pending stop before it starts (between stages)."""
-
-    def __init__(self, inner: Stage, stop: StopRequest) -> None:
-        self.inner = inner
-        self.stop = stop
-        self.name = inner.name
-        self.status = inner.status
-        self.done_status = inner.done_status
-
-    def run(self, ctx: StageContext) -> dict[str, Any]:
-        if self.stop.requested:
-            reason = self.stop.reason or "stop requested"
-            if self.stop.kind == "cancel":
-                raise JobCancelled(f"{reason}; stopped before {self.name}")
-            raise JobInterrupted(f"{reason}; stopped before {self.name}")
-        return self.inner.run(ctx)
-
-    def verify(self, ctx: StageContext, result: Mapping[str, Any]) -> bool:
-        return self.inner.verify(ctx, result)
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
 
 class Prepare(Stage):
@@ -195,7 +165,7 @@ def build_stages(delivery: Delivery) -> list[Stage]:
     if needs_captions(request):
         stages.append(delivery.captions_factory() if delivery.captions_factory else Captions())
     stages += [weights, ConfiguredTraining(delivery), Publish(delivery.publish_opts())]
-    return [Stoppable(stage, delivery.stop) for stage in stages]
+    return stages
 
 
 def finish(delivery: Delivery) -> Callable[[Mapping[str, dict[str, Any]]], dict[str, Any]]:

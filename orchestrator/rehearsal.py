@@ -13,8 +13,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from events.facts import DatasetReport, EpochSaved, ModelReady
 from events.vocabulary import Status
-from orchestrator.runner import JobInterrupted, Stage, StageContext, StageFailed
+from stages.contract import Stage, StageContext
+from stages.errors import JobInterrupted, StageFailed
 
 
 class Download(Stage):
@@ -29,7 +31,17 @@ class Download(Stage):
         target = ctx.job_dir / "dataset" / "a.txt"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("a photo of a cat")
-        ctx.record("DATASET_REPORT", {"images": 1, "captions": 1})
+        ctx.record(
+            DatasetReport(
+                model_type="tiny",
+                dataset_type="precaptioned",
+                images=1,
+                videos=0,
+                usable_images=1,
+                usable_videos=0,
+                captions={"found": 1},
+            )
+        )
         return {"files": ["dataset/a.txt"], "images": 1}
 
 
@@ -46,7 +58,7 @@ class Weights(Stage):
         target = ctx.job_dir / "model" / "tiny.bin"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(b"\x00" * 64)
-        ctx.record("MODEL_READY", {"model_type": "tiny", "bytes": 64})
+        ctx.record(ModelReady(model_type="tiny", path=str(target.parent), bytes=64, source="built"))
         return {"files": ["model/tiny.bin"]}
 
 
@@ -86,7 +98,7 @@ class Train(Stage):
             if epoch == self.kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
             (out / f"epoch{epoch}.bin").write_bytes(bytes([epoch]) * 16)
-            ctx.record("EPOCH_SAVED", {"epoch": epoch, "path": f"output/epoch{epoch}.bin"})
+            ctx.record(EpochSaved(name=f"epoch{epoch}", step=epoch, epoch=epoch))
             ctx.progress(epoch=epoch, percent=100 * epoch // self.epochs)
         return {"files": [f"output/epoch{self.epochs}.bin"], "epochs": self.epochs}
 

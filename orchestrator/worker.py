@@ -27,7 +27,8 @@ from orchestrator.progress import ProgressReporter
 from orchestrator.request import RequestError, TrainingRequest, parse_request
 from orchestrator.runner import Outcome, run_job
 from orchestrator.settings import Settings
-from stages.trainer_config import ConfigError, preflight
+from stages.errors import ConfigError
+from stages.trainer_config import preflight
 
 if TYPE_CHECKING:  # the stages pull in boto3, huggingface_hub, google-genai: load per job
     from events.projections.base import MirrorSettings
@@ -226,6 +227,7 @@ async def handle(
                 observers=[reporter.on_event],
                 on_open=on_open,
                 salvage=salvage(delivery),
+                stop=delivery.stop,
             ),
             options.settings,
             job_id,

@@ -20,17 +20,12 @@ from typing import Any
 from google import genai
 
 from events.vocabulary import Status
-from orchestrator.runner import Stage, StageContext, StageFailed
-from stages.gemini_captions import (
-    VIDEO_EXTENSIONS,
-    GeminiSettings,
-    caption_videos,
-    make_client,
-)
+from stages.contract import Stage, StageContext
+from stages.errors import CaptionError, StageFailed
+from stages.gemini_captions import VIDEO_EXTENSIONS, GeminiSettings, caption_videos, make_client
 from stages.joycaption import (
     IMAGE_EXTENSIONS,
     MODEL_ID,
-    CaptionError,
     JoyCaptioner,
     JoyCaptionSettings,
     caption_images,

@@ -15,14 +15,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from events.vocabulary import Fact, Status
+from events.facts import DatasetReport as DatasetReportFact
+from events.vocabulary import Status
 from orchestrator.catalogue import get_model
 from orchestrator.request import TrainingRequest, parse_request
-from orchestrator.runner import Stage, StageContext, StageFailed
 from orchestrator.settings import Settings
 from stages.captions_text import apply_trigger
+from stages.contract import Stage, StageContext
 from stages.dataset_download import DownloadLimits, download
 from stages.dataset_report import DatasetReport, build_report
+from stages.errors import StageFailed
 from stages.extract import COMPLETE_MARKER, ExtractLimits, Source, extract_dataset, marker_matches
 
 PROGRESS_EVERY_S = 2.0
@@ -56,7 +58,7 @@ class Dataset(Stage):
             hub_endpoint=endpoint,
             progress=lambda data: ctx.progress(stage=self.name, **data),
         )
-        ctx.record(Fact.DATASET_REPORT.value, report.to_event())
+        ctx.record(DatasetReportFact(**report.to_event()))
         fatal = report.fatal()
         if fatal:
             raise StageFailed("; ".join(fatal))

@@ -39,7 +39,7 @@ from huggingface_hub.errors import (
 )
 
 from orchestrator.request import mask_url
-from orchestrator.runner import StageFailed
+from stages.errors import DownloadFailed
 
 GiB = 1 << 30
 CHUNK = 1 << 20
@@ -63,10 +63,6 @@ class _MaskUrlSecrets(logging.Filter):
 _HTTPX_LOG = logging.getLogger("httpx")
 if not any(isinstance(f, _MaskUrlSecrets) for f in _HTTPX_LOG.filters):
     _HTTPX_LOG.addFilter(_MaskUrlSecrets())
-
-
-class DownloadFailed(StageFailed):
-    """A dataset could not be fetched; the message says what the user can do about it."""
 
 
 class _Retry(Exception):

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from orchestrator.runner import StageFailed
+from stages.errors import ArchiveRefused
 
 GiB = 1 << 30
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -46,10 +46,6 @@ COMPLETE_MARKER = ".complete.json"
 RATIO_MIN_BYTES = 1 << 20  # tiny files compress well for honest reasons; bombs are big
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f/\\:]")
 _MAX_STEM = 150
-
-
-class ArchiveRefused(StageFailed):
-    """An archive that is hostile, damaged or over a limit; nothing was written."""
 
 
 @dataclass(frozen=True)

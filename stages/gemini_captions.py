@@ -31,7 +31,8 @@ import httpx
 from google import genai
 from google.genai import errors, types
 
-from stages.joycaption import CaptionError, Progress, clean_caption, has_caption, write_caption
+from stages.errors import CaptionError, GeminiBlocked, GeminiKeyRefused
+from stages.joycaption import Progress, clean_caption, has_caption, write_caption
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +80,6 @@ def _transient_errors() -> tuple[type[Exception], ...]:
 
 
 _TRANSIENT = _transient_errors()
-
-
-class GeminiKeyRefused(CaptionError):
-    pass
-
-
-class GeminiBlocked(CaptionError):
-    """Gemini refused to caption one or more videos (safety or policy block)."""
-
-    def __init__(self, blocked: dict[str, str]) -> None:
-        self.blocked = dict(blocked)
-        listed = ", ".join(f"{name} ({reason})" for name, reason in sorted(blocked.items()))
-        super().__init__(
-            f"Gemini blocked captioning of {len(blocked)} video(s): {listed}. Remove them from "
-            "the dataset or caption them yourself (dataset.type precaptioned)."
-        )
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from events.atomic import write_atomic
+from stages.errors import CaptionError
 
 if TYPE_CHECKING:
     import torch
@@ -38,10 +39,6 @@ PROMPT = (
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 Progress = Callable[[int, int], None]  # (done, total) of the media that need a caption
-
-
-class CaptionError(Exception):
-    """A captioning failure meant for the user; the message names the file and never a key."""
 
 
 # --- caption files (shared with stages.gemini_captions) ---------------------------------------

@@ -17,8 +17,8 @@ from typing import Any
 
 from events.vocabulary import Status
 from orchestrator.catalogue import get_model
-from orchestrator.runner import Stage, StageContext
 from orchestrator.settings import HF_ENDPOINT
+from stages.contract import Stage, StageContext
 from stages.publish_common import Published, PublishInputs, RetryPolicy, fail
 from stages.publish_fallback import AutoOptions, HostUrls, publish_auto
 from stages.publish_hf import publish_hf

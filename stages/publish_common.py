@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from events.redact import MASK
 from orchestrator.catalogue import ModelEntry, get_model
-from orchestrator.runner import StageFailed
+from stages.errors import StageFailed
 from stages.run_folder import saved_loras
 from stages.trainer_config import DATASET_FILE
 

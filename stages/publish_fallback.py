@@ -17,6 +17,7 @@ from typing import IO
 import httpx
 import structlog
 
+from stages.errors import HostError
 from stages.publish_common import Published, PublishInputs, RetryPolicy, fail
 from stages.publish_hf import publish_hf
 
@@ -24,10 +25,6 @@ log = structlog.get_logger(__name__)
 
 GB = 1000**3
 _TIMEOUT = httpx.Timeout(connect=15.0, read=600.0, write=600.0, pool=15.0)
-
-
-class HostError(Exception):
-    """One host could not take the file; the message is safe to show."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import structlog
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from orchestrator.runner import StageFailed
+from stages.errors import StageFailed
 from stages.publish_common import (
     Artifact,
     Published,

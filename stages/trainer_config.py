@@ -37,6 +37,7 @@ from orchestrator.request import (
     effective_training,
     parse_request,
 )
+from stages.errors import ConfigError
 
 DATASET_FILE = "dataset.toml"
 # models/base.py keeps multiple_overlapping commented out; anything else is a KeyError at caching.
@@ -54,15 +55,6 @@ AR_BUCKETS: Mapping[str, Any] = {
     "max_ar": 2.0,
     "num_ar_buckets": 7,
 }
-
-
-class ConfigError(ValueError):
-    """A config diffusion-pipe would reject or mis-run; `field` is the request path to fix."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,35 +21,22 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import tomli_w
 
 from events.atomic import write_atomic
-from events.vocabulary import Fact, Status
-from orchestrator.runner import JobCancelled, JobInterrupted, Stage, StageContext, StageFailed
+from events.facts import Checkpoint, EpochSaved, FactData
+from events.vocabulary import Status
 from stages import trainer_log as tl
+from stages.contract import Stage, StageContext, StopRequest
+from stages.errors import JobCancelled, JobInterrupted, StageFailed
 from stages.run_folder import SavedLora, newest_lora, resumable_checkpoint, run_dirs, saved_loras
 
 TAIL_LINES = 40
 
 
 # -- stopping ---------------------------------------------------------------------------------
-@dataclass
-class StopRequest:
-    """Set from another thread (a signal handler, a cancel) to stop training at the next step."""
-
-    kind: Literal["interrupt", "cancel"] | None = None
-    reason: str = ""
-    _event: threading.Event = field(default_factory=threading.Event)
-
-    def set(self, kind: Literal["interrupt", "cancel"], reason: str) -> None:
-        self.kind, self.reason = kind, reason
-        self._event.set()
-
-    @property
-    def requested(self) -> bool:
-        return self._event.is_set()
 
 
 # -- launching --------------------------------------------------------------------------------
@@ -384,13 +371,13 @@ class Training(Stage):
 
         # Both lines are printed before the files are written: a fact is recorded only once
         # its files are complete on disk (checked at the next line and when the run ends).
-        pending: list[tuple[str, dict[str, Any], Callable[[], bool]]] = []
+        pending: list[tuple[FactData, Callable[[], bool]]] = []
 
         def settle() -> None:
             for item in list(pending):
-                kind, data, done = item
+                payload, done = item
                 if done():
-                    ctx.record(kind, data)
+                    ctx.record(payload)
                     pending.remove(item)
 
         def on_fact(fact: tl.LogFact, state: Progress) -> None:
@@ -399,23 +386,16 @@ class Training(Stage):
                 tag = fact.tag
                 pending.append(
                     (
-                        Fact.CHECKPOINT.value,
-                        {"tag": tag, "step": fact.step},
+                        Checkpoint(tag=tag, step=fact.step),
                         lambda: _checkpoint_done(output_dir, tag),
                     )
                 )
             elif isinstance(fact, tl.ModelSaved):
-                data: dict[str, Any] = {"name": fact.name, "step": state.step}
+                saved = EpochSaved(name=fact.name, step=state.step)
                 if fact.epoch is not None:
-                    data["epoch"] = fact.epoch
+                    saved = EpochSaved(name=fact.name, step=state.step, epoch=fact.epoch)
                 name = fact.name
-                pending.append(
-                    (
-                        Fact.EPOCH_SAVED.value,
-                        data,
-                        lambda: _save_done(output_dir, name, self.plan.lora_file),
-                    )
-                )
+                pending.append((saved, lambda: _save_done(output_dir, name, self.plan.lora_file)))
             settle()
             if self.on_progress is not None and isinstance(fact, tl.Step | tl.EpochStarted):
                 self.on_progress(state.sample())

@@ -47,10 +47,12 @@ from huggingface_hub.utils.tqdm import tqdm
 
 from events.atomic import write_atomic
 from events.errors import LeaseHeld
+from events.facts import ModelReady
 from events.lease import FileLease
-from events.vocabulary import Fact, Status
-from orchestrator.runner import Stage, StageContext, StageFailed
+from events.vocabulary import Status
 from orchestrator.settings import Settings
+from stages.contract import Stage, StageContext
+from stages.errors import StageFailed
 
 MANIFEST = ".complete.json"
 HUB_PAGE = "https://huggingface.co"
@@ -647,13 +649,12 @@ class Weights(Stage):
         if total:
             ctx.progress(**_progress(self.model_type, done, total, "model ready"))
         ctx.record(
-            Fact.MODEL_READY.value,
-            {
-                "model_type": result.model_type,
-                "path": result.path,
-                "bytes": result.bytes,
-                "source": result.source,
-            },
+            ModelReady(
+                model_type=result.model_type,
+                path=result.path,
+                bytes=result.bytes,
+                source=result.source,
+            )
         )
         return result.as_result()
 

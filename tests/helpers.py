@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from events.facts import FactData
+from events.model import Event
 from events.store import EventStore, JsonlBackend, MemoryBackend
+from stages.contract import StageContext
 
 
 def raw_lines(store: EventStore, job_id: str) -> list[str]:
@@ -54,3 +58,25 @@ def fade_video(
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+
+
+class Recorded(list[tuple[str, dict[str, Any]]]):
+    """The facts a stage under test recorded, as (event type, data) pairs."""
+
+    def record(self, payload: FactData) -> Event:
+        self.append((payload.fact.value, payload.data()))
+        return cast(Event, None)
+
+
+def stage_context(
+    job_dir: Path,
+    record: Callable[[FactData], Event],
+    *,
+    job_id: str = "job",
+    results: Mapping[str, dict[str, Any]] | None = None,
+    resumed: bool = False,
+    request: Any = None,
+) -> StageContext:
+    """The context a stage under test gets: its folder and a way to record facts (a live
+    JobMachine's `record`, or `Recorded().record`)."""
+    return StageContext(job_id, job_dir, dict(results or {}), record, resumed, request)

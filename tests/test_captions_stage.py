@@ -12,11 +12,13 @@ from events.store import EventStore
 from events.vocabulary import Status
 from orchestrator.rehearsal import Publish, Train, Weights
 from orchestrator.request import TrainingRequest, parse_request
-from orchestrator.runner import Stage, StageContext, run_job
+from orchestrator.runner import run_job
 from stages.captions import Captions
+from stages.contract import Stage, StageContext
 from stages.gemini_captions import GeminiSettings
 from stages.joycaption import JoyCaptionSettings, load_captioner
 from tests.fakegemini import FakeGemini
+from tests.helpers import Recorded, stage_context
 from tests.tiny_llava import tiny_llava_dir, write_images
 
 KEY = "AIzaSTAGEKEY-0123456789abcdefghijk"
@@ -148,7 +150,7 @@ def test_verify_wants_every_caption(tmp_path: Path, fake: FakeGemini) -> None:
     assert (job / "dataset" / "videos" / "v1.txt").read_text().startswith("ohwx, A clip v1.mp4")
     third_stages = _stages(tmp_path, fake)
     assert third_stages[1].verify(
-        StageContext("j2", job, request, {}, lambda k, d: None, True),  # type: ignore[arg-type, return-value]
+        stage_context(job, Recorded().record, job_id="j2", resumed=True, request=request),
         {"files": []},
     )
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.dataset_download import DownloadFailed, DownloadLimits, download
+from stages.dataset_download import DownloadLimits, download
+from stages.errors import DownloadFailed
 from tests.dataserver import DataServer
 from tests.fakehub import FakeHub
 from tests.test_dataset_extract import make_zip

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from stages.errors import ArchiveRefused
 from stages.extract import (
     COMPLETE_MARKER,
-    ArchiveRefused,
     ExtractLimits,
     Source,
     detect_format,

@@ -12,7 +12,8 @@ from events.store import EventStore
 from events.vocabulary import Status
 from orchestrator.cli_dataset import app
 from orchestrator.request import parse_request
-from orchestrator.runner import Stage, StageContext, run_job
+from orchestrator.runner import run_job
+from stages.contract import Stage, StageContext
 from stages.dataset import Dataset, check_dataset
 from stages.dataset_download import DownloadLimits
 from stages.trainer_config import JobPaths, render

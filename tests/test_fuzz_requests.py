@@ -38,7 +38,7 @@ from orchestrator.request import (
 )
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle, validate
-from stages.trainer_config import ConfigError
+from stages.errors import ConfigError
 from tests.canary import CANARIES, find, scan, with_canaries
 from tests.dataserver import DataServer
 from tests.fakehub import FakeHub

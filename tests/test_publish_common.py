@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from orchestrator.request import parse_request
-from orchestrator.runner import StageContext, StageFailed
+from stages.contract import StageContext
+from stages.errors import StageFailed
 from stages.publish import (
     INSTRUCTIONS,
     Publish,
@@ -25,6 +26,7 @@ from stages.publish import (
     response_from_results,
 )
 from stages.publish_common import PublishInputs, collect_artifacts
+from tests.helpers import Recorded, stage_context
 
 JOB_ID = "a1b2c3d4-e5f6-7890-abcd-ef0123456789"
 RUN = "20250101_00-00-00"
@@ -188,13 +190,13 @@ def test_a_copy_cut_short_by_a_killed_worker_is_cleared_next_time(tmp_path: Path
 
 
 def _ctx(inputs: PublishInputs, results: dict[str, dict[str, Any]]) -> StageContext:
-    recorded: list[tuple[str, dict[str, Any]]] = []
-
-    def record(kind: str, data: dict[str, Any]) -> Any:
-        recorded.append((kind, data))
-        return None
-
-    return StageContext(inputs.job_id, inputs.job_dir, inputs.request, results, record, False)
+    return stage_context(
+        inputs.job_dir,
+        Recorded().record,
+        job_id=inputs.job_id,
+        results=results,
+        request=inputs.request,
+    )
 
 
 def test_stage_and_response_shape(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.runner import StageFailed
+from stages.errors import HostError, StageFailed
 from stages.publish import PublishOptions, publish
 from stages.publish_common import RetryPolicy
-from stages.publish_fallback import HostError, HostUrls, Litterbox
+from stages.publish_fallback import HostUrls, Litterbox
 from tests.fakehub import FakeHub
 from tests.fakeuploads import FakeUploads
 from tests.test_publish_common import CANARY, assert_no_canary, lora_bytes, make_job

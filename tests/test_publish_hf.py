@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from orchestrator.runner import StageFailed
+from stages.errors import StageFailed
 from stages.publish import PublishOptions, publish
 from stages.publish_common import PublishInputs, RetryPolicy
 from stages.publish_hf import MARKER_PREFIX, REFUSED, HubPublisher

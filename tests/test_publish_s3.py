@@ -19,7 +19,7 @@ import boto3
 import httpx
 import pytest
 
-from orchestrator.runner import StageFailed
+from stages.errors import StageFailed
 from stages.publish import PublishOptions, publish
 from stages.publish_s3 import MiB, S3Tuning
 from tests.test_publish_common import CANARY, JOB_ID, assert_no_canary, make_job

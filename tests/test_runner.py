@@ -51,7 +51,15 @@ def test_a_new_job_runs_every_stage_and_completes(tmp_path: Path) -> None:
     events = EventStore.on_disk(root).read("job-1")
     assert audit(events).ok
     assert [e.data["epoch"] for e in events if e.type == "EPOCH_SAVED"] == [1, 2, 3]
-    assert outcome.view.dataset_report == {"images": 1, "captions": 1}
+    assert outcome.view.dataset_report == {
+        "model_type": "tiny",
+        "dataset_type": "precaptioned",
+        "images": 1,
+        "videos": 0,
+        "usable_images": 1,
+        "usable_videos": 0,
+        "captions": {"found": 1},
+    }
 
 
 def test_a_complete_job_delivered_again_returns_the_recorded_result(tmp_path: Path) -> None:
@@ -71,7 +79,7 @@ def test_an_interrupted_job_resumes_and_skips_finished_stages(tmp_path: Path) ->
     root = tmp_path / "root"
     first = run_job(root=root, job_id="job-1", stages=_stages(tmp_path, interrupt_at=2))
     assert first.status is Status.INTERRUPTED
-    assert first.view.epochs_saved == ({"epoch": 1, "path": "output/epoch1.bin"},)
+    assert first.view.epochs_saved == ({"name": "epoch1", "step": 1, "epoch": 1},)
     stages = _stages(tmp_path)
     second = run_job(root=root, job_id="job-1", stages=stages)
     assert second.status is Status.COMPLETE
@@ -170,7 +178,7 @@ def test_a_killed_worker_loses_only_the_unsaved_work(tmp_path: Path) -> None:
 
 class _Cancelled(Train):
     def run(self, ctx):  # type: ignore[no-untyped-def]
-        from orchestrator.runner import JobCancelled  # noqa: PLC0415
+        from stages.errors import JobCancelled  # noqa: PLC0415
 
         (ctx.job_dir / "output").mkdir(exist_ok=True)
         (ctx.job_dir / "output" / "epoch1.bin").write_bytes(b"lora")

@@ -11,10 +11,10 @@ import pytest
 
 from orchestrator.catalogue import ALL_MODEL_TYPES
 from orchestrator.request import TrainingRequest, parse_request
+from stages.errors import ConfigError
 from stages.trainer_config import (
     GOLDEN_DIR,
     GOLDEN_PATHS,
-    ConfigError,
     JobPaths,
     check_dataset,
     check_main,

@@ -8,10 +8,11 @@ import pytest
 import tomli_w
 
 from events.store import EventStore
-from orchestrator.runner import StageContext, StageFailed
 from stages import trainer_log as tl
+from stages.errors import StageFailed
 from stages.run_folder import newest_lora, resumable_checkpoint, run_dirs
 from stages.training import Training, TrainingPlan, plan_launch, trainer_command
+from tests.helpers import stage_context
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,7 +164,7 @@ def _stage_run(
     machine = JobMachine(log)
     for status in ("INITIALIZED", "STARTING", "DOWNLOADING", "MODEL_DOWNLOAD", "TRAINING"):
         machine.fire(status)
-    ctx = StageContext("j", job, None, {}, machine.fire, resumed=False)
+    ctx = stage_context(job, machine.record, job_id="j")
     stage = Training(
         TrainingPlan("tiny", config, "adapter_model.safetensors", total_steps=4),
         cpu_module="tests.fake_trainer",

@@ -16,9 +16,11 @@ from events.store import EventStore
 from minipipe.model import build_tiny_model
 from orchestrator.machine import JobMachine
 from orchestrator.request import parse_request
-from orchestrator.runner import JobInterrupted, StageContext
+from stages.contract import StageContext, StopRequest
+from stages.errors import JobInterrupted
 from stages.trainer_config import JobPaths, render, write_configs
-from stages.training import StopRequest, Training, TrainingPlan
+from stages.training import Training, TrainingPlan
+from tests.helpers import stage_context
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +59,7 @@ def _ctx(job_dir: Path, log: Any) -> StageContext:
     if not log.events:
         for status in ("INITIALIZED", "STARTING", "DOWNLOADING", "MODEL_DOWNLOAD", "TRAINING"):
             machine.fire(status)
-    return StageContext("job", job_dir, None, {}, machine.fire, resumed=False)
+    return stage_context(job_dir, machine.record)
 
 
 def _steps(job_dir: Path) -> list[int]:

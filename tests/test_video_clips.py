@@ -23,7 +23,6 @@ from orchestrator.cli_dataset import app as dataset_app
 from orchestrator.machine import JobMachine
 from orchestrator.pipeline import ConfiguredTraining, Delivery
 from orchestrator.request import TrainingRequest, parse_request
-from orchestrator.runner import StageContext
 from orchestrator.settings import Settings
 from stages.dataset_report import build_report
 from stages.trainer_config import JobPaths, preflight, render
@@ -39,6 +38,7 @@ from stages.video_clips import (
 )
 from tests.fake_trainer import install_deepspeed
 from tests.helpers import fade_video as video
+from tests.helpers import stage_context
 
 ROOT = Path(__file__).resolve().parent.parent
 WAN_FPS = 16.0
@@ -255,7 +255,7 @@ def test_the_training_stage_cuts_then_launches_diffusion_pipe_on_the_clips(
     for status in ("INITIALIZED", "STARTING", "DOWNLOADING", "MODEL_DOWNLOAD", "TRAINING"):
         machine.fire(status)
     results = {"dataset": {"images": 0, "videos": 1, "total_steps": 4}}
-    ctx = StageContext("j", job, request, results, machine.fire, resumed=False)
+    ctx = stage_context(job, machine.record, job_id="j", results=results, request=request)
 
     result = ConfiguredTraining(delivery).run(ctx)
 

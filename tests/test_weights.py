@@ -10,14 +10,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from events.lease import FileLease
-from events.model import Event
-from orchestrator.runner import StageContext, StageFailed
 from orchestrator.settings import Settings
+from stages.contract import StageContext
+from stages.errors import StageFailed
 from stages.weights import (
     MANIFEST,
     Built,
@@ -32,6 +32,7 @@ from stages.weights import (
     start_model_download,
 )
 from tests.fakehub import FakeHub
+from tests.helpers import Recorded, stage_context
 
 WEIGHTS = bytes(range(256)) * 40  # 10 KiB
 REPO = "org/model"
@@ -326,13 +327,8 @@ def test_catalogue_downloads_adapt(settings: Settings) -> None:
 
 # -- the stage ------------------------------------------------------------------------------
 def _context(tmp_path: Path) -> tuple[StageContext, list[tuple[str, dict[str, Any]]]]:
-    seen: list[tuple[str, dict[str, Any]]] = []
-
-    def record(kind: str, data: dict[str, Any]) -> Event:
-        seen.append((kind, data))
-        return cast(Event, None)
-
-    return StageContext("job", tmp_path / "job", None, {}, record, False), seen
+    seen = Recorded()
+    return stage_context(tmp_path / "job", seen.record), seen
 
 
 def test_stage_waits_for_background_download(
