@@ -1,7 +1,7 @@
 """Dataset preparation speed against the bare minimum the same work needs.
 
-Ours: download over loopback (stages.dataset_download) + safe extraction + the pre-flight check
-(every image decoded) + dataset.toml written via stages.trainer_config. Baseline: `curl` to a
+Ours: download over loopback (stages.dataset.download) + safe extraction + the pre-flight check
+(every image decoded) + dataset.toml written via stages.training.config. Baseline: `curl` to a
 file plus `unzip`, the same archive from the same server. The archive (~200 noise JPEGs, about
 200 MB) is generated once and cached in the temp folder.
 """
@@ -22,10 +22,10 @@ from PIL import Image
 
 from bench.table import Result, secs
 from orchestrator.request import parse_request
-from stages.dataset import prepare
-from stages.dataset_download import DownloadLimits
-from stages.dataset_report import build_report
-from stages.trainer_config import JobPaths, render, write_configs
+from stages.dataset.download import DownloadLimits
+from stages.dataset.report import build_report
+from stages.dataset.stage import prepare
+from stages.training.config import JobPaths, render, write_configs
 from tests.dataserver import DataServer
 
 IMAGES = 200

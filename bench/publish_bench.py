@@ -19,8 +19,8 @@ from moto.server import ThreadedMotoServer
 
 from bench.table import Result, secs
 from orchestrator.request import parse_request
-from stages.publish import PublishOptions, publish
-from stages.publish_common import PublishInputs
+from stages.publish.common import PublishInputs
+from stages.publish.stage import PublishOptions, publish
 
 SIZE_MB = 512
 ROUNDS = 3

@@ -27,8 +27,8 @@ from orchestrator.machine import JobMachine
 from orchestrator.request import parse_request
 from stages.contract import StageContext
 from stages.errors import StageFailed
-from stages.trainer_config import JobPaths, render, write_configs
-from stages.training import Training, TrainingPlan
+from stages.training.config import JobPaths, render, write_configs
+from stages.training.stage import Training, TrainingPlan
 
 EPOCHS = 12
 IMAGES = 8

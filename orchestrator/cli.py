@@ -26,7 +26,7 @@ from orchestrator.cli_watch import watch
 from orchestrator.logs import configure_logging
 from orchestrator.request import RequestError, TrainingRequest, parse_request
 from stages.errors import ConfigError
-from stages.trainer_config import CUT_BY_SERVICE, JobPaths, render
+from stages.training.config import CUT_BY_SERVICE, JobPaths, render
 
 app = typer.Typer(
     name="dpserve",

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from orchestrator.catalogue import ALL_MODEL_TYPES
 from orchestrator.request import RequestError
-from stages.dataset import check_dataset
-from stages.dataset_report import DatasetReport, problem_lines
+from stages.dataset.report import DatasetReport, problem_lines
+from stages.dataset.stage import check_dataset
 from stages.errors import StageFailed
 
 app = typer.Typer(name="dataset", help="Check a dataset before training.", no_args_is_help=True)

@@ -19,22 +19,22 @@ from events.redact import Redactor
 from events.vocabulary import Status
 from orchestrator.request import TrainingRequest, effective_training
 from orchestrator.settings import Settings
-from stages.captions import Captions
+from stages.captions.stage import Captions
 from stages.contract import Stage, StageContext, StopRequest
-from stages.dataset import Dataset
+from stages.dataset.stage import Dataset
 from stages.errors import StageFailed
-from stages.publish import (
+from stages.publish.common import PublishInputs
+from stages.publish.stage import (
     Publish,
     PublishOptions,
     complete_event_data,
     publish,
     response_from_results,
 )
-from stages.publish_common import PublishInputs
-from stages.run_folder import newest_lora
-from stages.trainer_config import CUT_BY_SERVICE, JobPaths, preflight, render, write_configs
-from stages.training import Training, TrainingPlan
-from stages.weights import Weights, start_model_download
+from stages.training.config import CUT_BY_SERVICE, JobPaths, preflight, render, write_configs
+from stages.training.run_folder import newest_lora
+from stages.training.stage import Training, TrainingPlan
+from stages.weights.stage import Weights, start_model_download
 
 CAPTIONED_TYPES = frozenset({"images", "videos", "both"})
 REQUEST_FILE = "request.json"
@@ -134,7 +134,7 @@ class ConfiguredTraining(Training):
         assert paths.videos_dir is not None
         assert paths.clips_dir is not None
         assert entry.video_fps is not None, f"{entry.model_type} has no video frame rate"
-        from stages.video_clips import cut_clips  # noqa: PLC0415 - PyAV, only when cutting
+        from stages.training.clips import cut_clips  # noqa: PLC0415 - PyAV, only when cutting
 
         ctx.progress(message=f"cutting {videos} video(s) into overlapping clips")
         summary = cut_clips(

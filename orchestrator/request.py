@@ -216,7 +216,7 @@ OptimizerName = Annotated[
 Dtype = Literal["float32", "float16", "bfloat16", "float8", "float8_e4m3fn", "float8_e5m2"]
 LoraDtype = Literal["float32", "float16", "bfloat16"]
 # diffusion-pipe has multiple_overlapping disabled; the service cuts the clips itself
-# (stages.video_clips) and gives diffusion-pipe single_beginning on the cut clips.
+# (stages.training.clips) and gives diffusion-pipe single_beginning on the cut clips.
 ClipMode = Literal["single_beginning", "single_middle", "multiple_overlapping"]
 Beta = Annotated[float, Field(ge=0, lt=1)]
 FrameBucket = Annotated[int, Field(ge=1, le=1024)]

@@ -28,7 +28,7 @@ from orchestrator.request import RequestError, TrainingRequest, parse_request
 from orchestrator.runner import Outcome, run_job
 from orchestrator.settings import Settings
 from stages.errors import ConfigError
-from stages.trainer_config import preflight
+from stages.training.config import preflight
 
 if TYPE_CHECKING:  # the stages pull in boto3, huggingface_hub, google-genai: load per job
     from events.projections.base import MirrorSettings
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the stages pull in boto3, huggingface_hub, google-genai: lo
     from events.projections.local import LocalMirror
     from events.store import EventLog
     from orchestrator.pipeline import Delivery
-    from stages.publish import PublishOptions
+    from stages.publish.stage import PublishOptions
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,7 @@ def _hub_repo_id(request: TrainingRequest, settings: Settings, job_id: str) -> s
         return str(spec.repo_id)
     from huggingface_hub import HfApi  # noqa: PLC0415 - only Hub output needs it
 
-    from stages.publish_hf import default_repo_id  # noqa: PLC0415
+    from stages.publish.hub import default_repo_id  # noqa: PLC0415
 
     user = HfApi(endpoint=settings.hub_endpoint, token=spec.token.get_secret_value()).whoami()
     return default_repo_id(str(user["name"]), request.model_type, job_id)
@@ -142,7 +142,7 @@ def _with_fresh_s3_link(
 ) -> dict[str, Any]:
     """The recorded S3 link has its access key id masked (the log never holds it): presign a
     new one for the same object."""
-    from stages.publish_s3 import fresh_download_url  # noqa: PLC0415 - boto3 only for S3 jobs
+    from stages.publish.s3 import fresh_download_url  # noqa: PLC0415 - boto3 only for S3 jobs
 
     lora = next((f for f in response.get("files", []) if str(f).endswith(".safetensors")), None)
     if lora is None:

@@ -16,7 +16,7 @@ import pytest
 from orchestrator.progress import ProgressReporter
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle
-from stages.publish import PublishOptions
+from stages.publish.stage import PublishOptions
 from tests.canary import CANARIES, scan, with_canaries
 from tests.dataserver import DataServer
 from tests.fakehub import FakeHub

@@ -13,10 +13,10 @@ from events.vocabulary import Status
 from orchestrator.rehearsal import Publish, Train, Weights
 from orchestrator.request import TrainingRequest, parse_request
 from orchestrator.runner import run_job
-from stages.captions import Captions
+from stages.captions.gemini import GeminiSettings
+from stages.captions.joycaption import JoyCaptionSettings, load_captioner
+from stages.captions.stage import Captions
 from stages.contract import Stage, StageContext
-from stages.gemini_captions import GeminiSettings
-from stages.joycaption import JoyCaptionSettings, load_captioner
 from tests.fakegemini import FakeGemini
 from tests.helpers import Recorded, stage_context
 from tests.tiny_llava import tiny_llava_dir, write_images

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.dataset_download import DownloadLimits, download
+from stages.dataset.download import DownloadLimits, download
 from stages.errors import DownloadFailed
 from tests.dataserver import DataServer
 from tests.fakehub import FakeHub

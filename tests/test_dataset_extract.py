@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.errors import ArchiveRefused
-from stages.extract import (
+from stages.dataset.extract import (
     COMPLETE_MARKER,
     ExtractLimits,
     Source,
@@ -19,6 +18,7 @@ from stages.extract import (
     extract_dataset,
     marker_matches,
 )
+from stages.errors import ArchiveRefused
 
 
 def make_zip(entries: dict[str, bytes], *, method: int = zipfile.ZIP_STORED) -> bytes:

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from orchestrator.request import TrainingRequest, parse_request
-from stages.captions_text import apply_trigger, apply_trigger_to_dir, has_trigger
-from stages.dataset_report import NO_MEDIA, build_report
+from stages.captions.text import apply_trigger, apply_trigger_to_dir, has_trigger
+from stages.dataset.report import NO_MEDIA, build_report
 
 av: Any
 try:

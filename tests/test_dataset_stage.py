@@ -14,9 +14,9 @@ from orchestrator.cli_dataset import app
 from orchestrator.request import parse_request
 from orchestrator.runner import run_job
 from stages.contract import Stage, StageContext
-from stages.dataset import Dataset, check_dataset
-from stages.dataset_download import DownloadLimits
-from stages.trainer_config import JobPaths, render
+from stages.dataset.download import DownloadLimits
+from stages.dataset.stage import Dataset, check_dataset
+from stages.training.config import JobPaths, render
 from tests.dataserver import DataServer
 from tests.test_dataset_extract import make_zip
 from tests.test_dataset_report import jpeg

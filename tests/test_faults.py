@@ -89,7 +89,7 @@ def _trainer_main(argv: list[str]) -> int:  # pragma: no cover - runs in the tra
 
 def _use_fault_trainer(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     """Make the training stage start this file instead of minipipe, in `mode`."""
-    import stages.training as training  # noqa: PLC0415
+    import stages.training.stage as training  # noqa: PLC0415
 
     real = training.trainer_command
 
@@ -174,8 +174,8 @@ def test_hub_errors_for_a_while_are_retried_by_mirror_and_publish(
     tmp_path: Path, data: DataServer
 ) -> None:
     from events.projections.base import MirrorSettings  # noqa: PLC0415
-    from stages.publish import PublishOptions  # noqa: PLC0415
-    from stages.publish_common import RetryPolicy  # noqa: PLC0415
+    from stages.publish.common import RetryPolicy  # noqa: PLC0415
+    from stages.publish.stage import PublishOptions  # noqa: PLC0415
     from tests.fakehub import FakeHub  # noqa: PLC0415
 
     with FakeHub() as hub:
@@ -223,8 +223,8 @@ def test_an_s3_part_that_fails_is_retried_and_the_job_completes(
 ) -> None:
     import httpx  # noqa: PLC0415
 
-    from stages.publish import PublishOptions  # noqa: PLC0415
-    from stages.publish_s3 import S3Tuning  # noqa: PLC0415
+    from stages.publish.s3 import S3Tuning  # noqa: PLC0415
+    from stages.publish.stage import PublishOptions  # noqa: PLC0415
     from tests.test_publish_s3 import FailFirstPart, s3_output  # noqa: PLC0415
 
     proxy = FailFirstPart(moto_url)

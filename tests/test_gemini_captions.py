@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from stages.captions.gemini import KEY_REFUSED, GeminiSettings, caption_videos
+from stages.captions.joycaption import caption_path
 from stages.errors import CaptionError, GeminiBlocked, GeminiKeyRefused
-from stages.gemini_captions import KEY_REFUSED, GeminiSettings, caption_videos
-from stages.joycaption import caption_path
 from tests.fakegemini import FakeGemini
 
 KEY = "AIzaTESTKEY-0123456789abcdefghijklmnop"

@@ -24,8 +24,8 @@ from events.store import EventStore
 from orchestrator.catalogue import ModelEntry, get_model
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle
-from stages.captions import Captions
-from stages.joycaption import JoyCaptionSettings, load_captioner
+from stages.captions.joycaption import JoyCaptionSettings, load_captioner
+from stages.captions.stage import Captions
 from tests.canary import CANARIES, scan
 from tests.dataserver import DataServer
 from tests.fake_trainer import install_deepspeed

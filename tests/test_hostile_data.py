@@ -27,7 +27,7 @@ from events.store import EventStore
 from orchestrator.progress import ProgressReporter
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle
-from stages.dataset_download import DownloadLimits, _check_host, download
+from stages.dataset.download import DownloadLimits, _check_host, download
 from stages.errors import DownloadFailed
 from tests.dataserver import DataServer
 from tests.fakehub import FakeHub

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages.joycaption import (
+from stages.captions.joycaption import (
     JoyCaptioner,
     JoyCaptionSettings,
     caption_images,

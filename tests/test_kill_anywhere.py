@@ -84,8 +84,8 @@ KILLS: tuple[Kill, ...] = (
 
 # --- the worker: handler.py plus a tiny captioner ---------------------------------------------
 def _captions_factory() -> Any:
-    from stages.captions import Captions  # noqa: PLC0415
-    from stages.joycaption import JoyCaptionSettings, load_captioner  # noqa: PLC0415
+    from stages.captions.joycaption import JoyCaptionSettings, load_captioner  # noqa: PLC0415
+    from stages.captions.stage import Captions  # noqa: PLC0415
 
     folder = os.environ[CAPTIONER_ENV]
     return Captions(

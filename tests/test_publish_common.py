@@ -15,7 +15,8 @@ import pytest
 from orchestrator.request import parse_request
 from stages.contract import StageContext
 from stages.errors import StageFailed
-from stages.publish import (
+from stages.publish.common import PublishInputs, collect_artifacts
+from stages.publish.stage import (
     INSTRUCTIONS,
     Publish,
     PublishOptions,
@@ -25,7 +26,6 @@ from stages.publish import (
     publish,
     response_from_results,
 )
-from stages.publish_common import PublishInputs, collect_artifacts
 from tests.helpers import Recorded, stage_context
 
 JOB_ID = "a1b2c3d4-e5f6-7890-abcd-ef0123456789"

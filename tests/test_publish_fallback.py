@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from stages.errors import HostError, StageFailed
-from stages.publish import PublishOptions, publish
-from stages.publish_common import RetryPolicy
-from stages.publish_fallback import HostUrls, Litterbox
+from stages.publish.common import RetryPolicy
+from stages.publish.fallback import HostUrls, Litterbox
+from stages.publish.stage import PublishOptions, publish
 from tests.fakehub import FakeHub
 from tests.fakeuploads import FakeUploads
 from tests.test_publish_common import CANARY, assert_no_canary, lora_bytes, make_job

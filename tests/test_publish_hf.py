@@ -14,9 +14,9 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from stages.errors import StageFailed
-from stages.publish import PublishOptions, publish
-from stages.publish_common import PublishInputs, RetryPolicy
-from stages.publish_hf import MARKER_PREFIX, REFUSED, HubPublisher
+from stages.publish.common import PublishInputs, RetryPolicy
+from stages.publish.hub import MARKER_PREFIX, REFUSED, HubPublisher
+from stages.publish.stage import PublishOptions, publish
 from tests.fakehub import FakeHub
 from tests.test_publish_common import CANARY, JOB_ID, assert_no_canary, lora_bytes, make_job
 

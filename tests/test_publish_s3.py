@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from stages.errors import StageFailed
-from stages.publish import PublishOptions, publish
-from stages.publish_s3 import MiB, S3Tuning
+from stages.publish.s3 import MiB, S3Tuning
+from stages.publish.stage import PublishOptions, publish
 from tests.test_publish_common import CANARY, JOB_ID, assert_no_canary, make_job
 
 BUCKET = "loras"

@@ -20,7 +20,7 @@ from orchestrator.request import (
     mask_url,
     parse_request,
 )
-from stages.trainer_config import preflight
+from stages.training.config import preflight
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
@@ -157,7 +157,7 @@ def test_seed_example_values_are_kept() -> None:
 
 def test_seed_wan_example_runs_as_written() -> None:
     # diffusion-pipe has multiple_overlapping disabled; the service cuts the clips itself
-    # (stages.video_clips), so the seed README's own Wan example passes the preflight verbatim.
+    # (stages.training.clips), so the seed README's own Wan example passes the preflight verbatim.
     req = parse_request({"input": SEED_WAN_CUSTOM})
     assert req.training.video_clip_mode == "multiple_overlapping"
     preflight(req)

@@ -12,7 +12,7 @@ import pytest
 from orchestrator.catalogue import ALL_MODEL_TYPES
 from orchestrator.request import TrainingRequest, parse_request
 from stages.errors import ConfigError
-from stages.trainer_config import (
+from stages.training.config import (
     GOLDEN_DIR,
     GOLDEN_PATHS,
     JobPaths,
@@ -56,7 +56,7 @@ def _bypass(request: TrainingRequest, **update: Any) -> TrainingRequest:
 @pytest.mark.parametrize("model_type", ALL_MODEL_TYPES)
 @pytest.mark.parametrize("name", ["dataset.toml", "main.toml"])
 def test_golden_file(model_type: str, name: str) -> None:
-    # Regenerate with: python -m stages.trainer_config --regen-golden (then review the diff).
+    # Regenerate with: python -m stages.training.config --regen-golden (then review the diff).
     expected = (GOLDEN_DIR / model_type / name).read_text(encoding="utf-8")
     assert golden_texts(model_type)[name] == expected
 

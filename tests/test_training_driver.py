@@ -8,10 +8,10 @@ import pytest
 import tomli_w
 
 from events.store import EventStore
-from stages import trainer_log as tl
 from stages.errors import StageFailed
-from stages.run_folder import newest_lora, resumable_checkpoint, run_dirs
-from stages.training import Training, TrainingPlan, plan_launch, trainer_command
+from stages.training import log_lines as tl
+from stages.training.run_folder import newest_lora, resumable_checkpoint, run_dirs
+from stages.training.stage import Training, TrainingPlan, plan_launch, trainer_command
 from tests.helpers import stage_context
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,7 +215,7 @@ def test_a_launched_trainer_dies_with_its_worker(tmp_path: Path) -> None:
     worker = tmp_path / "worker.py"
     worker.write_text(
         "import os, subprocess, sys, time\n"
-        "subprocess.Popen([sys.executable, '-m', 'stages.launch', str(os.getpid()), "
+        "subprocess.Popen([sys.executable, '-m', 'stages.training.launch', str(os.getpid()), "
         f"sys.executable, {str(trainer)!r}])\n"
         "time.sleep(60)\n"
     )

@@ -18,8 +18,8 @@ from orchestrator.machine import JobMachine
 from orchestrator.request import parse_request
 from stages.contract import StageContext, StopRequest
 from stages.errors import JobInterrupted
-from stages.trainer_config import JobPaths, render, write_configs
-from stages.training import Training, TrainingPlan
+from stages.training.config import JobPaths, render, write_configs
+from stages.training.stage import Training, TrainingPlan
 from tests.helpers import stage_context
 
 pytestmark = pytest.mark.slow

@@ -24,9 +24,8 @@ from orchestrator.machine import JobMachine
 from orchestrator.pipeline import ConfiguredTraining, Delivery
 from orchestrator.request import TrainingRequest, parse_request
 from orchestrator.settings import Settings
-from stages.dataset_report import build_report
-from stages.trainer_config import JobPaths, preflight, render
-from stages.video_clips import (
+from stages.dataset.report import build_report
+from stages.training.clips import (
     MARKER,
     align_frames,
     clip_name,
@@ -36,6 +35,7 @@ from stages.video_clips import (
     model_frames,
     plan_clips,
 )
+from stages.training.config import JobPaths, preflight, render
 from tests.fake_trainer import install_deepspeed
 from tests.helpers import fade_video as video
 from tests.helpers import stage_context

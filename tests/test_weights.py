@@ -18,7 +18,7 @@ from events.lease import FileLease
 from orchestrator.settings import Settings
 from stages.contract import StageContext
 from stages.errors import StageFailed
-from stages.weights import (
+from stages.weights.stage import (
     MANIFEST,
     Built,
     HubFiles,

@@ -18,7 +18,7 @@ from events.audit import audit
 from events.store import EventStore
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle
-from stages.publish import PublishOptions
+from stages.publish.stage import PublishOptions
 from tests.dataserver import DataServer
 from tests.fakehub import FakeHub
 

@@ -18,8 +18,8 @@ import httpx
 import structlog
 
 from stages.errors import HostError
-from stages.publish_common import Published, PublishInputs, RetryPolicy, fail
-from stages.publish_hf import publish_hf
+from stages.publish.common import Published, PublishInputs, RetryPolicy, fail
+from stages.publish.hub import publish_hf
 
 log = structlog.get_logger(__name__)
 

@@ -41,7 +41,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 Progress = Callable[[int, int], None]  # (done, total) of the media that need a caption
 
 
-# --- caption files (shared with stages.gemini_captions) ---------------------------------------
+# --- caption files (shared with stages.captions.gemini) ---------------------------------------
 
 
 def caption_path(media: Path) -> Path:

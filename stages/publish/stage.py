@@ -19,11 +19,11 @@ from events.vocabulary import Status
 from orchestrator.catalogue import get_model
 from orchestrator.settings import HF_ENDPOINT
 from stages.contract import Stage, StageContext
-from stages.publish_common import Published, PublishInputs, RetryPolicy, fail
-from stages.publish_fallback import AutoOptions, HostUrls, publish_auto
-from stages.publish_hf import publish_hf
-from stages.publish_local import publish_local
-from stages.publish_s3 import S3Tuning, publish_s3
+from stages.publish.common import Published, PublishInputs, RetryPolicy, fail
+from stages.publish.fallback import AutoOptions, HostUrls, publish_auto
+from stages.publish.hub import publish_hf
+from stages.publish.local import publish_local
+from stages.publish.s3 import S3Tuning, publish_s3
 
 COMPLETE_MESSAGE = "Training completed successfully!"
 INSTRUCTIONS = "Use the direct_download_url to download your trained LoRA safetensors file."

@@ -1,9 +1,9 @@
 """The dataset stage (DOWNLOADING): download, extract safely, apply the trigger word, report.
 
-`Dataset` fetches `dataset.images_url` / `dataset.videos_url` into `<job>/downloads/`, unpacks
-them into `<job>/dataset/{images,videos}` (stages.extract), prepends the trigger word to every
-caption that came with the data (stages.captions_text), then builds the pre-flight report
-(stages.dataset_report), records it as DATASET_REPORT and stops the job with a clear message
+`Dataset` fetches `dataset.images_url` / `dataset.videos_url` into `<job>/downloads/`
+(`download`), unpacks them into `<job>/dataset/{images,videos}` (`extract`), prepends the
+trigger word to every caption that came with the data (`stages.captions.text`), then builds the
+pre-flight report (`report`), records it as DATASET_REPORT and stops the job with a clear message
 when nothing could train. `check_dataset` runs the same steps outside a job, for the CLI.
 """
 
@@ -20,12 +20,18 @@ from events.vocabulary import Status
 from orchestrator.catalogue import get_model
 from orchestrator.request import TrainingRequest, parse_request
 from orchestrator.settings import Settings
-from stages.captions_text import apply_trigger
+from stages.captions.text import apply_trigger
 from stages.contract import Stage, StageContext
-from stages.dataset_download import DownloadLimits, download
-from stages.dataset_report import DatasetReport, build_report
+from stages.dataset.download import DownloadLimits, download
+from stages.dataset.extract import (
+    COMPLETE_MARKER,
+    ExtractLimits,
+    Source,
+    extract_dataset,
+    marker_matches,
+)
+from stages.dataset.report import DatasetReport, build_report
 from stages.errors import StageFailed
-from stages.extract import COMPLETE_MARKER, ExtractLimits, Source, extract_dataset, marker_matches
 
 PROGRESS_EVERY_S = 2.0
 

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from events.redact import MASK
 from orchestrator.catalogue import ModelEntry, get_model
 from stages.errors import StageFailed
-from stages.run_folder import saved_loras
-from stages.trainer_config import DATASET_FILE
+from stages.training.config import DATASET_FILE
+from stages.training.run_folder import saved_loras
 
 UploadEpochs = Literal["final", "all"]
 _CHUNK = 1 << 20

@@ -28,10 +28,16 @@ import tomli_w
 from events.atomic import write_atomic
 from events.facts import Checkpoint, EpochSaved, FactData
 from events.vocabulary import Status
-from stages import trainer_log as tl
 from stages.contract import Stage, StageContext, StopRequest
 from stages.errors import JobCancelled, JobInterrupted, StageFailed
-from stages.run_folder import SavedLora, newest_lora, resumable_checkpoint, run_dirs, saved_loras
+from stages.training import log_lines as tl
+from stages.training.run_folder import (
+    SavedLora,
+    newest_lora,
+    resumable_checkpoint,
+    run_dirs,
+    saved_loras,
+)
 
 TAIL_LINES = 40
 
@@ -194,9 +200,9 @@ class TrainerRun:
     def __init__(self, command: TrainerCommand, log_path: Path) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("a", encoding="utf-8")
-        # Through `stages.launch`, so the trainer dies with this worker instead of training on
-        # as an orphan (a killed worker process on a machine that stays up).
-        argv = [sys.executable, "-m", "stages.launch", str(os.getpid()), *command.argv]
+        # Through `stages.training.launch`, so the trainer dies with this worker instead of
+        # training on as an orphan (a killed worker process on a machine that stays up).
+        argv = [sys.executable, "-m", "stages.training.launch", str(os.getpid()), *command.argv]
         self.proc = subprocess.Popen(
             argv,
             cwd=command.cwd,

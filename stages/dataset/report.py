@@ -24,9 +24,9 @@ from typing import Any
 from PIL import Image
 
 from orchestrator.request import TrainingRequest, effective_training
-from stages.captions_text import has_trigger
-from stages.extract import CAPTION_EXT, IMAGE_EXTS, VIDEO_EXTS, iter_media
-from stages.video_clips import model_frames, plan_clips
+from stages.captions.text import has_trigger
+from stages.dataset.extract import CAPTION_EXT, IMAGE_EXTS, VIDEO_EXTS, iter_media
+from stages.training.clips import model_frames, plan_clips
 
 EXAMPLES = 20
 MAX_PIXELS = 8192 * 8192  # larger than any training bucket by far; more is a decompression bomb
@@ -456,7 +456,7 @@ def build_report(  # noqa: PLR0915 - one pass over the files, read top to bottom
 
 
 def _clip_count(vid: _Video, eff: Mapping[str, Any], model_fps: float | None) -> int:
-    """Training items one usable video gives: 1, or its overlapping clips (stages.video_clips)."""
+    """Training items one usable video gives: 1, or its overlapping clips (training.clips)."""
     if eff.get("video_clip_mode") != "multiple_overlapping" or not (
         vid.frames and vid.fps and model_fps
     ):

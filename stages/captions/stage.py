@@ -20,10 +20,8 @@ from typing import Any
 from google import genai
 
 from events.vocabulary import Status
-from stages.contract import Stage, StageContext
-from stages.errors import CaptionError, StageFailed
-from stages.gemini_captions import VIDEO_EXTENSIONS, GeminiSettings, caption_videos, make_client
-from stages.joycaption import (
+from stages.captions.gemini import VIDEO_EXTENSIONS, GeminiSettings, caption_videos, make_client
+from stages.captions.joycaption import (
     IMAGE_EXTENSIONS,
     MODEL_ID,
     JoyCaptioner,
@@ -34,6 +32,8 @@ from stages.joycaption import (
     list_media,
     load_captioner,
 )
+from stages.contract import Stage, StageContext
+from stages.errors import CaptionError, StageFailed
 
 CAPTIONS_IMAGES = frozenset({"images", "both"})
 CAPTIONS_VIDEOS = frozenset({"videos", "both"})

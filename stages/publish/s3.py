@@ -25,7 +25,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from stages.publish_common import (
+from stages.publish.common import (
     Artifact,
     Published,
     PublishInputs,

@@ -11,7 +11,7 @@ resolutions (`quit()` with exit 0), eval datasets as bare strings (crash on a fr
 batch larger than a dataset directory (every bucket dropped: "Processed dataset was empty") and a
 `video_clip_mode` diffusion-pipe does not implement. Each raises `ConfigError` naming the field.
 
-    python -m stages.trainer_config --regen-golden   # rewrite tests/golden/ from GOLDEN_*
+    python -m stages.training.config --regen-golden   # rewrite tests/golden/ from GOLDEN_*
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from stages.errors import ConfigError
 DATASET_FILE = "dataset.toml"
 # models/base.py keeps multiple_overlapping commented out; anything else is a KeyError at caching.
 VIDEO_CLIP_MODES: tuple[str, ...] = ("single_beginning", "single_middle")
-# The service does multiple_overlapping itself: it cuts the clips (stages.video_clips) into
+# The service does multiple_overlapping itself: it cuts the clips (stages.training.clips) into
 # JobPaths.clips_dir and diffusion-pipe takes each from its beginning.
 CUT_BY_SERVICE = "multiple_overlapping"
 SAVE_KEYS: tuple[str, ...] = ("save_every_n_epochs", "save_every_n_steps", "save_every_n_examples")
@@ -369,7 +369,7 @@ def write_configs(configs: RenderedConfigs, config_dir: Path) -> tuple[Path, Pat
 
 # --- golden files ------------------------------------------------------------------------------
 
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "tests" / "golden"
+GOLDEN_DIR = Path(__file__).resolve().parents[2] / "tests" / "golden"
 GOLDEN_PATHS = JobPaths(
     config_dir=Path("/work/job/config"),
     output_dir=Path("/work/job/output"),
@@ -412,7 +412,7 @@ def regen_golden(directory: Path = GOLDEN_DIR) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.trainer_config")
+    parser = argparse.ArgumentParser(prog="python -m stages.training.config")
     parser.add_argument("--regen-golden", action="store_true", help="rewrite tests/golden/")
     parser.add_argument("--dir", type=Path, default=GOLDEN_DIR, help="golden folder")
     args = parser.parse_args(argv)

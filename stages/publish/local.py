@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from stages.publish_common import Published, PublishInputs, collect_artifacts, fail
+from stages.publish.common import Published, PublishInputs, collect_artifacts, fail
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""`python -m stages.launch PARENT_PID ARGV...`: exec ARGV so that it dies with its parent.
+"""`python -m stages.training.launch PARENT_PID ARGV...`: exec ARGV so that it dies with its parent.
 
 Linux's parent-death signal survives exec, so the trainer gets SIGKILL when the worker that
 started it dies. A parent already gone before the signal was armed means exit at once.
@@ -16,7 +16,9 @@ PR_SET_PDEATHSIG = 1
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
-        print("usage: python -m stages.launch PARENT_PID COMMAND [ARGS...]", file=sys.stderr)
+        print(
+            "usage: python -m stages.training.launch PARENT_PID COMMAND [ARGS...]", file=sys.stderr
+        )
         return 2
     parent, command = int(argv[0]), argv[1:]
     if sys.platform.startswith("linux"):

@@ -31,8 +31,8 @@ import httpx
 from google import genai
 from google.genai import errors, types
 
+from stages.captions.joycaption import Progress, clean_caption, has_caption, write_caption
 from stages.errors import CaptionError, GeminiBlocked, GeminiKeyRefused
-from stages.joycaption import Progress, clean_caption, has_caption, write_caption
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from stages.errors import StageFailed
-from stages.publish_common import (
+from stages.publish.common import (
     Artifact,
     Published,
     PublishInputs,

@@ -1,0 +1,1 @@
+"""The captions stage (CAPTIONING): JoyCaption for images, Gemini for videos, caption files."""

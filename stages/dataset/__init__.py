@@ -1,0 +1,1 @@
+"""The dataset stage (DOWNLOADING): download, safe extraction, the pre-flight report."""

@@ -1,0 +1,1 @@
+"""The training stage (TRAINING): configs, the diffusion-pipe driver, its log, its run folder."""

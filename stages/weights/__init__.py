@@ -1,0 +1,1 @@
+"""The weights stage (MODEL_DOWNLOAD): a base model made ready once per volume."""
