@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m orchestrator.demo
+	$(BIN)/python -m orchestrator.cli.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 
 test: lint
-	$(BIN)/python -m orchestrator.schema_export --check
+	$(BIN)/python -m orchestrator.cli.schema --check
 	$(BIN)/pytest -q
 
 # The kill-anywhere soak: a tiny job killed at 20 points across every stage (about 6 min).
@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 schema: $(STAMP)
-	$(BIN)/python -m orchestrator.schema_export
+	$(BIN)/python -m orchestrator.cli.schema
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 
 from bench.table import Result, secs
-from orchestrator.request import parse_request
-from stages.dataset.download import DownloadLimits
+from orchestrator.plan import dataset_inputs, trainer_spec
+from orchestrator.request import effective_training, parse_request
+from orchestrator.settings import Settings
 from stages.dataset.report import build_report
 from stages.dataset.stage import prepare
 from stages.training.config import JobPaths, render, write_configs
@@ -63,21 +64,24 @@ def run() -> list[Result]:
         request = parse_request(
             {"model_type": "qwen", "dataset": {"type": "precaptioned", "images_url": url}}
         )
+        training = effective_training(request)
+        inputs = dataset_inputs(request, training, Settings(root=tmp))
+        spec = trainer_spec(request, training)
         ours_times: list[float] = []
         check_times: list[float] = []
         bare_times: list[float] = []
         for r in range(ROUNDS):
             root = tmp / f"ours{r}"
             start = time.perf_counter()
-            report = prepare(request, root / "jobs" / "j", download_limits=DownloadLimits())
+            report = prepare(inputs, root / "jobs" / "j")
             paths = JobPaths.for_job(root, "j")
-            configs = render(request, paths, image_count=report.usable_images, video_count=0)
+            configs = render(spec, paths, image_count=report.usable_images, video_count=0)
             write_configs(configs, paths.config_dir)
             ours_times.append(time.perf_counter() - start)
             assert report.usable_images == IMAGES, report.to_event()
 
             start = time.perf_counter()
-            build_report(paths.images_dir, paths.videos_dir, request)
+            build_report(paths.images_dir, paths.videos_dir, inputs.rules)
             check_times.append(time.perf_counter() - start)
             shutil.rmtree(root)
 

@@ -18,6 +18,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from bench.table import Result, secs
+from orchestrator.plan import publish_spec
 from orchestrator.request import parse_request
 from stages.publish.common import PublishInputs
 from stages.publish.stage import PublishOptions, publish
@@ -52,7 +53,7 @@ def _job(root: Path, endpoint: str) -> PublishInputs:
         for i in range(SIZE_MB):
             fh.write(i.to_bytes(8, "big") + block[8:])
     training = {"lora": "output/20250101_00-00-00/epoch1/adapter_model.safetensors"}
-    return PublishInputs(JOB, root / "jobs" / JOB, request, training)
+    return PublishInputs(JOB, root / "jobs" / JOB, publish_spec(request), training)
 
 
 def run() -> list[Result]:

@@ -24,6 +24,7 @@ from bench.table import Result, secs
 from events.store import EventStore
 from minipipe.model import build_tiny_model
 from orchestrator.machine import JobMachine
+from orchestrator.plan import trainer_spec
 from orchestrator.request import parse_request
 from stages.contract import StageContext
 from stages.errors import StageFailed
@@ -50,7 +51,9 @@ def _prepare(root: Path) -> tuple[TrainingPlan, Path]:
             "output": {"method": "local", "local": {"path": str(root / "out")}},
         }
     )
-    _, main = write_configs(render(request, paths, image_count=IMAGES), paths.config_dir)
+    _, main = write_configs(
+        render(trainer_spec(request), paths, image_count=IMAGES), paths.config_dir
+    )
     total = IMAGES * EPOCHS
     return TrainingPlan(
         "tiny", main, "adapter_model.safetensors", total_steps=total

@@ -20,8 +20,8 @@ from pathlib import Path
 from bench.table import Result, secs
 from events.store import EventStore
 from localpod import LocalPod
-from orchestrator.cli_submit import call_endpoint
-from orchestrator.demo import StaticServer, make_dataset, request_body
+from orchestrator.cli.demo import StaticServer, make_dataset, request_body
+from orchestrator.cli.submit import call_endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 5

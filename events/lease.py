@@ -38,9 +38,9 @@ class LeaseRecord:
         return now < self.expires_at
 
 
-def default_owner() -> str:
-    worker = os.environ.get("RUNPOD_POD_ID") or socket.gethostname()
-    return f"{worker}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def default_owner(worker: str | None = None) -> str:
+    """`<worker>:<pid>:<random>`: the worker (RunPod pod id, or this host), then this process."""
+    return f"{worker or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class FileLease:
@@ -51,12 +51,13 @@ class FileLease:
         job_dir: Path,
         *,
         owner: str | None = None,
+        worker: str | None = None,
         ttl_s: float = DEFAULT_TTL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.job = job_dir.name
         self.dir = job_dir / "lease"
-        self.owner = owner or default_owner()
+        self.owner = owner or default_owner(worker)
         self.ttl_s = ttl_s
         self._clock = clock
         self.token: int | None = None

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any, Literal
+
+from orchestrator.errors import UnknownModelTypeError
+from stages.model_info import ModelInfo
+from stages.training.model_table import ModelPath, model_table
+from stages.weights.sources import Built, HubFiles, Source, build_tiny
 
 Medium = Literal["images", "videos"]
 
@@ -59,55 +63,6 @@ BASE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
 )
 
 
-CHECKPOINT_MINUTES_SEED = 120  # what the seed README promised, kept for the docs
-
-
-@dataclass(frozen=True, slots=True)
-class Download:
-    """One Hugging Face Hub download into `<root>/models/<dest>`.
-
-    `files` names single files (repo-relative); empty means the whole repo, filtered by
-    `allow_patterns` / `ignore_patterns`. `flatten` puts each named file directly in `dest`
-    (`split_files/vae/ae.safetensors` -> `<dest>/ae.safetensors`) as diffusion-pipe's paths expect.
-    """
-
-    repo_id: str
-    dest: str
-    files: tuple[str, ...] = ()
-    allow_patterns: tuple[str, ...] = ()
-    ignore_patterns: tuple[str, ...] = ()
-    flatten: bool = False
-    gated: bool = False
-
-    def targets(self) -> tuple[str, ...]:
-        """The paths (relative to the models root) this download leaves behind: one per named
-        file, else the destination folder."""
-        if not self.files:
-            return (self.dest,)
-        return tuple(
-            str(PurePosixPath(self.dest) / (PurePosixPath(f).name if self.flatten else f))
-            for f in self.files
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ModelPath:
-    """A `[model]` table value that is a path under the models root, filled in at render time."""
-
-    rel: str
-
-
-def _fill(value: Any, models_root: str) -> Any:
-    """A deep copy of a `[model]` template with every ModelPath made absolute."""
-    if isinstance(value, ModelPath):
-        return str(PurePosixPath(models_root) / value.rel)
-    if isinstance(value, Mapping):
-        return {k: _fill(v, models_root) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_fill(v, models_root) for v in value]
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
     model_type: str
@@ -117,7 +72,7 @@ class ModelEntry:
     media: frozenset[Medium]
     lora_file: str  # the file name diffusion-pipe saves the adapter under
     defaults: Mapping[str, Any]  # BASE_DEFAULTS with this entry's overrides applied
-    downloads: tuple[Download, ...] = ()
+    downloads: tuple[HubFiles, ...] = ()
     # The `[model]` table without `type`; ModelPath values are filled from the models root.
     model_template: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # Set when the weights are not downloaded but built on the worker (the tiny CPU model).
@@ -125,18 +80,37 @@ class ModelEntry:
     weights_dir: str = ""  # the folder under the models root that holds this model's weights
     # The frame rate diffusion-pipe resamples videos to (models/wan/wan.py: 16 for Wan 2.1).
     video_fps: float | None = None
+    licence: str | None = None  # the base model's licence, named in the model card
 
     def model_table(self, models_root: str) -> dict[str, Any]:
         """diffusion-pipe's `[model]` table for weights under `models_root`."""
-        table: dict[str, Any] = {"type": self.diffusion_pipe_type}
-        table.update(_fill(self.model_template, models_root))
-        return table
+        return model_table(self.diffusion_pipe_type, self.model_template, models_root)
 
     def download_targets(self) -> tuple[str, ...]:
         """Every path (relative to the models root) that must exist before training."""
         if not self.downloads:
             return (self.weights_dir,)
         return tuple(t for d in self.downloads for t in d.targets())
+
+    @property
+    def info(self) -> ModelInfo:
+        """What the stages are told about this model."""
+        return ModelInfo(
+            model_type=self.model_type,
+            display_name=self.display_name,
+            diffusion_pipe_type=self.diffusion_pipe_type,
+            media=frozenset(self.media),
+            lora_file=self.lora_file,
+            video_fps=self.video_fps,
+            base_repo=self.downloads[0].repo_id if self.downloads else None,
+            licence=self.licence,
+        )
+
+    def sources(self) -> tuple[Source, ...]:
+        """What the weights stage makes this model's files from."""
+        if self.built_by is not None:
+            return (Built(self.weights_dir or self.model_type, build_tiny, self.built_by),)
+        return self.downloads
 
     @property
     def trains_images(self) -> bool:
@@ -156,11 +130,12 @@ def _entry(
     lora_file: str = "adapter_model.safetensors",
     gated: bool = False,
     overrides: Mapping[str, Any] | None = None,
-    downloads: tuple[Download, ...] = (),
+    downloads: tuple[HubFiles, ...] = (),
     model: Mapping[str, Any] | None = None,
     built_by: str | None = None,
     weights_dir: str = "",
     video_fps: float | None = None,
+    licence: str | None = None,
 ) -> ModelEntry:
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(BASE_DEFAULTS))
@@ -179,6 +154,7 @@ def _entry(
         built_by=built_by,
         weights_dir=weights_dir or (downloads[0].dest if downloads else model_type),
         video_fps=video_fps,
+        licence=licence,
     )
 
 
@@ -190,9 +166,9 @@ _WAN_MODEL = {"dtype": "bfloat16", "timestep_sample_method": "logit_normal"}
 _WAN_FPS = 16.0
 
 
-def _wan_download(repo: str) -> tuple[Download, ...]:
+def _wan_download(repo: str) -> tuple[HubFiles, ...]:
     # The whole official folder: ckpt_path needs config.json, the VAE, the T5 and its tokenizer.
-    return (Download(repo, f"Wan/{repo.split('/')[1]}"),)
+    return (HubFiles(repo, f"Wan/{repo.split('/')[1]}"),)
 
 
 _ENTRIES: tuple[ModelEntry, ...] = (
@@ -200,12 +176,13 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "flux",
         "Flux",
         "flux",
+        licence="FLUX.1 [dev] Non-Commercial License",
         media=IMAGES,
         lora_file="pytorch_lora_weights.safetensors",
         gated=True,  # black-forest-labs/FLUX.1-dev is licence-gated
         overrides={"epochs": 80, "learning_rate": _IMAGE_LR},
         downloads=(
-            Download(
+            HubFiles(
                 "black-forest-labs/FLUX.1-dev",
                 "flux",
                 # diffusers_path reads the Diffusers subfolders; the BFL single files at the
@@ -225,6 +202,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "sdxl",
         "SDXL",
         "sdxl",
+        licence="CreativeML Open RAIL++-M License",
         media=IMAGES,
         lora_file="lora.safetensors",
         # The template's unet_lr / text_encoder_*_lr (1e-4) are left out on purpose: they would
@@ -237,7 +215,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
             "optimizer_type": "adamw8bit",
         },
         downloads=(
-            Download("timoshishi/sdXL_v10VAEFix", "sdxl", files=("sdXL_v10VAEFix.safetensors",)),
+            HubFiles("timoshishi/sdXL_v10VAEFix", "sdxl", files=("sdXL_v10VAEFix.safetensors",)),
         ),
         # diffusion-pipe's key is checkpoint_path (the existing port wrote ckpt_path).
         model={
@@ -249,6 +227,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "wan13",
         "Wan 1.3B",
         "wan",
+        licence="Apache-2.0",
         media=IMAGES_AND_VIDEOS,
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-T2V-1.3B"),
@@ -259,6 +238,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "wan14b_t2v",
         "Wan 14B T2V",
         "wan",
+        licence="Apache-2.0",
         media=IMAGES_AND_VIDEOS,
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-T2V-14B"),
@@ -270,6 +250,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "wan14b_i2v",
         "Wan 14B I2V",
         "wan",
+        licence="Apache-2.0",
         media=VIDEOS,
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-I2V-14B-480P"),
@@ -280,6 +261,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "qwen",
         "Qwen Image",
         "qwen_image",
+        licence="Apache-2.0",
         media=IMAGES,
         overrides={
             "epochs": 80,
@@ -287,7 +269,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
             "save_every_n_epochs": 20,
             "gradient_accumulation_steps": 1,
         },
-        downloads=(Download("Qwen/Qwen-Image", "Qwen-Image"),),
+        downloads=(HubFiles("Qwen/Qwen-Image", "Qwen-Image"),),
         model={
             "diffusers_path": ModelPath("Qwen-Image"),
             "dtype": "bfloat16",
@@ -299,10 +281,11 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "z_image_turbo",
         "Z Image Turbo",
         "z_image",
+        licence="Apache-2.0",
         media=IMAGES,
         overrides={"epochs": 80, "learning_rate": _IMAGE_LR, "gradient_accumulation_steps": 1},
         downloads=(
-            Download(
+            HubFiles(
                 "Comfy-Org/z_image_turbo",
                 "z_image",
                 files=(
@@ -314,7 +297,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
             ),
             # Turbo is step-distilled; training on it directly breaks the distillation, so
             # Ostris' adapter is merged in before training (the existing port never fetched it).
-            Download(
+            HubFiles(
                 "ostris/zimage_turbo_training_adapter",
                 "z_image",
                 files=("zimage_turbo_training_adapter_v2.safetensors",),
@@ -370,20 +353,9 @@ MODEL_TYPES: tuple[str, ...] = (
 ALL_MODEL_TYPES: tuple[str, ...] = (*MODEL_TYPES, "tiny")
 
 
-class UnknownModelTypeError(ValueError):
-    """`model_type` names no catalogue entry."""
-
-    def __init__(self, model_type: object) -> None:
-        self.model_type = model_type
-        shown = str(model_type)[:60]
-        super().__init__(
-            f'model_type "{shown}" is not implemented; use one of: {", ".join(MODEL_TYPES)}'
-        )
-
-
 def get_model(model_type: str) -> ModelEntry:
     """The catalogue entry for `model_type`; raises UnknownModelTypeError (a ValueError)."""
     try:
         return CATALOGUE[model_type]
     except (KeyError, TypeError):  # TypeError: an unhashable value from a malformed request
-        raise UnknownModelTypeError(model_type) from None
+        raise UnknownModelTypeError(model_type, MODEL_TYPES) from None

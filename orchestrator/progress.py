@@ -14,6 +14,7 @@ from typing import Any
 
 from events.model import Event
 from events.vocabulary import MEANING, Fact, Status
+from stages.throttle import Throttle
 
 PAYLOAD_KEYS = ("status", "stage", "percent", "step", "total_steps", "epoch", "loss", "eta_seconds")
 
@@ -34,8 +35,8 @@ class ProgressReporter:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._last_sent: float | None = None
-        self._pending = False
+        # A new status goes out at once, but not within a second of the last update.
+        self._throttle = Throttle(every_s, forced_gap_s=1.0, clock=clock)
         self.closed = False
         self.sent = 0
         self.payload: dict[str, Any] = {k: None for k in PAYLOAD_KEYS} | {"message": None}
@@ -66,13 +67,8 @@ class ProgressReporter:
             if self.closed:
                 return
             self.payload.update(update)
-            now = self._clock()
-            due = self._last_sent is None or now - self._last_sent >= self.every_s
-            if not (due or (force and self._last_sent is not None and now - self._last_sent >= 1)):
-                self._pending = True
+            if not self._throttle.due(force=force):
                 return
-            self._last_sent = now
-            self._pending = False
             payload = dict(self.payload)
             self.sent += 1
         self._send(payload)
@@ -81,7 +77,7 @@ class ProgressReporter:
         """Stop sending, and let the last update land well before the final result."""
         with self._lock:
             self.closed = True
-            last = self._last_sent
+            last = self._throttle.last
         if last is not None:
             wait = gap_s - (self._clock() - last)
             if wait > 0:

@@ -59,7 +59,6 @@ def run_job(
     root: Path,
     job_id: str,
     stages: Sequence[Stage],
-    request: Any = None,
     secrets: Iterable[str] = (),
     explicit_resume: bool = False,
     store: EventStore | None = None,
@@ -96,7 +95,7 @@ def run_job(
         if answered is not None:
             return answered
         resumed = _begin(machine, view, explicit_resume=explicit_resume, start_data=start_data)
-        run = _Run(machine, job_dir, resumed=resumed, stop=stop, request=request)
+        run = _Run(machine, job_dir, resumed=resumed, stop=stop)
         return run.deliver(stages, view.stages, finish=finish, salvage=salvage)
     finally:
         lease.release()
@@ -149,7 +148,6 @@ class _Run:
     job_dir: Path
     resumed: bool
     stop: StopRequest | None
-    request: Any = None
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -185,9 +183,7 @@ class _Run:
 
     def context(self) -> StageContext:
         job_id = self.machine.log.job_id
-        return StageContext(
-            job_id, self.job_dir, dict(self.results), self.record, self.resumed, self.request
-        )
+        return StageContext(job_id, self.job_dir, dict(self.results), self.record, self.resumed)
 
     def record(self, payload: FactData) -> Event:
         return self.machine.record(payload)

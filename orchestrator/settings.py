@@ -1,21 +1,27 @@
-"""Worker settings: one frozen object read from `DPS_*` environment variables once.
+"""Worker settings: one frozen object, the only place that reads `DPS_*` environment variables.
 
-Passed explicitly to the code that needs it (never read at import time), so tests build their
-own with a loopback Hub endpoint and a temporary root.
+Read once (`Settings.from_env`, in the handler) and passed explicitly to the code that needs it,
+never read at import time, so tests build their own with a loopback Hub endpoint and a temporary
+root. The stages get their part as plain options (`weights`, `download_limits`, ...).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from events.projections.base import MirrorSettings
+from stages.dataset.inputs import DownloadLimits, ExtractLimits, GiB
+from stages.weights.inputs import HF_ENDPOINT, WeightsOptions
 
 VOLUME = Path("/runpod-volume")
-HF_ENDPOINT = "https://huggingface.co"
 RUNPOD_MODEL_CACHE = VOLUME / "huggingface-cache" / "hub"
+DIFFUSION_PIPE_DIR = Path("/opt/diffusion-pipe")  # the pinned checkout (Dockerfile)
+T = TypeVar("T")
 
 
 def _default_root() -> Path:
@@ -35,44 +41,109 @@ class Settings:
     model_wait_s: float = 3 * 3600.0  # how long a job waits for another worker's download
     download_attempts: int = 3  # tries per repo on network errors and 5xx
     retry_wait_s: float = 5.0  # first pause between tries, doubled each time
-    diffusion_pipe_dir: Path = Path("/opt/diffusion-pipe")  # the pinned checkout (Dockerfile)
+    diffusion_pipe_dir: Path = DIFFUSION_PIPE_DIR
     # A job's writer lease: a dead worker's job is taken over this long after its last renewal.
     lease_ttl_s: float = 60.0
+    worker_name: str = field(default_factory=socket.gethostname)  # RUNPOD_POD_ID on RunPod
     mirror: MirrorSettings = field(default_factory=MirrorSettings)
+    download_limits: DownloadLimits = field(default_factory=DownloadLimits)
+    extract_limits: ExtractLimits = field(default_factory=ExtractLimits)
 
     @property
     def models_root(self) -> Path:
         return self.root / "models"
 
+    @property
+    def weights(self) -> WeightsOptions:
+        return WeightsOptions(
+            models_root=self.models_root,
+            hub_endpoint=self.hub_endpoint,
+            hf_cache_dir=self.hf_cache_dir,
+            model_lock_ttl_s=self.model_lock_ttl_s,
+            model_wait_s=self.model_wait_s,
+            download_attempts=self.download_attempts,
+            retry_wait_s=self.retry_wait_s,
+            worker_name=self.worker_name,
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        read = _Reader(env)
         return cls(
             root=Path(env["DPS_ROOT"]) if env.get("DPS_ROOT") else _default_root(),
-            hub_endpoint=(env.get("DPS_HUB_ENDPOINT") or HF_ENDPOINT).rstrip("/"),
-            hf_cache_dir=Path(env.get("DPS_HF_CACHE") or RUNPOD_MODEL_CACHE),
-            model_lock_ttl_s=float(env.get("DPS_MODEL_LOCK_TTL_S") or 60.0),
-            model_wait_s=float(env.get("DPS_MODEL_WAIT_S") or 3 * 3600.0),
-            download_attempts=int(env.get("DPS_DOWNLOAD_ATTEMPTS") or 3),
-            retry_wait_s=float(env.get("DPS_RETRY_WAIT_S") or 5.0),
-            diffusion_pipe_dir=Path(env.get("DPS_DIFFUSION_PIPE_DIR") or "/opt/diffusion-pipe"),
-            lease_ttl_s=float(env.get("DPS_LEASE_TTL_S") or 60.0),
-            mirror=_mirror(env),
+            hub_endpoint=read.text("DPS_HUB_ENDPOINT", HF_ENDPOINT).rstrip("/"),
+            hf_cache_dir=Path(read.text("DPS_HF_CACHE", str(RUNPOD_MODEL_CACHE))),
+            model_lock_ttl_s=read.num("DPS_MODEL_LOCK_TTL_S", 60.0),
+            model_wait_s=read.num("DPS_MODEL_WAIT_S", 3 * 3600.0),
+            download_attempts=read.integer("DPS_DOWNLOAD_ATTEMPTS", 3),
+            retry_wait_s=read.num("DPS_RETRY_WAIT_S", 5.0),
+            diffusion_pipe_dir=Path(read.text("DPS_DIFFUSION_PIPE_DIR", str(DIFFUSION_PIPE_DIR))),
+            lease_ttl_s=read.num("DPS_LEASE_TTL_S", 60.0),
+            worker_name=read.text("RUNPOD_POD_ID", socket.gethostname()),
+            mirror=mirror_settings(env),
+            download_limits=download_limits(env),
+            extract_limits=extract_limits(env),
         )
 
 
-def _mirror(env: Mapping[str, str]) -> MirrorSettings:
-    base = MirrorSettings()
+class _Reader:
+    """Reads one variable at a time: empty or unset means the default."""
 
-    def num(name: str, default: float) -> float:
-        raw = env.get(f"DPS_MIRROR_{name}")
-        return float(raw) if raw else default
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
 
+    def text(self, name: str, default: str) -> str:
+        return self.env.get(name) or default
+
+    def num(self, name: str, default: float) -> float:
+        return self._typed(name, default, float)
+
+    def integer(self, name: str, default: int) -> int:
+        return self._typed(name, default, int)
+
+    def _typed(self, name: str, default: T, kind: Callable[[str], T]) -> T:
+        raw = self.env.get(name)
+        return kind(raw) if raw else default
+
+
+def mirror_settings(env: Mapping[str, str]) -> MirrorSettings:
+    """`DPS_MIRROR_*`: the UPDATES mirror's commit interval, thinning and queue."""
+    read, base = _Reader(env), MirrorSettings()
     return MirrorSettings(
-        commit_interval_s=num("COMMIT_INTERVAL_S", base.commit_interval_s),
-        progress_interval_s=num("PROGRESS_INTERVAL_S", base.progress_interval_s),
-        progress_epoch_min_s=num("PROGRESS_EPOCH_MIN_S", base.progress_epoch_min_s),
-        queue_max=int(num("QUEUE_MAX", base.queue_max)),
-        start_timeout_s=num("START_TIMEOUT_S", base.start_timeout_s),
-        close_timeout_s=num("CLOSE_TIMEOUT_S", base.close_timeout_s),
+        commit_interval_s=read.num("DPS_MIRROR_COMMIT_INTERVAL_S", base.commit_interval_s),
+        progress_interval_s=read.num("DPS_MIRROR_PROGRESS_INTERVAL_S", base.progress_interval_s),
+        progress_epoch_min_s=read.num("DPS_MIRROR_PROGRESS_EPOCH_MIN_S", base.progress_epoch_min_s),
+        queue_max=int(read.num("DPS_MIRROR_QUEUE_MAX", base.queue_max)),
+        start_timeout_s=read.num("DPS_MIRROR_START_TIMEOUT_S", base.start_timeout_s),
+        close_timeout_s=read.num("DPS_MIRROR_CLOSE_TIMEOUT_S", base.close_timeout_s),
+    )
+
+
+def download_limits(env: Mapping[str, str]) -> DownloadLimits:
+    """`DPS_DATASET_*`: the bounds of one dataset download, and the private hosts it may reach."""
+    read = _Reader(env)
+    return DownloadLimits(
+        max_bytes=read.integer("DPS_DATASET_MAX_BYTES", 20 * GiB),
+        connect_timeout_s=read.num("DPS_DATASET_CONNECT_TIMEOUT_S", 15.0),
+        read_timeout_s=read.num("DPS_DATASET_READ_TIMEOUT_S", 60.0),
+        attempts=read.integer("DPS_DATASET_DOWNLOAD_ATTEMPTS", 4),
+        retry_wait_s=read.num("DPS_DATASET_RETRY_WAIT_S", 2.0),
+        allow_hosts=frozenset(
+            h.strip().lower()
+            for h in read.text("DPS_DATASET_ALLOW_HOSTS", "").split(",")
+            if h.strip()
+        ),
+        allow_loopback=read.text("DPS_DATASET_ALLOW_LOOPBACK", "1").strip().lower()
+        not in {"0", "false", "no"},
+    )
+
+
+def extract_limits(env: Mapping[str, str]) -> ExtractLimits:
+    """`DPS_DATASET_MAX_UNPACKED_BYTES`, `_MAX_RATIO`, `_MAX_FILES`: the archive bounds."""
+    read = _Reader(env)
+    return ExtractLimits(
+        max_total_bytes=read.integer("DPS_DATASET_MAX_UNPACKED_BYTES", 40 * GiB),
+        max_ratio=read.num("DPS_DATASET_MAX_RATIO", 200.0),
+        max_files=read.integer("DPS_DATASET_MAX_FILES", 100_000),
     )

@@ -29,7 +29,6 @@ class StageContext:
     results: Mapping[str, dict[str, Any]]  # stage name -> its recorded result
     record: Callable[[FactData], Event]  # record a fact from its typed payload
     resumed: bool
-    request: Any = None  # transitional: goes once every stage takes plain inputs
 
     def progress(self, **data: Any) -> Event:
         return self.record(Progress(**data))

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 from events.facts import FactData
 from events.model import Event
 from events.store import EventStore, JsonlBackend, MemoryBackend
+from orchestrator.plan import dataset_inputs, dataset_rules
+from orchestrator.request import TrainingRequest, effective_training
+from orchestrator.settings import Settings
 from stages.contract import StageContext
+from stages.dataset.inputs import DatasetInputs, DatasetRules, DownloadLimits
 
 
 def raw_lines(store: EventStore, job_id: str) -> list[str]:
@@ -75,8 +80,25 @@ def stage_context(
     job_id: str = "job",
     results: Mapping[str, dict[str, Any]] | None = None,
     resumed: bool = False,
-    request: Any = None,
 ) -> StageContext:
     """The context a stage under test gets: its folder and a way to record facts (a live
     JobMachine's `record`, or `Recorded().record`)."""
-    return StageContext(job_id, job_dir, dict(results or {}), record, resumed, request)
+    return StageContext(job_id, job_dir, dict(results or {}), record, resumed)
+
+
+def dataset_rules_for(request: TrainingRequest) -> DatasetRules:
+    """The dataset report's rules for `request`, built as the pipeline builds them."""
+    return dataset_rules(request, effective_training(request))
+
+
+def dataset_inputs_for(
+    request: TrainingRequest,
+    *,
+    download_limits: DownloadLimits | None = None,
+    settings: Settings | None = None,
+) -> DatasetInputs:
+    """The dataset stage's inputs for `request`, built as the pipeline builds them."""
+    inputs = dataset_inputs(
+        request, effective_training(request), settings or Settings(root=Path("/unused"))
+    )
+    return replace(inputs, download_limits=download_limits) if download_limits else inputs

@@ -10,7 +10,7 @@ import pytest
 
 from events.store import EventStore
 from events.vocabulary import Status
-from orchestrator.rehearsal import Publish, Train, Weights
+from orchestrator.plan import caption_inputs
 from orchestrator.request import TrainingRequest, parse_request
 from orchestrator.runner import run_job
 from stages.captions.gemini import GeminiSettings
@@ -19,6 +19,7 @@ from stages.captions.stage import Captions
 from stages.contract import Stage, StageContext
 from tests.fakegemini import FakeGemini
 from tests.helpers import Recorded, stage_context
+from tests.support.rehearsal import Publish, Train, Weights
 from tests.tiny_llava import tiny_llava_dir, write_images
 
 KEY = "AIzaSTAGEKEY-0123456789abcdefghijk"
@@ -62,8 +63,11 @@ def fake() -> Iterator[FakeGemini]:
         yield server
 
 
-def _stages(tmp_path: Path, fake: FakeGemini, **kw: Any) -> list[Stage]:
+def _stages(tmp_path: Path, fake: FakeGemini, request: TrainingRequest, **kw: Any) -> list[Stage]:
+    inputs = caption_inputs(request)
+    assert inputs is not None
     captions = Captions(
+        inputs,
         load_image_captioner=lambda: load_captioner(tiny_llava_dir(), device="cpu"),
         joycaption=JoyCaptionSettings(do_sample=False, max_new_tokens=5, batch_size=2),
         gemini=GeminiSettings(base_url=fake.base_url, poll_interval_s=0.0, **kw),
@@ -81,9 +85,7 @@ def test_captions_every_medium_and_a_redelivery_keeps_them(
 ) -> None:
     root = tmp_path / "root"
     request = _request(tmp_path)
-    out = run_job(
-        root=root, job_id="j1", stages=_stages(tmp_path, fake), request=request, secrets=[KEY]
-    )
+    out = run_job(root=root, job_id="j1", stages=_stages(tmp_path, fake, request), secrets=[KEY])
     assert out.status is Status.COMPLETE, out.error
     events = EventStore.on_disk(root).read("j1")
     walk = [e.status for e in events if e.type == e.status]
@@ -116,9 +118,7 @@ def test_captions_every_medium_and_a_redelivery_keeps_them(
 
     # Delivered again: the recorded result comes back and nothing is captioned twice.
     uploads = len(fake.calls("upload_start"))
-    again = run_job(
-        root=root, job_id="j1", stages=_stages(tmp_path, fake), request=request, secrets=[KEY]
-    )
+    again = run_job(root=root, job_id="j1", stages=_stages(tmp_path, fake, request), secrets=[KEY])
     assert again.status is Status.COMPLETE
     assert again.ran == []
     assert len(fake.calls("upload_start")) == uploads
@@ -128,9 +128,9 @@ def test_captions_every_medium_and_a_redelivery_keeps_them(
 def test_verify_wants_every_caption(tmp_path: Path, fake: FakeGemini) -> None:
     root = tmp_path / "root"
     request = _request(tmp_path, kind="videos")
-    stages = _stages(tmp_path, fake)
+    stages = _stages(tmp_path, fake, request)
     stages = [*stages[:2], Failing()]
-    first = run_job(root=root, job_id="j2", stages=stages, request=request, secrets=[KEY])
+    first = run_job(root=root, job_id="j2", stages=stages, secrets=[KEY])
     assert first.status is Status.ERROR
     job = root / "jobs" / "j2"
     assert (job / "dataset" / "videos" / "v0.txt").exists()
@@ -139,8 +139,7 @@ def test_verify_wants_every_caption(tmp_path: Path, fake: FakeGemini) -> None:
     second = run_job(
         root=root,
         job_id="j2",
-        stages=_stages(tmp_path, fake),
-        request=request,
+        stages=_stages(tmp_path, fake, request),
         secrets=[KEY],
         explicit_resume=True,
     )
@@ -148,9 +147,9 @@ def test_verify_wants_every_caption(tmp_path: Path, fake: FakeGemini) -> None:
     assert "captions" in second.ran  # verify saw the missing caption
     assert len(fake.calls("upload_start")) == uploads + 1  # only v1 captioned again
     assert (job / "dataset" / "videos" / "v1.txt").read_text().startswith("ohwx, A clip v1.mp4")
-    third_stages = _stages(tmp_path, fake)
+    third_stages = _stages(tmp_path, fake, request)
     assert third_stages[1].verify(
-        stage_context(job, Recorded().record, job_id="j2", resumed=True, request=request),
+        stage_context(job, Recorded().record, job_id="j2", resumed=True),
         {"files": []},
     )
 
@@ -158,9 +157,9 @@ def test_verify_wants_every_caption(tmp_path: Path, fake: FakeGemini) -> None:
 def test_a_refused_key_fails_the_job_with_a_clear_message(tmp_path: Path, fake: FakeGemini) -> None:
     root = tmp_path / "root"
     bad = _request(tmp_path, kind="videos").model_copy(deep=True)
-    stages = _stages(tmp_path, fake)
+    stages = _stages(tmp_path, fake, bad)
     fake.api_key = "AIzaSOMEOTHERKEY-000000000000000"
-    out = run_job(root=root, job_id="j3", stages=stages, request=bad, secrets=[KEY])
+    out = run_job(root=root, job_id="j3", stages=stages, secrets=[KEY])
     assert out.status is Status.ERROR
     assert out.error is not None
     assert "api_keys.gemini_api_key was refused by Gemini" in out.error

@@ -11,11 +11,11 @@ from orchestrator.catalogue import (
     BASE_DEFAULTS,
     CATALOGUE,
     MODEL_TYPES,
-    Download,
-    UnknownModelTypeError,
     _entry,
     get_model,
 )
+from orchestrator.errors import UnknownModelTypeError
+from stages.weights.sources import HubFiles
 
 # The seed README's "Training Configuration" tables, typed out by hand (not read from the code).
 SEED_DEFAULTS = {
@@ -321,6 +321,6 @@ def test_tiny_is_built_locally_not_downloaded() -> None:
 
 
 def test_unflattened_download_keeps_the_repo_layout() -> None:
-    download = Download("o/r", "d", files=("a/b.safetensors",))
+    download = HubFiles("o/r", "d", files=("a/b.safetensors",))
     assert download.targets() == ("d/a/b.safetensors",)
-    assert Download("o/r", "whole").targets() == ("whole",)
+    assert HubFiles("o/r", "whole").targets() == ("whole",)

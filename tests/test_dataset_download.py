@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.dataset.download import DownloadLimits, download
+from stages.dataset.download import download
+from stages.dataset.inputs import DownloadLimits
 from stages.errors import DownloadFailed
 from tests.dataserver import DataServer
 from tests.fakehub import FakeHub

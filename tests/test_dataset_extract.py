@@ -12,12 +12,12 @@ import pytest
 
 from stages.dataset.extract import (
     COMPLETE_MARKER,
-    ExtractLimits,
     Source,
     detect_format,
     extract_dataset,
     marker_matches,
 )
+from stages.dataset.inputs import ExtractLimits
 from stages.errors import ArchiveRefused
 
 

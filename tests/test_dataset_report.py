@@ -13,6 +13,7 @@ from PIL import Image
 from orchestrator.request import TrainingRequest, parse_request
 from stages.captions.text import apply_trigger, apply_trigger_to_dir, has_trigger
 from stages.dataset.report import NO_MEDIA, build_report
+from tests.helpers import dataset_rules_for
 
 av: Any
 try:
@@ -80,7 +81,7 @@ def test_counts_problems_and_steps(tmp_path: Path) -> None:
     (images / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
 
     req = request(image_repeats=3, trigger_word="ohwx", training={"batch_size": 2})
-    report = build_report(images, None, req)
+    report = build_report(images, None, dataset_rules_for(req))
     assert (report.images, report.videos) == (12, 0)
     assert report.captions_found == 9  # 7 ok + broken + anim
     assert (report.captions_missing, report.captions_empty, report.captions_not_utf8) == (1, 1, 1)
@@ -113,7 +114,7 @@ def test_examples_are_capped(tmp_path: Path) -> None:
     images.mkdir()
     for i in range(30):
         (images / f"{i:02}.jpg").write_bytes(b"not an image")
-    report = build_report(images, None, request(kind="images"))
+    report = build_report(images, None, dataset_rules_for(request(kind="images")))
     count, names = report.problems["corrupt_images"]
     assert count == 30
     assert len(names) == 20
@@ -122,7 +123,7 @@ def test_examples_are_capped(tmp_path: Path) -> None:
 
 
 def test_empty_dataset_uses_the_seed_wording(tmp_path: Path) -> None:
-    report = build_report(tmp_path / "images", tmp_path / "videos", request())
+    report = build_report(tmp_path / "images", tmp_path / "videos", dataset_rules_for(request()))
     assert report.fatal() == [NO_MEDIA]
 
 
@@ -133,7 +134,7 @@ def test_decompression_bomb_guard(tmp_path: Path) -> None:
     Image.new("1", (10000, 10000)).save(buf, "PNG")  # 100 MP, a few KiB on disk
     (images / "bomb.png").write_bytes(buf.getvalue())
     (images / "bomb.txt").write_text("x")
-    report = build_report(images, None, request())
+    report = build_report(images, None, dataset_rules_for(request()))
     assert report.problems["image_too_large"] == (1, ("bomb.png",))
 
 
@@ -152,7 +153,7 @@ def test_videos_short_and_images_unused(tmp_path: Path) -> None:
     req = request(
         "wan14b_i2v", video_repeats=5, training={"batch_size": 1, "gradient_accumulation_steps": 2}
     )
-    report = build_report(images, videos, req)
+    report = build_report(images, videos, dataset_rules_for(req))
     assert report.problems["short_videos"] == (1, ("short.mp4",))
     assert report.problems["corrupt_videos"] == (1, ("bad.mp4",))
     assert report.problems["unused_images"] == (1, ("still.jpg",))

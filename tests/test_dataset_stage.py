@@ -10,14 +10,16 @@ from typer.testing import CliRunner
 
 from events.store import EventStore
 from events.vocabulary import Status
-from orchestrator.cli_dataset import app
+from orchestrator.cli.dataset import app, check_dataset
+from orchestrator.plan import trainer_spec
 from orchestrator.request import parse_request
 from orchestrator.runner import run_job
 from stages.contract import Stage, StageContext
-from stages.dataset.download import DownloadLimits
-from stages.dataset.stage import Dataset, check_dataset
+from stages.dataset.inputs import DownloadLimits
+from stages.dataset.stage import Dataset
 from stages.training.config import JobPaths, render
 from tests.dataserver import DataServer
+from tests.helpers import dataset_inputs_for
 from tests.test_dataset_extract import make_zip
 from tests.test_dataset_report import jpeg
 
@@ -79,19 +81,19 @@ def test_stage_through_run_job_and_redelivery(tmp_path: Path) -> None:
         srv.files["/d.zip"] = dataset_zip()
         req = _request(srv.url + "/d.zip?sig=secretsig", trigger_word="ohwx")
         after = Fails()
-        stages = chain(Dataset(download_limits=LIMITS), after)
-        first = run_job(root=root, job_id="j", stages=stages, request=req)
+        stages = chain(Dataset(dataset_inputs_for(req, download_limits=LIMITS)), after)
+        first = run_job(root=root, job_id="j", stages=stages)
         assert first.status is Status.ERROR
         assert first.ran == ["dataset"]
         images = root / "jobs" / "j" / "dataset" / "images"
         assert (images / "img0.txt").read_text() == "ohwx, a red square 0"
 
-        second = run_job(root=root, job_id="j", stages=stages, request=req, explicit_resume=True)
+        second = run_job(root=root, job_id="j", stages=stages, explicit_resume=True)
         assert second.status is Status.COMPLETE, second.error
         assert second.skipped == ["dataset"]
         assert len(srv.gets("/d.zip")) == 1
 
-        third = run_job(root=root, job_id="j", stages=stages, request=req)
+        third = run_job(root=root, job_id="j", stages=stages)
         assert third.status is Status.COMPLETE
         assert third.ran == []
         assert len(srv.gets("/d.zip")) == 1
@@ -107,7 +109,9 @@ def test_stage_through_run_job_and_redelivery(tmp_path: Path) -> None:
     assert "secretsig" not in (root / "jobs" / "j" / "events.jsonl").read_text()
     # The configs render against the extracted folders (the batch check uses the counts).
     paths = JobPaths.for_job(root, "j")
-    rendered = render(req, paths, image_count=result["images"], video_count=result["videos"])
+    rendered = render(
+        trainer_spec(req), paths, image_count=result["images"], video_count=result["videos"]
+    )
     assert rendered.dataset["directory"][0]["path"] == str(images)
 
 
@@ -116,11 +120,11 @@ def test_stage_reuses_download_when_dataset_is_gone(tmp_path: Path) -> None:
     with DataServer() as srv:
         srv.files["/d.zip"] = dataset_zip()
         req = _request(srv.url + "/d.zip")
-        stages = chain(Dataset(download_limits=LIMITS), Fails())
-        run_job(root=root, job_id="j", stages=stages, request=req)
+        stages = chain(Dataset(dataset_inputs_for(req, download_limits=LIMITS)), Fails())
+        run_job(root=root, job_id="j", stages=stages)
         dataset = root / "jobs" / "j" / "dataset"
         (dataset / "images" / "img1.jpg").unlink()  # verify fails: the stage runs again
-        again = run_job(root=root, job_id="j", stages=stages, request=req, explicit_resume=True)
+        again = run_job(root=root, job_id="j", stages=stages, explicit_resume=True)
         assert again.status is Status.COMPLETE
         assert "dataset" in again.ran
         assert len(srv.gets("/d.zip")) == 1
@@ -131,11 +135,11 @@ def test_missing_captions_fail_before_model_download(tmp_path: Path) -> None:
     with DataServer() as srv:
         srv.files["/d.zip"] = dataset_zip(captions=False)
         after = Fails()
+        req = _request(srv.url + "/d.zip")
         outcome = run_job(
             root=tmp_path,
             job_id="j",
-            stages=[Dataset(download_limits=LIMITS), after],
-            request=_request(srv.url + "/d.zip"),
+            stages=[Dataset(dataset_inputs_for(req, download_limits=LIMITS)), after],
         )
     assert outcome.status is Status.ERROR
     assert after.calls == 0
@@ -147,11 +151,11 @@ def test_missing_captions_fail_before_model_download(tmp_path: Path) -> None:
 def test_no_media_uses_seed_wording(tmp_path: Path) -> None:
     with DataServer() as srv:
         srv.files["/d.zip"] = make_zip({"readme.md": b"hello"})
+        req = _request(srv.url + "/d.zip")
         outcome = run_job(
             root=tmp_path,
             job_id="j",
-            stages=[Dataset(download_limits=LIMITS)],
-            request=_request(srv.url + "/d.zip"),
+            stages=[Dataset(dataset_inputs_for(req, download_limits=LIMITS))],
         )
     assert outcome.error is not None
     assert outcome.error.startswith("No images/videos found in the dataset")

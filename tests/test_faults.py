@@ -89,7 +89,7 @@ def _trainer_main(argv: list[str]) -> int:  # pragma: no cover - runs in the tra
 
 def _use_fault_trainer(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     """Make the training stage start this file instead of minipipe, in `mode`."""
-    import stages.training.stage as training  # noqa: PLC0415
+    import stages.training.command as training  # noqa: PLC0415
 
     real = training.trainer_command
 

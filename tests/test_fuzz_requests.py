@@ -28,17 +28,12 @@ from hypothesis import strategies as st
 
 from orchestrator.catalogue import ALL_MODEL_TYPES, CATALOGUE
 from orchestrator.progress import ProgressReporter
-from orchestrator.request import (
-    OWNED_ADAPTER,
-    OWNED_MODEL,
-    OWNED_OPTIMIZER,
-    OWNED_TOP_LEVEL,
-    RequestError,
-    TrainingRequest,
-)
+from orchestrator.request import RequestError, TrainingRequest
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle, validate
+from stages.dataset.inputs import DownloadLimits
 from stages.errors import ConfigError
+from stages.training.owned_keys import OWNED_ADAPTER, OWNED_MODEL, OWNED_OPTIMIZER, OWNED_TOP_LEVEL
 from tests.canary import CANARIES, find, scan, with_canaries
 from tests.dataserver import DataServer
 from tests.fakehub import FakeHub
@@ -280,12 +275,15 @@ def check_error(error: Any) -> None:
         assert ":" in error.split(" ", 1)[0], error
 
 
+VALIDATE_SETTINGS = Settings(root=Path("/fuzz-root"))  # validation touches no folder
+
+
 def run_validate(raw: Any) -> TrainingRequest | str:
     """The request, or the error string the handler would answer with; every problem of a
     refused request names the field it is about."""
     problems: list[tuple[str, str]] = []
     try:
-        return validate(raw)
+        return validate(raw, VALIDATE_SETTINGS, "fuzz-job").request
     except RequestError as exc:
         problems, text = exc.problems, str(exc)
     except ConfigError as exc:
@@ -363,15 +361,17 @@ def test_handle_fuzzed_bodies(
     # The reporter's 2 s pause before answering (for RunPod's late progress updates) is
     # irrelevant here and would make 300 jobs take ten minutes.
     original = ProgressReporter.quiet
-    monkeypatch.setenv("DPS_DATASET_DOWNLOAD_ATTEMPTS", "1")  # a host that never answers
-    monkeypatch.setenv("DPS_DATASET_RETRY_WAIT_S", "0")
     monkeypatch.setattr(ProgressReporter, "quiet", lambda self, gap_s=2.0: original(self, 0.0))
     root = tmp_path / "root"
-    options = WorkerOptions(
-        settings=Settings(root=root, hub_endpoint=hub.url, download_attempts=1, retry_wait_s=0),
-        progress_every_s=0,
-        mirror_close_s=10,
+    settings_ = Settings(
+        root=root,
+        hub_endpoint=hub.url,
+        download_attempts=1,
+        retry_wait_s=0,
+        # A dataset host that never answers fails at once.
+        download_limits=DownloadLimits(attempts=1, retry_wait_s=0),
     )
+    options = WorkerOptions(settings=settings_, progress_every_s=0, mirror_close_s=10)
     ids = itertools.count()
     counts = {"ran": 0, "refused": 0, "dataset_404": 0}
 

@@ -176,7 +176,8 @@ def test_a_retry_after_a_trainer_failure_keeps_the_dataset_and_its_captions(
         hub,
         monkeypatch,
         get_model("qwen"),
-        captions_factory=lambda: Captions(
+        captions_factory=lambda inputs: Captions(
+            inputs,
             load_image_captioner=lambda: load_captioner(tiny_llava_dir(), device="cpu"),
             joycaption=JoyCaptionSettings(do_sample=False, max_new_tokens=5, batch_size=2),
         ),

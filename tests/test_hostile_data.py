@@ -15,7 +15,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,10 @@ from PIL import Image
 from events.model import Event
 from events.store import EventStore
 from orchestrator.progress import ProgressReporter
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, download_limits
 from orchestrator.worker import WorkerOptions, handle
-from stages.dataset.download import DownloadLimits, _check_host, download
+from stages.dataset.download import _check_host, download
+from stages.dataset.inputs import DownloadLimits
 from stages.errors import DownloadFailed
 from tests.dataserver import DataServer
 from tests.fakehub import FakeHub
@@ -227,10 +228,11 @@ def run_job(
     data, hub = servers
     root = tmp / "root"
     case.serve(data)
-    options = WorkerOptions(
-        settings=Settings(root=root, hub_endpoint=hub.url, download_attempts=1, retry_wait_s=0),
-        progress_every_s=0,
+    # From the environment, as the worker reads it (a case may set DPS_DATASET_* limits).
+    settings = replace(
+        Settings.from_env(), root=root, hub_endpoint=hub.url, download_attempts=1, retry_wait_s=0
     )
+    options = WorkerOptions(settings=settings, progress_every_s=0)
     body = {
         "model_type": case.model_type,
         "dataset": {
@@ -381,7 +383,7 @@ def test_redirect_to_a_private_address_is_refused_before_connecting(
 
 
 def test_a_private_host_can_be_allowed_by_the_operator() -> None:
-    limits = DownloadLimits.from_env({"DPS_DATASET_ALLOW_HOSTS": " 10.0.0.1 ,Minio.internal"})
+    limits = download_limits({"DPS_DATASET_ALLOW_HOSTS": " 10.0.0.1 ,Minio.internal"})
     assert limits.allow_hosts == frozenset({"10.0.0.1", "minio.internal"})
     _check_host("http://10.0.0.1/x.zip", "dataset.images_url", limits)  # no error, no traffic
     with pytest.raises(DownloadFailed, match=r"10\.0\.0\.2"):
@@ -432,6 +434,6 @@ def test_a_name_that_rebinds_to_a_refused_address_is_caught_at_the_connection(
 
 
 def test_loopback_datasets_can_be_turned_off() -> None:
-    assert DownloadLimits.from_env({}).allow_loopback
-    assert not DownloadLimits.from_env({"DPS_DATASET_ALLOW_LOOPBACK": "0"}).allow_loopback
-    assert not DownloadLimits.from_env({"DPS_DATASET_ALLOW_LOOPBACK": "false"}).allow_loopback
+    assert download_limits({}).allow_loopback
+    assert not download_limits({"DPS_DATASET_ALLOW_LOOPBACK": "0"}).allow_loopback
+    assert not download_limits({"DPS_DATASET_ALLOW_LOOPBACK": "false"}).allow_loopback

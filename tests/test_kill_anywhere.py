@@ -83,12 +83,13 @@ KILLS: tuple[Kill, ...] = (
 
 
 # --- the worker: handler.py plus a tiny captioner ---------------------------------------------
-def _captions_factory() -> Any:
+def _captions_factory(inputs: Any) -> Any:
     from stages.captions.joycaption import JoyCaptionSettings, load_captioner  # noqa: PLC0415
     from stages.captions.stage import Captions  # noqa: PLC0415
 
     folder = os.environ[CAPTIONER_ENV]
     return Captions(
+        inputs,
         load_image_captioner=lambda: load_captioner(folder, device="cpu"),
         joycaption=JoyCaptionSettings(do_sample=False, max_new_tokens=5, batch_size=2),
     )

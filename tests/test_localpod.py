@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from localpod import LocalPod
 from localpod.board import IN_PROGRESS, BadRequest, JobBoard
-from orchestrator.cli_submit import submit
+from orchestrator.cli.submit import submit
 
 HANDLER = Path(__file__).with_name("localpod_handler.py")
 ROOT = HANDLER.parent.parent

@@ -10,9 +10,9 @@ from typing import Any
 from rich.console import Console
 from typer.testing import CliRunner
 
-from orchestrator import cli
 from orchestrator.catalogue import ALL_MODEL_TYPES
 from orchestrator.cli import app
+from orchestrator.cli import models as models_command
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -40,7 +40,7 @@ def _write(tmp_path: Path, body: dict[str, Any]) -> Path:
 
 def test_models_lists_every_model(monkeypatch: Any) -> None:
     # A wide console, so no cell is folded and each row is one line.
-    monkeypatch.setattr(cli, "out", Console(width=400))
+    monkeypatch.setattr(models_command, "out", Console(width=400))
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}

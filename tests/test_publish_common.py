@@ -12,20 +12,19 @@ from typing import Any
 
 import pytest
 
+from orchestrator.plan import publish_spec
 from orchestrator.request import parse_request
-from stages.contract import StageContext
-from stages.errors import StageFailed
-from stages.publish.common import PublishInputs, collect_artifacts
-from stages.publish.stage import (
+from orchestrator.response import (
     INSTRUCTIONS,
-    Publish,
-    PublishOptions,
     build_response,
     complete_event_data,
     failed_response,
-    publish,
     response_from_results,
 )
+from stages.contract import StageContext
+from stages.errors import StageFailed
+from stages.publish.common import PublishInputs, collect_artifacts
+from stages.publish.stage import Publish, PublishOptions, publish
 from tests.helpers import Recorded, stage_context
 
 JOB_ID = "a1b2c3d4-e5f6-7890-abcd-ef0123456789"
@@ -116,7 +115,7 @@ def make_job(
         "files": [lora],
     }
     report = {"images": 12, "videos": 0, "captions": 12, "trigger_word": "ohwx person"}
-    return PublishInputs(JOB_ID, job_dir, request, training, report)
+    return PublishInputs(JOB_ID, job_dir, publish_spec(request), training, report)
 
 
 def assert_no_canary(*texts: str | bytes) -> None:
@@ -195,14 +194,13 @@ def _ctx(inputs: PublishInputs, results: dict[str, dict[str, Any]]) -> StageCont
         Recorded().record,
         job_id=inputs.job_id,
         results=results,
-        request=inputs.request,
     )
 
 
 def test_stage_and_response_shape(tmp_path: Path) -> None:
     dest = tmp_path / "results"
     inputs = make_job(tmp_path, {"method": "local", "local": {"path": str(dest)}})
-    stage = Publish(PublishOptions())
+    stage = Publish(inputs.spec, PublishOptions())
     results: dict[str, dict[str, Any]] = {
         "dataset": {"report": dict(inputs.dataset_report)},
         "training": dict(inputs.training),
@@ -257,7 +255,7 @@ def test_local_verify_notices_a_removed_copy(tmp_path: Path) -> None:
     dest = tmp_path / "results"
     inputs = make_job(tmp_path, {"method": "local", "local": {"path": str(dest)}})
     ctx = _ctx(inputs, {"training": dict(inputs.training)})
-    stage = Publish()
+    stage = Publish(inputs.spec)
     result = stage.run(ctx)
     assert stage.verify(ctx, result)
     shutil.rmtree(dest / JOB_ID)

@@ -12,14 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from events.redact import mask_url
 from orchestrator.catalogue import ALL_MODEL_TYPES, get_model
-from orchestrator.request import (
-    RequestError,
-    TrainingRequest,
-    effective_training,
-    mask_url,
-    parse_request,
-)
+from orchestrator.plan import trainer_spec
+from orchestrator.request import RequestError, TrainingRequest, effective_training, parse_request
 from stages.training.config import preflight
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -160,7 +156,7 @@ def test_seed_wan_example_runs_as_written() -> None:
     # (stages.training.clips), so the seed README's own Wan example passes the preflight verbatim.
     req = parse_request({"input": SEED_WAN_CUSTOM})
     assert req.training.video_clip_mode == "multiple_overlapping"
-    preflight(req)
+    preflight(trainer_spec(req))
 
 
 def test_schema_says_which_clip_modes_train() -> None:

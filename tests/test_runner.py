@@ -15,8 +15,8 @@ from events.errors import LeaseHeld
 from events.lease import FileLease
 from events.store import EventStore
 from events.vocabulary import Status
-from orchestrator.rehearsal import Download, Publish, Train, Weights
 from orchestrator.runner import run_job
+from tests.support.rehearsal import Download, Publish, Train, Weights
 
 SEED_WALK = [
     "INITIALIZED",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from orchestrator.catalogue import ALL_MODEL_TYPES, BASE_DEFAULTS
-from orchestrator.schema_export import SCHEMA_PATH, main, render_schema
+from orchestrator.cli.schema import SCHEMA_PATH, main, render_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def test_check_fails_on_a_stale_or_missing_file(
 
 def test_module_runs_as_a_script() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.schema_export", "--check"],
+        [sys.executable, "-m", "orchestrator.cli.schema", "--check"],
         cwd=ROOT,
         capture_output=True,
         text=True,

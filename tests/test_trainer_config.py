@@ -10,19 +10,12 @@ from typing import Any
 import pytest
 
 from orchestrator.catalogue import ALL_MODEL_TYPES
+from orchestrator.plan import trainer_spec
 from orchestrator.request import TrainingRequest, parse_request
 from stages.errors import ConfigError
-from stages.training.config import (
-    GOLDEN_DIR,
-    GOLDEN_PATHS,
-    JobPaths,
-    check_dataset,
-    check_main,
-    golden_texts,
-    main,
-    render,
-    write_configs,
-)
+from stages.training.config import JobPaths, RenderedConfigs, render, write_configs
+from stages.training.traps import check_dataset, check_main
+from tests.support.golden import GOLDEN_DIR, GOLDEN_PATHS, golden_texts, main
 
 WAN_VIDEOS: dict[str, Any] = {
     "model_type": "wan14b_t2v",
@@ -43,6 +36,12 @@ def _request(body: dict[str, Any] | None = None, **training: Any) -> TrainingReq
     return parse_request(body)
 
 
+def _render(request: TrainingRequest, paths: JobPaths, **counts: Any) -> RenderedConfigs:
+    """The configs the job would render for `request`: its trainer spec, built as the pipeline
+    builds it, then rendered."""
+    return render(trainer_spec(request), paths, **counts)
+
+
 def _bypass(request: TrainingRequest, **update: Any) -> TrainingRequest:
     """A request carrying values the request schema refuses, to prove the renderer refuses them
     too (model_copy skips validation)."""
@@ -56,7 +55,7 @@ def _bypass(request: TrainingRequest, **update: Any) -> TrainingRequest:
 @pytest.mark.parametrize("model_type", ALL_MODEL_TYPES)
 @pytest.mark.parametrize("name", ["dataset.toml", "main.toml"])
 def test_golden_file(model_type: str, name: str) -> None:
-    # Regenerate with: python -m stages.training.config --regen-golden (then review the diff).
+    # Regenerate with: python -m tests.support.golden --regen-golden (then review the diff).
     expected = (GOLDEN_DIR / model_type / name).read_text(encoding="utf-8")
     assert golden_texts(model_type)[name] == expected
 
@@ -112,7 +111,7 @@ def test_seed_fields_map_to_their_diffusion_pipe_keys() -> None:
         eval_every_n_epochs=2,
         eval_before_first_step=False,
     )
-    configs = render(req, GOLDEN_PATHS)
+    configs = _render(req, GOLDEN_PATHS)
     m, d = configs.main, configs.dataset
     assert m["epochs"] == 7
     assert m["micro_batch_size_per_gpu"] == 3
@@ -154,7 +153,7 @@ def test_only_the_media_the_model_trains_on() -> None:
             "api_keys": {"huggingface_token": "hf_abc"},
         }
     )
-    configs = render(flux, GOLDEN_PATHS)  # GOLDEN_PATHS has a videos dir too
+    configs = _render(flux, GOLDEN_PATHS)  # GOLDEN_PATHS has a videos dir too
     assert [d["path"] for d in configs.dataset["directory"]] == ["/work/job/dataset/images"]
     assert "frame_buckets" not in configs.dataset
     assert "video_clip_mode" not in configs.main
@@ -162,7 +161,7 @@ def test_only_the_media_the_model_trains_on() -> None:
     i2v = parse_request(
         {"model_type": "wan14b_i2v", "dataset": {"type": "precaptioned", "videos_url": "https://x"}}
     )
-    dirs = render(i2v, GOLDEN_PATHS).dataset["directory"]
+    dirs = _render(i2v, GOLDEN_PATHS).dataset["directory"]
     assert [d["path"] for d in dirs] == ["/work/job/dataset/videos"]
 
 
@@ -172,7 +171,7 @@ def test_a_job_without_a_media_directory_is_refused() -> None:
         {"model_type": "qwen", "dataset": {"type": "precaptioned", "images_url": "https://x"}}
     )
     with pytest.raises(ConfigError, match="needs a directory of images") as info:
-        render(qwen, paths)
+        _render(qwen, paths)
     assert info.value.field == "dataset"
 
 
@@ -188,7 +187,7 @@ def test_passthrough_lands_in_the_right_table() -> None:
         adapter={"dropout": 0.05},
         optimizer={"stabilize": True},
     )
-    configs = render(req, GOLDEN_PATHS)
+    configs = _render(req, GOLDEN_PATHS)
     m = tomllib.loads(configs.main_toml())
     assert m["blocks_to_swap"] == 8
     assert m["lr_scheduler"] == "cosine"
@@ -221,7 +220,7 @@ def test_passthrough_lands_in_the_right_table() -> None:
 def test_owned_keys_are_refused_by_the_renderer_too(update: dict[str, Any], field: str) -> None:
     req = _bypass(_request(), **update)
     with pytest.raises(ConfigError) as info:
-        render(req, GOLDEN_PATHS)
+        _render(req, GOLDEN_PATHS)
     assert info.value.field == field
     assert str(info.value).startswith(f"{field}: ")
 
@@ -229,7 +228,7 @@ def test_owned_keys_are_refused_by_the_renderer_too(update: dict[str, Any], fiel
 def test_values_cannot_inject_toml() -> None:
     nasty = 'x"\n[model]\ntype = "flux"\n#'
     req = _request(my_key=nasty, adapter={"note": "]]\n[[directory]]"})
-    configs = render(req, GOLDEN_PATHS)
+    configs = _render(req, GOLDEN_PATHS)
     parsed = tomllib.loads(configs.main_toml())
     assert parsed["my_key"] == nasty
     assert parsed["model"]["type"] == "wan"
@@ -240,7 +239,7 @@ def test_values_cannot_inject_toml() -> None:
 
 
 def _rendered_main() -> dict[str, Any]:
-    return render(_request(), GOLDEN_PATHS).main
+    return _render(_request(), GOLDEN_PATHS).main
 
 
 def test_no_save_key_is_refused() -> None:
@@ -271,7 +270,7 @@ def test_eval_datasets_must_be_tables() -> None:
 
 
 def test_more_than_three_resolutions_are_refused() -> None:
-    d = render(_request(), GOLDEN_PATHS).dataset
+    d = _render(_request(), GOLDEN_PATHS).dataset
     check_dataset({**d, "resolutions": [512, 768, 1024]})
     with pytest.raises(ConfigError, match="4 resolutions") as info:
         check_dataset({**d, "resolutions": [256, 512, 768, 1024]})
@@ -283,7 +282,7 @@ def test_more_than_three_resolutions_are_refused() -> None:
 
 def test_the_trainer_never_gets_a_clip_mode_diffusion_pipe_lacks() -> None:
     # multiple_overlapping is cut by the service; diffusion-pipe gets single_beginning
-    rendered = render(_request(video_clip_mode="multiple_overlapping"), GOLDEN_PATHS)
+    rendered = _render(_request(video_clip_mode="multiple_overlapping"), GOLDEN_PATHS)
     assert rendered.main["video_clip_mode"] == "single_beginning"
     with pytest.raises(ConfigError, match="video_clip_mode") as info:
         check_main({**_rendered_main(), "video_clip_mode": "multiple_overlapping"})
@@ -293,31 +292,31 @@ def test_the_trainer_never_gets_a_clip_mode_diffusion_pipe_lacks() -> None:
 
 def test_global_batch_larger_than_the_dataset_is_refused() -> None:
     req = _request(batch_size=2, gradient_accumulation_steps=4)  # global batch 8
-    render(req, GOLDEN_PATHS)  # sizes unknown: nothing to check
-    render(req, GOLDEN_PATHS, image_count=3, video_count=2)  # 3x3=9 and 2x7=14 items
+    _render(req, GOLDEN_PATHS)  # sizes unknown: nothing to check
+    _render(req, GOLDEN_PATHS, image_count=3, video_count=2)  # 3x3=9 and 2x7=14 items
     with pytest.raises(ConfigError) as info:
-        render(req, GOLDEN_PATHS, image_count=2, video_count=2)  # 2x3=6 images < 8
+        _render(req, GOLDEN_PATHS, image_count=2, video_count=2)  # 2x3=6 images < 8
     assert info.value.field == "training.batch_size"
     assert "global batch 8" in str(info.value)
     assert "dataset.image_repeats" in str(info.value)
     with pytest.raises(ConfigError, match="video_repeats"):
-        render(req, GOLDEN_PATHS, image_count=10, video_count=1)  # 1x7=7 videos < 8
+        _render(req, GOLDEN_PATHS, image_count=10, video_count=1)  # 1x7=7 videos < 8
     with pytest.raises(ConfigError, match="2 GPUs"):
-        render(req, GOLDEN_PATHS, image_count=3, video_count=2, num_gpus=2)
+        _render(req, GOLDEN_PATHS, image_count=3, video_count=2, num_gpus=2)
 
 
 def test_a_medium_the_dataset_lacks_gets_no_directory_and_no_batch_check() -> None:
     # Wan trains on images and videos; a videos-only dataset has no images folder, and
     # diffusion-pipe stops on a directory that does not exist ("Invalid path").
     req = _request(batch_size=2, gradient_accumulation_steps=4)
-    paths = [d["path"] for d in render(req, GOLDEN_PATHS).dataset["directory"]]
+    paths = [d["path"] for d in _render(req, GOLDEN_PATHS).dataset["directory"]]
     assert paths == [str(GOLDEN_PATHS.images_dir), str(GOLDEN_PATHS.videos_dir)]  # not known yet
-    videos_only = render(req, GOLDEN_PATHS, image_count=0, video_count=2)
+    videos_only = _render(req, GOLDEN_PATHS, image_count=0, video_count=2)
     assert [d["path"] for d in videos_only.dataset["directory"]] == [str(GOLDEN_PATHS.videos_dir)]
-    images_only = render(req, GOLDEN_PATHS, image_count=3, video_count=0)
+    images_only = _render(req, GOLDEN_PATHS, image_count=3, video_count=0)
     assert [d["path"] for d in images_only.dataset["directory"]] == [str(GOLDEN_PATHS.images_dir)]
     with pytest.raises(ConfigError, match="needs a directory"):
-        render(req, GOLDEN_PATHS, image_count=0, video_count=0)
+        _render(req, GOLDEN_PATHS, image_count=0, video_count=0)
 
 
 def test_batch_check_ignores_media_the_model_does_not_train_on() -> None:
@@ -329,9 +328,9 @@ def test_batch_check_ignores_media_the_model_does_not_train_on() -> None:
             "api_keys": {"huggingface_token": "hf_abc"},
         }
     )
-    render(flux, GOLDEN_PATHS, image_count=4, video_count=0)
+    _render(flux, GOLDEN_PATHS, image_count=4, video_count=0)
     with pytest.raises(ConfigError):
-        render(flux, GOLDEN_PATHS, image_count=3)
+        _render(flux, GOLDEN_PATHS, image_count=3)
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -339,7 +338,7 @@ def test_batch_check_ignores_media_the_model_does_not_train_on() -> None:
 
 def test_write_configs(tmp_path: Path) -> None:
     paths = JobPaths.for_job(tmp_path, "job-1")
-    configs = render(_request(), paths)
+    configs = _render(_request(), paths)
     dataset_file, main_file = write_configs(configs, paths.config_dir)
     assert dataset_file == tmp_path / "jobs" / "job-1" / "config" / "dataset.toml"
     assert main_file.name == "wan14b_t2v.toml"

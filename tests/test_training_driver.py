@@ -10,8 +10,10 @@ import tomli_w
 from events.store import EventStore
 from stages.errors import StageFailed
 from stages.training import log_lines as tl
+from stages.training.command import trainer_command
+from stages.training.resume import plan_launch
 from stages.training.run_folder import newest_lora, resumable_checkpoint, run_dirs
-from stages.training.stage import Training, TrainingPlan, plan_launch, trainer_command
+from stages.training.stage import Training, TrainingPlan
 from tests.helpers import stage_context
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from events.store import EventStore
 from minipipe.model import build_tiny_model
 from orchestrator.machine import JobMachine
+from orchestrator.plan import trainer_spec
 from orchestrator.request import parse_request
 from stages.contract import StageContext, StopRequest
 from stages.errors import JobInterrupted
@@ -46,7 +47,7 @@ def _job(tmp_path: Path, epochs: int = 3) -> tuple[TrainingPlan, JobPaths, Path]
             "output": {"method": "local", "local": {"path": str(tmp_path / "out")}},
         }
     )
-    _, main = write_configs(render(request, paths, image_count=4), paths.config_dir)
+    _, main = write_configs(render(trainer_spec(request), paths, image_count=4), paths.config_dir)
     return (
         TrainingPlan("tiny", main, "adapter_model.safetensors", total_steps=4 * epochs),
         paths,

@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from events.store import EventStore
-from orchestrator.cli_dataset import app as dataset_app
+from orchestrator.cli.dataset import app as dataset_app
 from orchestrator.machine import JobMachine
-from orchestrator.pipeline import ConfiguredTraining, Delivery
+from orchestrator.pipeline import Delivery, build_stages
+from orchestrator.plan import plan_job, trainer_spec
 from orchestrator.request import TrainingRequest, parse_request
 from orchestrator.settings import Settings
 from stages.dataset.report import build_report
@@ -36,9 +37,10 @@ from stages.training.clips import (
     plan_clips,
 )
 from stages.training.config import JobPaths, preflight, render
+from stages.training.stage import ConfiguredTraining
 from tests.fake_trainer import install_deepspeed
+from tests.helpers import dataset_rules_for, stage_context
 from tests.helpers import fade_video as video
-from tests.helpers import stage_context
 
 ROOT = Path(__file__).resolve().parent.parent
 WAN_FPS = 16.0
@@ -185,12 +187,12 @@ def wan_request(**training: Any) -> TrainingRequest:
 
 
 def test_the_seed_readme_wan_example_passes_preflight() -> None:
-    preflight(wan_request(frame_buckets=[1, 17, 33, 49]))
+    preflight(trainer_spec(wan_request(frame_buckets=[1, 17, 33, 49])))
 
 
 def test_the_trainer_gets_the_clips_folder_and_takes_each_clip_from_its_start() -> None:
     paths = JobPaths.for_job(Path("/work"), "job")
-    configs = render(wan_request(), paths, video_count=3)
+    configs = render(trainer_spec(wan_request()), paths, video_count=3)
     main = tomllib.loads(configs.main_toml())
     dataset = tomllib.loads(configs.dataset_toml())
     assert main["video_clip_mode"] == "single_beginning"
@@ -198,7 +200,7 @@ def test_the_trainer_gets_the_clips_folder_and_takes_each_clip_from_its_start() 
         "/work/jobs/job/dataset/images",
         "/work/jobs/job/dataset/clips",
     ]
-    plain = render(wan_request(video_clip_mode="single_middle"), paths, video_count=3)
+    plain = render(trainer_spec(wan_request(video_clip_mode="single_middle")), paths, video_count=3)
     assert tomllib.loads(plain.main_toml())["video_clip_mode"] == "single_middle"
     assert "/work/jobs/job/dataset/videos" in plain.dataset_toml()
 
@@ -210,7 +212,9 @@ def test_the_report_counts_clips_and_measures_frames_at_the_models_rate(tmp_path
     video(videos / "fast_short.mp4", 40)  # 40 source frames, but 21 at 16 fps: too short
     for stem in ("long", "fast_short"):
         (videos / f"{stem}.txt").write_text("ohwx, grey")
-    overlapping = build_report(None, videos, wan_request(epochs=1, gradient_accumulation_steps=1))
+    overlapping = build_report(
+        None, videos, dataset_rules_for(wan_request(epochs=1, gradient_accumulation_steps=1))
+    )
     assert overlapping.usable_videos == 1
     assert overlapping.problems["short_videos"][0] == 1
     assert overlapping.video_clips == 2
@@ -218,7 +222,9 @@ def test_the_report_counts_clips_and_measures_frames_at_the_models_rate(tmp_path
     single = build_report(
         None,
         videos,
-        wan_request(video_clip_mode="single_middle", epochs=1, gradient_accumulation_steps=1),
+        dataset_rules_for(
+            wan_request(video_clip_mode="single_middle", epochs=1, gradient_accumulation_steps=1)
+        ),
     )
     assert single.video_clips == 1
     assert repeats == 2 * single.steps_per_epoch
@@ -227,7 +233,7 @@ def test_the_report_counts_clips_and_measures_frames_at_the_models_rate(tmp_path
 
 @pytest.mark.parametrize("mode", ["single_beginning", "single_middle", "multiple_overlapping"])
 def test_every_documented_clip_mode_is_accepted(mode: str) -> None:
-    preflight(wan_request(video_clip_mode=mode))
+    preflight(trainer_spec(wan_request(video_clip_mode=mode)))
 
 
 # --- through the training stage, down to the trainer's command line ----------------------------
@@ -249,15 +255,18 @@ def test_the_training_stage_cuts_then_launches_diffusion_pipe_on_the_clips(
     (root / "models" / "Wan" / "Wan2.1-T2V-1.3B").mkdir(parents=True)  # the [model] path
     argv_file = install_deepspeed(tmp_path / "bin", monkeypatch)
     request = wan_request(epochs=2)
-    delivery = Delivery("j", request, Settings(root=root, diffusion_pipe_dir=checkout))
+    settings = Settings(root=root, diffusion_pipe_dir=checkout)
+    delivery = Delivery(plan_job(request, settings, "j"), settings)
+    training = next(s for s in build_stages(delivery) if s.name == "training")
+    assert isinstance(training, ConfiguredTraining)
     log = EventStore.in_memory().open("j")
     machine = JobMachine(log)
     for status in ("INITIALIZED", "STARTING", "DOWNLOADING", "MODEL_DOWNLOAD", "TRAINING"):
         machine.fire(status)
     results = {"dataset": {"images": 0, "videos": 1, "total_steps": 4}}
-    ctx = stage_context(job, machine.record, job_id="j", results=results, request=request)
+    ctx = stage_context(job, machine.record, job_id="j", results=results)
 
-    result = ConfiguredTraining(delivery).run(ctx)
+    result = training.run(ctx)
 
     assert result["final_save"] == "epoch2"
     argv = argv_file.read_text().split()

@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 from bench.mirror_bench import Chain, SimClock
 from events.projections.hub import HubMirror
 from events.projections.updates import render
-from orchestrator.cli_watch import watch
-from orchestrator.watch import watch_updates
+from orchestrator.cli.watch import watch, watch_updates
 from tests.fakehub import FakeHub
 
 TOKEN = "hf_watchreadertoken00000000000"

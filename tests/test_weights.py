@@ -15,22 +15,16 @@ from typing import Any
 import pytest
 
 from events.lease import FileLease
+from orchestrator.catalogue import get_model
 from orchestrator.settings import Settings
 from stages.contract import StageContext
 from stages.errors import StageFailed
-from stages.weights.stage import (
-    MANIFEST,
-    Built,
-    HubFiles,
-    ModelDownload,
-    Throttle,
-    Tracker,
-    Weights,
-    ensure_model,
-    read_manifest,
-    sources_for,
-    start_model_download,
-)
+from stages.throttle import Throttle
+from stages.weights.ensure import ensure_model
+from stages.weights.manifest import MANIFEST, read_manifest
+from stages.weights.progress import ByteProgress, Tracker
+from stages.weights.sources import Built, HubFiles
+from stages.weights.stage import ModelDownload, Weights, start_model_download
 from tests.fakehub import FakeHub
 from tests.helpers import Recorded, stage_context
 
@@ -73,7 +67,7 @@ PATTERNS = HubFiles(REPO, "m", allow_patterns=("transformer/*",))
 
 def test_download_with_allow_patterns(hub: FakeHub, settings: Settings) -> None:
     tracker = Tracker()
-    result = ensure_model("m", [PATTERNS], settings=settings, tracker=tracker)
+    result = ensure_model("m", [PATTERNS], options=settings.weights, tracker=tracker)
     dest = settings.models_root / "m"
     assert (dest / "transformer/a.safetensors").read_bytes() == WEIGHTS
     assert not (dest / "README.md").exists()
@@ -112,7 +106,7 @@ def test_flatten_puts_files_side_by_side(hub: FakeHub, settings: Settings) -> No
         ),
         HubFiles("ostris/adapter", "z", files=("adapter_v2.safetensors",)),
     ]
-    ensure_model("z_image_turbo", sources, settings=settings)
+    ensure_model("z_image_turbo", sources, options=settings.weights)
     dest = settings.models_root / "z"
     names = sorted(p.name for p in dest.iterdir())
     assert names == [MANIFEST, "adapter_v2.safetensors", "ae.safetensors", "z.safetensors"]
@@ -121,23 +115,23 @@ def test_flatten_puts_files_side_by_side(hub: FakeHub, settings: Settings) -> No
 
 
 def test_second_run_reuses_without_touching_the_hub(hub: FakeHub, settings: Settings) -> None:
-    ensure_model("m", [PATTERNS], settings=settings)
+    ensure_model("m", [PATTERNS], options=settings.weights)
     before = len(hub.requests)
-    again = ensure_model("m", [PATTERNS], settings=settings)
+    again = ensure_model("m", [PATTERNS], options=settings.weights)
     assert again.source == "reused"
     assert len(hub.requests) == before
     # A different spec for the same folder does not trust the old manifest.
     wider = HubFiles(REPO, "m", allow_patterns=("transformer/*", "*.md"))
-    assert ensure_model("m", [wider], settings=settings).source == "downloaded"
+    assert ensure_model("m", [wider], options=settings.weights).source == "downloaded"
     assert hub.downloads() == 3  # README only: the two right-sized files were kept
 
 
 def test_damaged_file_is_downloaded_again(hub: FakeHub, settings: Settings) -> None:
-    ensure_model("m", [PATTERNS], settings=settings)
+    ensure_model("m", [PATTERNS], options=settings.weights)
     damaged = settings.models_root / "m" / "transformer/a.safetensors"
     damaged.write_bytes(WEIGHTS[:100])  # a torn copy: right name, wrong size
     assert read_manifest(settings.models_root / "m", [PATTERNS]) is None
-    again = ensure_model("m", [PATTERNS], settings=settings)
+    again = ensure_model("m", [PATTERNS], options=settings.weights)
     assert again.source == "downloaded"
     assert damaged.read_bytes() == WEIGHTS
     assert hub.downloads() == 3  # the damaged file only
@@ -147,13 +141,13 @@ def test_gated_repo_without_token_is_explained(hub: FakeHub, settings: Settings)
     hub.add_repo("bfl/flux", {"w.bin": b"w"}, gated_tokens={"hf_accepted"})
     marked = HubFiles("bfl/flux", "flux", gated=True)
     with pytest.raises(StageFailed) as exc:
-        ensure_model("flux", [marked], settings=settings)
+        ensure_model("flux", [marked], options=settings.weights)
     assert "no Hugging Face token" in str(exc.value)
     assert "https://huggingface.co/bfl/flux" in str(exc.value)
     assert hub.requests == []  # known gated: refused before any request
     # Not marked gated in the catalogue: the Hub's 401 GatedRepo gives the same advice.
     with pytest.raises(StageFailed) as unmarked:
-        ensure_model("flux", [HubFiles("bfl/flux", "flux")], settings=settings)
+        ensure_model("flux", [HubFiles("bfl/flux", "flux")], options=settings.weights)
     assert "no Hugging Face token" in str(unmarked.value)
 
 
@@ -161,26 +155,26 @@ def test_gated_repo_with_a_token_not_allowed(hub: FakeHub, settings: Settings) -
     hub.add_repo("bfl/flux", {"w.bin": b"w"}, gated_tokens={"hf_accepted"})
     spec = HubFiles("bfl/flux", "flux", gated=True)
     with pytest.raises(StageFailed) as exc:
-        ensure_model("flux", [spec], settings=settings, token="hf_secret_other")
+        ensure_model("flux", [spec], options=settings.weights, token="hf_secret_other")
     message = str(exc.value)
     assert "bfl/flux" in message
     assert "https://huggingface.co/bfl/flux" in message
     assert "account that accepted" in message
     assert "hf_secret_other" not in message
     assert hub.downloads() == 0
-    ok = ensure_model("flux", [spec], settings=settings, token="hf_accepted")
+    ok = ensure_model("flux", [spec], options=settings.weights, token="hf_accepted")
     assert ok.source == "downloaded"
 
 
 def test_missing_file_names_repo_and_file(hub: FakeHub, settings: Settings) -> None:
     spec = HubFiles(REPO, "m", files=("transformer/a.safetensors", "vae/missing.bin"))
     with pytest.raises(StageFailed) as exc:
-        ensure_model("m", [spec], settings=settings)
+        ensure_model("m", [spec], options=settings.weights)
     assert REPO in str(exc.value)
     assert "vae/missing.bin" in str(exc.value)
     assert hub.downloads() == 0  # checked against the listing before any download
     with pytest.raises(StageFailed, match="nothing/here was not found"):
-        ensure_model("m", [HubFiles("nothing/here", "m")], settings=settings)
+        ensure_model("m", [HubFiles("nothing/here", "m")], options=settings.weights)
 
 
 def test_network_failure_names_the_repo(tmp_path: Path) -> None:
@@ -188,7 +182,7 @@ def test_network_failure_names_the_repo(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
     with pytest.raises(StageFailed) as exc:
-        ensure_model("m", [PATTERNS], settings=make_settings(tmp_path, dead))
+        ensure_model("m", [PATTERNS], options=make_settings(tmp_path, dead).weights)
     assert f"could not download {REPO}" in str(exc.value)
     assert "after 2 attempts" in str(exc.value)
 
@@ -210,14 +204,14 @@ def _seed_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> None:
 
 def test_runpod_cache_is_used_without_requests(hub: FakeHub, settings: Settings) -> None:
     _seed_cache(settings.hf_cache_dir, REPO, FILES)
-    result = ensure_model("m", [PATTERNS], settings=settings)
+    result = ensure_model("m", [PATTERNS], options=settings.weights)
     assert result.source == "cache"
     assert hub.requests == []
     got = settings.models_root / "m" / "transformer/a.safetensors"
     assert got.is_symlink()
     assert got.read_bytes() == WEIGHTS
     flat = HubFiles(REPO, "flat", files=("transformer/config.json",), flatten=True)
-    assert ensure_model("x", [flat], settings=settings).source == "cache"
+    assert ensure_model("x", [flat], options=settings.weights).source == "cache"
     assert (settings.models_root / "flat" / "config.json").read_bytes() == b'{"dim": 8}'
     assert hub.requests == []
 
@@ -227,7 +221,7 @@ def test_two_threads_download_once(hub: FakeHub, settings: Settings) -> None:
     results: list[str] = []
 
     def job() -> None:
-        results.append(ensure_model("m", [PATTERNS], settings=settings).source)
+        results.append(ensure_model("m", [PATTERNS], options=settings.weights).source)
 
     threads = [threading.Thread(target=job) for _ in range(2)]
     for thread in threads:
@@ -241,7 +235,7 @@ def test_two_threads_download_once(hub: FakeHub, settings: Settings) -> None:
 
 def _process_job(root: str, endpoint: str, out: str) -> None:
     settings = make_settings(Path(root), endpoint)
-    source = ensure_model("m", [PATTERNS], settings=settings).source
+    source = ensure_model("m", [PATTERNS], options=settings.weights).source
     Path(out).write_text(source)
 
 
@@ -269,7 +263,7 @@ def test_dead_holders_lock_is_taken_over(hub: FakeHub, settings: Settings) -> No
     download = threading.Thread(
         target=ensure_model,
         args=("m", [PATTERNS]),
-        kwargs={"settings": settings, "tracker": tracker},
+        kwargs={"options": settings.weights, "tracker": tracker},
     )
     download.start()
     while download.is_alive():  # what the job says while it waits
@@ -285,7 +279,7 @@ def test_lock_wait_is_bounded(hub: FakeHub, tmp_path: Path) -> None:
     short = Settings(**{**settings.__dict__, "model_wait_s": 0.3, "model_lock_ttl_s": 60.0})
     FileLease(short.models_root / ".locks" / "m", owner="busy-worker", ttl_s=60).acquire()
     with pytest.raises(StageFailed, match="busy-worker"):
-        ensure_model("m", [PATTERNS], settings=short)
+        ensure_model("m", [PATTERNS], options=short.weights)
 
 
 def test_built_model_takes_the_same_path(hub: FakeHub, settings: Settings) -> None:
@@ -297,9 +291,9 @@ def test_built_model_takes_the_same_path(hub: FakeHub, settings: Settings) -> No
         (folder / "config.json").write_text("{}")
 
     source = Built("tiny", build, "test-builder-v1")
-    first = ensure_model("tiny", [source], settings=settings)
+    first = ensure_model("tiny", [source], options=settings.weights)
     assert first.source == "built"
-    assert ensure_model("tiny", [source], settings=settings).source == "reused"
+    assert ensure_model("tiny", [source], options=settings.weights).source == "reused"
     assert len(calls) == 1
     assert read_manifest(settings.models_root / "tiny", [source]) == {
         "config.json": 2,
@@ -310,18 +304,18 @@ def test_built_model_takes_the_same_path(hub: FakeHub, settings: Settings) -> No
 
 def test_real_tiny_model_builds(settings: Settings) -> None:
     pytest.importorskip("minipipe.model")
-    sources = sources_for("tiny")
+    sources = get_model("tiny").sources()
     assert all(isinstance(s, Built) for s in sources)
-    result = ensure_model("tiny", sources, settings=settings)
+    result = ensure_model("tiny", sources, options=settings.weights)
     assert result.source == "built"
     assert result.bytes > 0
 
 
 def test_catalogue_downloads_adapt(settings: Settings) -> None:
-    flux = sources_for("flux")
+    flux = get_model("flux").sources()
     assert isinstance(flux[0], HubFiles)
     assert flux[0].gated
-    z_image = [s for s in sources_for("z_image_turbo") if isinstance(s, HubFiles)]
+    z_image = [s for s in get_model("z_image_turbo").sources() if isinstance(s, HubFiles)]
     assert any(s.flatten for s in z_image)
 
 
@@ -335,8 +329,8 @@ def test_stage_waits_for_background_download(
     hub: FakeHub, settings: Settings, tmp_path: Path
 ) -> None:
     hub.delay_s = 0.4
-    download: ModelDownload = start_model_download("m", settings=settings, sources=[PATTERNS])
-    stage = Weights("m", settings=settings, sources=[PATTERNS], download=download, poll_s=0.05)
+    download: ModelDownload = start_model_download("m", [PATTERNS], options=settings.weights)
+    stage = Weights(download, poll_s=0.05)
     ctx, seen = _context(tmp_path)
     result = stage.run(ctx)
     kinds = [k for k, _ in seen]
@@ -352,17 +346,19 @@ def test_stage_waits_for_background_download(
 
 
 def test_stage_starts_the_download_itself(hub: FakeHub, settings: Settings, tmp_path: Path) -> None:
-    stage = Weights("m", settings=settings, sources=[PATTERNS], poll_s=0.05)
+    stage = Weights(ModelDownload("m", (PATTERNS,), settings.weights), poll_s=0.05)
     ctx, _ = _context(tmp_path)
     assert stage.run(ctx)["source"] == "downloaded"
-    failing = Weights("m", settings=settings, sources=[HubFiles("no/repo", "n")], poll_s=0.05)
+    failing = Weights(
+        ModelDownload("m", (HubFiles("no/repo", "n"),), settings.weights), poll_s=0.05
+    )
     with pytest.raises(StageFailed, match="no/repo"):
         failing.run(ctx)
 
 
 def test_throttle() -> None:
     now = [0.0]
-    throttle = Throttle(clock=lambda: now[0])
+    throttle = ByteProgress(Throttle(1.0, heartbeat_s=30.0, clock=lambda: now[0]))
     emitted = 0
     for step in range(1, 1001):  # 1000 samples over 10 s, 0.1 % each
         now[0] = step / 100

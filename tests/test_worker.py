@@ -16,6 +16,7 @@ from PIL import Image
 
 from events.audit import audit
 from events.store import EventStore
+from orchestrator.plan import publish_spec
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle
 from stages.publish.stage import PublishOptions
@@ -210,8 +211,8 @@ def test_a_recorded_s3_answer_gets_a_working_link_again() -> None:
     from events.fold import JobView  # noqa: PLC0415
     from events.vocabulary import Status  # noqa: PLC0415
     from orchestrator.request import parse_request  # noqa: PLC0415
+    from orchestrator.response import respond  # noqa: PLC0415
     from orchestrator.runner import Outcome  # noqa: PLC0415
-    from orchestrator.worker import respond  # noqa: PLC0415
 
     request = parse_request(
         {
@@ -239,7 +240,7 @@ def test_a_recorded_s3_answer_gets_a_working_link_again() -> None:
     outcome = Outcome(
         "j1", Status.COMPLETE, 1, result={"response": recorded}, view=JobView(), from_log=True
     )
-    answer = respond(outcome, None, request)
+    answer = respond(outcome, None, publish_spec(request).destination.s3)
     url = answer["output"]["download_url"]
     assert url.startswith("http://127.0.0.1:9/loras/out/j1/adapter_model.safetensors?")
     assert "AKIAABCDEFGHIJKLMNOP" in url

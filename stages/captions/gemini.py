@@ -31,6 +31,7 @@ import httpx
 from google import genai
 from google.genai import errors, types
 
+from events.redact import scrub
 from stages.captions.joycaption import Progress, clean_caption, has_caption, write_caption
 from stages.errors import CaptionError, GeminiBlocked, GeminiKeyRefused
 
@@ -131,7 +132,7 @@ class _Run:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def scrub(self, text: str) -> str:
-        return text.replace(self.api_key, "***") if self.api_key else text
+        return scrub(text, [self.api_key])
 
     def call(self, what: str, video: Path, fn: Callable[[], T], *, stoppable: bool = True) -> T:
         """`fn()` with retries on 429/5xx/timeouts; every other API error becomes a clear one."""

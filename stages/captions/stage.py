@@ -1,10 +1,10 @@
 """The captions stage (CAPTIONING): JoyCaption for images, Gemini for videos.
 
-It captions what the request asks for (dataset.type images/both: `<job>/dataset/images/`;
-videos/both: `<job>/dataset/videos/`), writing a same-stem `.txt` beside each media file with the
-trigger word in front. Media that already has a caption is skipped, so a job delivered again keeps
-the captions it made before. The JoyCaption model is loaded only when some image needs a caption
-and is freed before the stage returns, so training gets the GPU memory.
+It captions what its inputs ask for (`CaptionInputs`: `<job>/dataset/images/` for dataset.type
+images/both, `<job>/dataset/videos/` for videos/both), writing a same-stem `.txt` beside each
+media file with the trigger word in front. Media that already has a caption is skipped, so a job
+delivered again keeps the captions it made before. The JoyCaption model is loaded only when some
+image needs a caption and is freed before the stage returns, so training gets the GPU memory.
 
 Factories are injected so tests can pass a tiny LLaVA and a loopback Gemini; production uses the
 defaults (JoyCaption from `model_path`, Gemini at Google).
@@ -21,6 +21,7 @@ from google import genai
 
 from events.vocabulary import Status
 from stages.captions.gemini import VIDEO_EXTENSIONS, GeminiSettings, caption_videos, make_client
+from stages.captions.inputs import CaptionInputs
 from stages.captions.joycaption import (
     IMAGE_EXTENSIONS,
     MODEL_ID,
@@ -35,9 +36,6 @@ from stages.captions.joycaption import (
 from stages.contract import Stage, StageContext
 from stages.errors import CaptionError, StageFailed
 
-CAPTIONS_IMAGES = frozenset({"images", "both"})
-CAPTIONS_VIDEOS = frozenset({"videos", "both"})
-
 
 class Captions(Stage):
     name = "captions"
@@ -45,6 +43,7 @@ class Captions(Stage):
 
     def __init__(
         self,
+        inputs: CaptionInputs,
         *,
         model_path: str | Path = MODEL_ID,
         load_image_captioner: Callable[[], JoyCaptioner] | None = None,
@@ -53,6 +52,7 @@ class Captions(Stage):
         gemini_client: Callable[[str, GeminiSettings], genai.Client] = make_client,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self.inputs = inputs
         self.load_image_captioner = load_image_captioner or (lambda: load_captioner(model_path))
         self.joycaption = joycaption or JoyCaptionSettings()
         self.gemini = gemini or GeminiSettings()
@@ -60,14 +60,13 @@ class Captions(Stage):
         self.sleep = sleep
 
     def _media(self, ctx: StageContext) -> tuple[list[Path], list[Path]]:
-        kind = ctx.request.dataset.type
         root = ctx.job_dir / "dataset"
-        images = list_media(root / "images", IMAGE_EXTENSIONS) if kind in CAPTIONS_IMAGES else []
-        videos = list_media(root / "videos", VIDEO_EXTENSIONS) if kind in CAPTIONS_VIDEOS else []
+        images = list_media(root / "images", IMAGE_EXTENSIONS) if self.inputs.images else []
+        videos = list_media(root / "videos", VIDEO_EXTENSIONS) if self.inputs.videos else []
         return images, videos
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
-        trigger: str | None = ctx.request.dataset.trigger_word
+        trigger = self.inputs.trigger_word
         images, videos = self._media(ctx)
         skipped = sum(has_caption(p) for p in [*images, *videos])
         result: dict[str, Any] = {"images_captioned": 0, "videos_captioned": 0}
@@ -94,7 +93,7 @@ class Captions(Stage):
                     captioner.close()  # free the GPU for training, also after a failure
                 result["images_captioned"] = len(report.captioned)
             if any(not has_caption(p) for p in videos):
-                key = ctx.request.api_keys.gemini_api_key
+                key = self.inputs.gemini_api_key
                 if key is None:
                     raise StageFailed("api_keys.gemini_api_key: required to caption videos")
                 plain: str = key.get_secret_value()

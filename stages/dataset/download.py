@@ -23,7 +23,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,10 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from orchestrator.request import mask_url
+from events.redact import mask_url
+from stages.dataset.inputs import DownloadLimits
 from stages.errors import DownloadFailed
 
-GiB = 1 << 30
 CHUNK = 1 << 20
 MAX_REDIRECTS = 10
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -67,39 +67,6 @@ if not any(isinstance(f, _MaskUrlSecrets) for f in _HTTPX_LOG.filters):
 
 class _Retry(Exception):
     """A transient failure (network, 5xx, 429): try again, resuming if possible."""
-
-
-@dataclass(frozen=True)
-class DownloadLimits:
-    """Bounds for one dataset download. `from_env` reads `DPS_DATASET_*` variables."""
-
-    max_bytes: int = 20 * GiB
-    connect_timeout_s: float = 15.0
-    read_timeout_s: float = 60.0
-    attempts: int = 4  # failures in a row that made no progress before giving up
-    retry_wait_s: float = 2.0  # first pause between tries, doubled each time (capped at 60 s)
-    # Private hosts a dataset URL may reach anyway (an internal MinIO, say); see _check_host.
-    allow_hosts: frozenset[str] = frozenset()
-    # Local runs and tests serve datasets from 127.0.0.1; the GPU image turns this off.
-    allow_loopback: bool = True
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> DownloadLimits:
-        env = os.environ if env is None else env
-        return cls(
-            max_bytes=int(env.get("DPS_DATASET_MAX_BYTES") or 20 * GiB),
-            connect_timeout_s=float(env.get("DPS_DATASET_CONNECT_TIMEOUT_S") or 15.0),
-            read_timeout_s=float(env.get("DPS_DATASET_READ_TIMEOUT_S") or 60.0),
-            attempts=int(env.get("DPS_DATASET_DOWNLOAD_ATTEMPTS") or 4),
-            retry_wait_s=float(env.get("DPS_DATASET_RETRY_WAIT_S") or 2.0),
-            allow_hosts=frozenset(
-                h.strip().lower()
-                for h in (env.get("DPS_DATASET_ALLOW_HOSTS") or "").split(",")
-                if h.strip()
-            ),
-            allow_loopback=(env.get("DPS_DATASET_ALLOW_LOOPBACK") or "1").strip().lower()
-            not in {"0", "false", "no"},
-        )
 
 
 @dataclass(frozen=True)

@@ -30,14 +30,14 @@ import stat
 import tarfile
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from stages.dataset.inputs import ExtractLimits, GiB
 from stages.errors import ArchiveRefused
 
-GiB = 1 << 30
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 MEDIA_EXTS = IMAGE_EXTS | VIDEO_EXTS
@@ -46,22 +46,6 @@ COMPLETE_MARKER = ".complete.json"
 RATIO_MIN_BYTES = 1 << 20  # tiny files compress well for honest reasons; bombs are big
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f/\\:]")
 _MAX_STEM = 150
-
-
-@dataclass(frozen=True)
-class ExtractLimits:
-    max_total_bytes: int = 40 * GiB  # uncompressed, all archives together
-    max_ratio: float = 200.0  # per entry (per archive for tar.gz), for entries over 1 MiB
-    max_files: int = 100_000
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ExtractLimits:
-        env = os.environ if env is None else env
-        return cls(
-            max_total_bytes=int(env.get("DPS_DATASET_MAX_UNPACKED_BYTES") or 40 * GiB),
-            max_ratio=float(env.get("DPS_DATASET_MAX_RATIO") or 200.0),
-            max_files=int(env.get("DPS_DATASET_MAX_FILES") or 100_000),
-        )
 
 
 @dataclass(frozen=True)

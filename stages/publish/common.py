@@ -12,15 +12,15 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from events.redact import MASK
-from orchestrator.catalogue import ModelEntry, get_model
+from events.redact import scrub
 from stages.errors import StageFailed
+from stages.model_info import ModelInfo
+from stages.publish.inputs import Destination, PublishSpec, UploadEpochs
 from stages.training.config import DATASET_FILE
 from stages.training.run_folder import saved_loras
 
-UploadEpochs = Literal["final", "all"]
 _CHUNK = 1 << 20
 
 
@@ -61,13 +61,17 @@ class PublishInputs:
 
     job_id: str
     job_dir: Path
-    request: Any  # orchestrator.request.TrainingRequest (Any: tests pass light stand-ins too)
+    spec: PublishSpec
     training: Mapping[str, Any]
     dataset_report: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def model(self) -> ModelEntry:
-        return get_model(str(self.request.model_type))
+    def model(self) -> ModelInfo:
+        return self.spec.model
+
+    @property
+    def destination(self) -> Destination:
+        return self.spec.destination
 
     @property
     def lora_path(self) -> Path:
@@ -80,14 +84,11 @@ class PublishInputs:
 
     @property
     def upload_epochs(self) -> UploadEpochs:
-        # Read defensively: the request schema may not have the field yet.
-        value = getattr(self.request.output, "upload_epochs", None)
-        return "all" if value == "all" else "final"
+        return self.spec.destination.upload_epochs
 
     @property
     def secrets(self) -> list[str]:
-        values: list[str] = list(self.request.secret_values())
-        return values
+        return list(self.spec.secrets)
 
     def scrub(self, text: str) -> str:
         return scrub(text, self.secrets)
@@ -118,13 +119,6 @@ class Published:
         }
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret (longest first, so overlaps cannot leave a tail) masked."""
-    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
-
-
 def fail(inputs: PublishInputs, message: str) -> StageFailed:
     return StageFailed(inputs.scrub(message))
 
@@ -133,7 +127,7 @@ def _config_artifacts(inputs: PublishInputs) -> list[Artifact]:
     """The main and dataset TOMLs, secrets masked: a passthrough credential may sit in them."""
     config_dir = inputs.job_dir / "config"
     out = []
-    for name in (f"{inputs.request.model_type}.toml", DATASET_FILE):
+    for name in (f"{inputs.model.model_type}.toml", DATASET_FILE):
         path = config_dir / name
         if path.is_file():
             text = inputs.scrub(path.read_text(encoding="utf-8"))

@@ -145,8 +145,7 @@ class AutoOptions:
 def publish_auto(inputs: PublishInputs, options: AutoOptions) -> Published:
     """Try each destination in order; the first that works wins. Fails listing every reason."""
     tried: list[dict[str, str]] = []
-    hf = inputs.request.output.huggingface
-    if hf is not None and hf.token is not None:
+    if inputs.destination.huggingface is not None:
         try:
             published = publish_hf(
                 inputs, endpoint=options.hub_endpoint, policy=options.hf_policy, sleep=options.sleep

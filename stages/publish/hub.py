@@ -13,16 +13,17 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import httpx2
 import structlog
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCardData
+from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from stages.errors import StageFailed
+from stages.publish.card import model_card
 from stages.publish.common import (
     Artifact,
     Published,
@@ -45,26 +46,9 @@ _AMBIGUOUS_STATUS = frozenset({408, 500, 502, 503, 504})  # the commit may have 
 _MARKER_SCAN = 100  # recent commits searched for our marker (the UPDATES mirror commits too)
 _RATELIMIT_T = re.compile(r"\bt=(\d+)")
 
-# The licence each base model is published under, named in the card (the link is its page).
-_LICENCES: Mapping[str, str] = {
-    "flux": "FLUX.1 [dev] Non-Commercial License",
-    "sdxl": "CreativeML Open RAIL++-M License",
-    "wan13": "Apache-2.0",
-    "wan14b_t2v": "Apache-2.0",
-    "wan14b_i2v": "Apache-2.0",
-    "qwen": "Apache-2.0",
-    "z_image_turbo": "Apache-2.0",
-}
-
 
 def marker(job_id: str, digest: str) -> str:
     return f"{MARKER_PREFIX}: job={job_id} digest={digest}"
-
-
-def base_model(inputs: PublishInputs) -> str | None:
-    """The catalogue's base repo: the first Hub repo the model's weights come from."""
-    downloads = inputs.model.downloads
-    return downloads[0].repo_id if downloads else None
 
 
 def default_repo_id(user: str, model_type: str, job_id: str) -> str:
@@ -74,104 +58,6 @@ def default_repo_id(user: str, model_type: str, job_id: str) -> str:
 
 def resolve_url(endpoint: str, repo_id: str, path: str) -> str:
     return f"{endpoint}/{repo_id}/resolve/main/{quote(path)}?download=true"
-
-
-# -- model card ---------------------------------------------------------------------------------
-
-
-def _pipeline_tag(inputs: PublishInputs) -> str:
-    entry = inputs.model
-    if entry.trains_images:
-        return "text-to-image"
-    return "image-to-video" if entry.model_type.endswith("i2v") else "text-to-video"
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value)
-    return str(value)
-
-
-def model_card(inputs: PublishInputs, repo_id: str) -> str:
-    """README.md: Hub metadata in YAML front matter, then parameters, data and usage."""
-    entry = inputs.model
-    base = base_model(inputs)
-    trigger = getattr(inputs.request.dataset, "trigger_word", None)
-    meta: dict[str, Any] = {
-        "tags": ["lora", entry.diffusion_pipe_type, "diffusion-pipe", _pipeline_tag(inputs)],
-        "pipeline_tag": _pipeline_tag(inputs),
-        "library_name": "diffusers",
-    }
-    if base:
-        meta |= {
-            "base_model": base,
-            "license": "other",
-            "license_link": f"https://huggingface.co/{base}",
-        }
-    if trigger:
-        meta["instance_prompt"] = trigger
-    front = ModelCardData(**meta).to_yaml()
-
-    training = inputs.request.masked()["training"]
-    params = "\n".join(
-        f"| `{k}` | {_value(v)} |" for k, v in training.items() if not isinstance(v, Mapping)
-    )
-    report = inputs.dataset_report
-    data_lines = [
-        f"- {k}: {_value(v)}" for k, v in report.items() if not isinstance(v, Mapping) and v != []
-    ] or ["- (no dataset report recorded)"]
-    lora = inputs.lora_name
-    prompt = f"{trigger}, " if trigger else ""
-    licence = (
-        f"This LoRA is derived from [{base}](https://huggingface.co/{base}); its use is subject "
-        f"to the base model's licence ({_LICENCES.get(entry.model_type, 'see the model page')})."
-        if base
-        else "A test LoRA for the tiny CPU model; no base model licence applies."
-    )
-    body = f"""
-# {entry.display_name} LoRA
-
-Trained with [diffusion-pipe](https://github.com/tdrussell/diffusion-pipe) by
-diffusion-pipe-serverless (job `{inputs.job_id}`), saved as `{lora}`
-(`{inputs.training.get("final_save", "")}`, {inputs.training.get("epochs_completed")} epochs).
-{f"Trigger word: `{trigger}`." if trigger else "No trigger word."}
-
-## Licence
-
-{licence}
-
-## Training parameters
-
-| parameter | value |
-|---|---|
-{params}
-
-The exact trainer configuration is in `config/`.
-
-## Dataset
-
-{chr(10).join(data_lines)}
-
-## How to use
-
-### diffusers
-
-```python
-import torch
-from diffusers import DiffusionPipeline
-
-pipe = DiffusionPipeline.from_pretrained("{base or "<base model>"}", torch_dtype=torch.bfloat16)
-pipe.to("cuda")
-pipe.load_lora_weights("{repo_id}", weight_name="{lora}")
-image = pipe("{prompt}a photo").images[0]
-```
-
-### ComfyUI
-
-Download `{lora}` into `ComfyUI/models/loras/` and load it with a LoRA loader node
-(`LoraLoaderModelOnly`) between the model loader and the sampler.
-"""
-    return inputs.scrub(f"---\n{front}\n---\n{body}")
 
 
 # -- retries ------------------------------------------------------------------------------------
@@ -215,8 +101,8 @@ class HubPublisher:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        spec = inputs.request.output.huggingface
-        if spec is None or spec.token is None:
+        spec = inputs.destination.huggingface
+        if spec is None:
             raise fail(inputs, "output.huggingface.token is required to publish to Hugging Face")
         self.inputs = inputs
         self.spec = spec
@@ -272,7 +158,7 @@ class HubPublisher:
         user = str(me.get("name") or "")
         if not user:
             raise fail(self.inputs, "Hugging Face whoami did not name the token's user")
-        return default_repo_id(user, str(self.inputs.request.model_type), self.inputs.job_id)
+        return default_repo_id(user, self.inputs.model.model_type, self.inputs.job_id)
 
     def find_marker(self, repo_id: str, mark: str) -> str | None:
         """The id of a recent commit whose message carries `mark`, if one landed."""

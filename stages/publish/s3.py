@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 import structlog
@@ -33,6 +33,7 @@ from stages.publish.common import (
     collect_artifacts,
     fail,
 )
+from stages.publish.inputs import S3Destination
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -79,8 +80,8 @@ class S3Tuning:
         )
 
 
-def make_client(spec: Any, tuning: S3Tuning) -> S3Client:
-    """A boto3 S3 client for the request's `output.s3`. Path-style addressing for custom
+def make_client(spec: S3Destination, tuning: S3Tuning) -> S3Client:
+    """A boto3 S3 client for the job's S3 destination. Path-style addressing for custom
     endpoints: MinIO and loopback servers have no per-bucket DNS names."""
     endpoint = str(spec.endpoint_url).rstrip("/") if spec.endpoint_url else None
     config = Config(
@@ -127,8 +128,8 @@ class S3Publisher:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        spec = inputs.request.output.s3
-        if spec is None or not spec.bucket or spec.access_key is None or spec.secret_key is None:
+        spec = inputs.destination.s3
+        if spec is None:
             raise fail(inputs, "output.s3 needs bucket, access_key and secret_key")
         self.inputs = inputs
         self.spec = spec
@@ -220,13 +221,12 @@ class S3Publisher:
         )
 
 
-def fresh_download_url(request: Any, job_id: str, lora_name: str) -> str:
+def fresh_download_url(spec: S3Destination, job_id: str, lora_name: str) -> str:
     """A new 7-day presigned URL for a job's published LoRA (a local computation, no request).
 
     A job delivered again answers from its log, where the store has masked the access key id
     inside the old URL; this gives that answer a working link again.
     """
-    spec = request.output.s3
     key = object_prefix(spec.key_prefix or "", job_id) + lora_name
     url: str = make_client(spec, S3Tuning()).generate_presigned_url(
         "get_object",

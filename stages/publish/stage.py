@@ -1,10 +1,9 @@
-"""The publish stage and the job's response.
+"""The publish stage (UPLOADING): send the trained LoRA where the job's destination says.
 
-`Publish` (status UPLOADING) sends the trained LoRA where `output.method` says: Hugging Face,
-S3, a local folder, or `auto` (Hugging Face when a token is given, then temporary file hosts).
-Its result holds the seed's `output` object plus the file list and the volume path, and
-`build_response` turns it into exactly the seed's success shape, with `files`, `volume_path`
-and `mirror` added. `complete_event_data` is the seed's COMPLETE update `data`.
+Hugging Face (`hub`), S3 (`s3`), a local folder (`local`), or `auto` (Hugging Face when a token
+is given, then temporary file hosts, `fallback`). Its result holds the seed's `output` object
+plus the file list and the volume path; `orchestrator.response` turns it into the seed's
+success response.
 """
 
 from __future__ import annotations
@@ -16,17 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from events.vocabulary import Status
-from orchestrator.catalogue import get_model
-from orchestrator.settings import HF_ENDPOINT
 from stages.contract import Stage, StageContext
 from stages.publish.common import Published, PublishInputs, RetryPolicy, fail
 from stages.publish.fallback import AutoOptions, HostUrls, publish_auto
 from stages.publish.hub import publish_hf
+from stages.publish.inputs import PublishSpec
 from stages.publish.local import publish_local
 from stages.publish.s3 import S3Tuning, publish_s3
-
-COMPLETE_MESSAGE = "Training completed successfully!"
-INSTRUCTIONS = "Use the direct_download_url to download your trained LoRA safetensors file."
+from stages.weights.inputs import HF_ENDPOINT
 
 
 @dataclass
@@ -44,7 +40,7 @@ class PublishOptions:
 def publish(inputs: PublishInputs, options: PublishOptions | None = None) -> dict[str, Any]:
     """Publish by `output.method`; return the stage result (JSON-ready)."""
     options = options or PublishOptions()
-    method = str(inputs.request.output.method)
+    method = inputs.destination.method
     published: Published
     if method == "huggingface":
         published = publish_hf(
@@ -53,8 +49,7 @@ def publish(inputs: PublishInputs, options: PublishOptions | None = None) -> dic
     elif method == "s3":
         published = publish_s3(inputs, tuning=options.s3_tuning, sleep=options.sleep)
     elif method == "local":
-        spec = inputs.request.output.local
-        path = spec.path if spec is not None and spec.path else options.local_folder
+        path = inputs.destination.local_path or options.local_folder
         if path is None:
             raise fail(inputs, 'output.local.path is required when output.method is "local"')
         published = publish_local(inputs, Path(str(path)))
@@ -87,18 +82,19 @@ class Publish(Stage):
     name = "publish"
     status = Status.UPLOADING
 
-    def __init__(self, options: PublishOptions | None = None) -> None:
+    def __init__(self, spec: PublishSpec, options: PublishOptions | None = None) -> None:
+        self.spec = spec
         self.options = options or PublishOptions()
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         inputs = PublishInputs(
             job_id=ctx.job_id,
             job_dir=ctx.job_dir,
-            request=ctx.request,
+            spec=self.spec,
             training=ctx.results["training"],
-            dataset_report=_dataset_report(ctx.results),
+            dataset_report=dataset_report(ctx.results),
         )
-        ctx.progress(message=f"Uploading the LoRA ({inputs.request.output.method})")
+        ctx.progress(message=f"Uploading the LoRA ({self.spec.destination.method})")
         return publish(inputs, self.options)
 
     def verify(self, ctx: StageContext, result: Mapping[str, Any]) -> bool:
@@ -109,65 +105,8 @@ class Publish(Stage):
         return True
 
 
-def _dataset_report(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def dataset_report(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The dataset stage's report: its `report` entry when it nests one, else its result."""
     dataset = results.get("dataset") or {}
     report = dataset.get("report")
     return dict(report) if isinstance(report, Mapping) else dict(dataset)
-
-
-def build_response(
-    *,
-    job_id: str,
-    model_type: str,
-    training: Mapping[str, Any],
-    published: Mapping[str, Any],
-    mirror: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The seed's success response, field for field, plus `files`, `volume_path`, `mirror`."""
-    final_save = training.get("final_save")
-    return {
-        "status": "success",
-        "job_id": job_id,
-        "model_type": model_type,
-        "model_name": get_model(model_type).display_name,
-        "epochs_completed": training.get("epochs_completed"),
-        "latest_epoch": final_save,
-        "output": dict(published["output"]),
-        "files": list(published.get("files", [])),
-        "volume_path": published.get("volume_path"),
-        "mirror": dict(mirror) if mirror is not None else None,
-    }
-
-
-def response_from_results(
-    job_id: str,
-    model_type: str,
-    results: Mapping[str, Mapping[str, Any]],
-    mirror: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """`build_response` from the runner's stage results (training and publish)."""
-    return build_response(
-        job_id=job_id,
-        model_type=model_type,
-        training=results["training"],
-        published=results["publish"],
-        mirror=mirror,
-    )
-
-
-def failed_response(error: str) -> dict[str, Any]:
-    return {"status": "failed", "error": error}
-
-
-def complete_event_data(published: Mapping[str, Any]) -> dict[str, Any]:
-    """The seed's COMPLETE update `data`."""
-    output = published["output"]
-    return {
-        "message": COMPLETE_MESSAGE,
-        "repository_url": output["repo_url"],
-        "direct_download_url": output["download_url"],
-        "instructions": INSTRUCTIONS,
-        "files_uploaded": list(published.get("files", [])),
-        "safetensors_files": list(published.get("safetensors_files", [])),
-    }

@@ -1,25 +1,71 @@
-"""`dpserve dataset check ZIP_OR_URL`: the pre-flight dataset report, without a job."""
+"""`dpserve dataset check ZIP_OR_URL`: the pre-flight dataset report, without a job.
+
+`check_dataset` runs the dataset stage's own steps (download, safe extraction, the report) on a
+local archive or folder, or an http(s)/hf:// URL, in a temporary folder.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
-from typing import Annotated
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.catalogue import ALL_MODEL_TYPES
-from orchestrator.request import RequestError
+from orchestrator.catalogue import ALL_MODEL_TYPES, get_model
+from orchestrator.cli.console import err, out
+from orchestrator.plan import dataset_rules
+from orchestrator.request import RequestError, effective_training, parse_request
+from stages.dataset.inputs import DatasetInputs, DatasetSource
 from stages.dataset.report import DatasetReport, problem_lines
-from stages.dataset.stage import check_dataset
+from stages.dataset.stage import prepare
 from stages.errors import StageFailed
 
 app = typer.Typer(name="dataset", help="Check a dataset before training.", no_args_is_help=True)
-out = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, soft_wrap=True)
+
+
+def check_dataset(
+    zip_or_url: str,
+    *,
+    model_type: str = "qwen",
+    dataset_type: str = "precaptioned",
+    trigger_word: str | None = None,
+    work_dir: Path | None = None,
+    hub_endpoint: str = "https://huggingface.co",
+    token: str | None = None,
+    video_clip_mode: str | None = None,
+) -> DatasetReport:
+    """The pre-flight report for a local archive or folder, or an http(s)/hf:// URL."""
+    entry = get_model(model_type)
+    field = "images_url" if entry.trains_images else "videos_url"
+    path = Path(zip_or_url)
+    is_local = "://" not in zip_or_url and path.exists()
+    body: dict[str, Any] = {
+        "model_type": model_type,
+        "dataset": {
+            "type": dataset_type,
+            field: "https://local.invalid/dataset.zip" if is_local else zip_or_url,
+        },
+        # Gated models and video captioning need keys to run, not to check a dataset.
+        "api_keys": {"huggingface_token": token or "hf_check_only", "gemini_api_key": "check"},
+    }
+    if trigger_word:
+        body["dataset"]["trigger_word"] = trigger_word
+    if video_clip_mode:
+        body["training"] = {"video_clip_mode": video_clip_mode}
+    request = parse_request(body)
+    inputs = DatasetInputs(
+        sources=(DatasetSource(field, str(body["dataset"][field])),),
+        rules=dataset_rules(request, effective_training(request)),
+        hub_token=request.hf_download_token(),
+        hub_endpoint=hub_endpoint,
+    )
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="dpserve-check-") as tmp:
+        return prepare(inputs, Path(tmp), local={field: path.absolute()} if is_local else None)
 
 
 @app.callback()

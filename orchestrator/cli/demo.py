@@ -32,10 +32,10 @@ from rich.panel import Panel
 from events.audit import audit
 from events.store import EventStore
 from localpod import LocalPod
-from orchestrator.cli import timeline_table
-from orchestrator.cli_submit import call_endpoint, follow_job
+from orchestrator.cli.events import timeline_table
+from orchestrator.cli.submit import call_endpoint, follow_job
 
-HERE = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parents[2]
 DEMO = HERE / "demo-root"
 JOB_ID_FILE = "last-job-id"
 COLORS = [("red", (220, 40, 40)), ("green", (40, 180, 60)), ("blue", (40, 80, 220))]

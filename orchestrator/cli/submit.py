@@ -16,13 +16,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from orchestrator.errors import SubmitError
+
 LOCAL_URL = "http://127.0.0.1:8000/v2/local"
 RUNPOD_URL = "https://api.runpod.ai/v2"
+# RunPod's own terminal job statuses (its API's vocabulary, not the job log's).
 FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
-
-
-class SubmitError(RuntimeError):
-    """An HTTP or transport failure talking to the endpoint."""
 
 
 def call_endpoint(method: str, url: str, key: str, body: Any = None) -> dict[str, Any]:

@@ -1,9 +1,13 @@
-"""Follow a job's `UPDATES/` folder on the Hub, like the seed README's monitoring script.
+"""`dpserve watch REPO_ID`: follow a job's UPDATES/ on the Hub with a live progress bar, like the
+seed README's monitoring script.
 
 `watch_updates` lists the folder, downloads the new files in update order, hands each to
 `on_update`, and returns the final update (COMPLETE, ERROR or CANCELLED). INTERRUPTED is not
 final (the job resumes on its next delivery); a `timeout` bounds the wait and raises
 `WatchTimeout` with the last update seen.
+
+Exit codes: 0 on COMPLETE (prints the download URL), 1 on ERROR (prints the error), 2 on
+CANCELLED or when `--timeout` passes without a final update (an INTERRUPTED job, say).
 """
 
 from __future__ import annotations
@@ -13,25 +17,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from huggingface_hub import HfApi
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from events.projections.updates import UPDATES_DIR, update_sort_key
+from events.vocabulary import ENDED
+from orchestrator.errors import WatchTimeout
 
-FINAL_STATUSES = frozenset({"COMPLETE", "ERROR", "CANCELLED"})
+# The job will not move again by itself: COMPLETE, ERROR, CANCELLED (INTERRUPTED resumes).
+FINAL_STATUSES = frozenset(s.value for s in ENDED)
 Update = dict[str, Any]
-
-
-class WatchTimeout(Exception):
-    """No final update within the timeout; `last` is the newest update seen (or None)."""
-
-    def __init__(self, last: Update | None) -> None:
-        status = last.get("status") if last else "nothing"
-        super().__init__(f"no final update before the timeout (last: {status})")
-        self.last = last
 
 
 def watch_updates(
@@ -148,3 +147,48 @@ def _duration(seconds: float) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def watch(  # noqa: PLR0917 - typer maps each parameter to an argument or option
+    repo_id: Annotated[str, typer.Argument(help="The Hub repo the job writes UPDATES/ to.")],
+    token: Annotated[
+        str | None,
+        typer.Option("--token", "-t", envvar="HF_TOKEN", help="Hub token (private repos)."),
+    ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="Hub endpoint (default huggingface.co).")
+    ] = None,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between polls.")] = 30.0,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Give up after this many seconds.")
+    ] = None,
+    repo_type: Annotated[str, typer.Option("--repo-type")] = "model",
+) -> None:
+    """Follow a training job's progress in its Hub repo until it finishes."""
+    console = Console(highlight=False)
+    try:
+        with LiveView(console) as view:
+            final = watch_updates(
+                repo_id,
+                token,
+                endpoint,
+                view,
+                interval=interval,
+                timeout=timeout,
+                repo_type=repo_type,
+            )
+    except WatchTimeout as exc:
+        console.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    data = final.get("data") or {}
+    status = final.get("status")
+    if status == "COMPLETE":
+        url = download_url(final)
+        console.print(f"Download your LoRA: {url}", markup=False, soft_wrap=True)
+        raise typer.Exit(0)
+    if status == "ERROR":
+        error = data.get("error") or data.get("message") or "Training failed"
+        console.print(f"Training failed: {error}", markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"Job {status}: {data.get('message', '')}", markup=False, soft_wrap=True)
+    raise typer.Exit(2)

@@ -1,7 +1,7 @@
 """Write the request's JSON Schema to docs/api-schema.json, or check that the file is current.
 
-    python -m orchestrator.schema_export            # (re)write the file
-    python -m orchestrator.schema_export --check    # exit 1 if the file differs
+    python -m orchestrator.cli.schema            # (re)write the file
+    python -m orchestrator.cli.schema --check    # exit 1 if the file differs
 
 The file is generated from `orchestrator.request.TrainingRequest`, so the published schema cannot
 drift from what the endpoint accepts; CI runs --check.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from orchestrator.request import TrainingRequest
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "api-schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "api-schema.json"
 
 
 def render_schema() -> str:
@@ -27,7 +27,7 @@ def render_schema() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.schema_export")
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.cli.schema")
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if the file is not what would be written"
     )
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if current != fresh:
             state = "is missing" if current is None else "is out of date"
             print(
-                f"{path} {state}; run `python -m orchestrator.schema_export` and commit it",
+                f"{path} {state}; run `python -m orchestrator.cli.schema` and commit it",
                 file=sys.stderr,
             )
             return 1

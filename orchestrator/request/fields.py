@@ -1,0 +1,167 @@
+"""The request's field types: what each value must look like, with errors a user can act on.
+
+Every type here validates one value on its own (a URL, a repo id, a token); rules between fields
+are in `rules`, rules over passthrough keys in `passthrough`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+)
+from pydantic_core import PydanticCustomError
+
+MAX_ECHO = 60  # longest user-supplied text (a key name, a model_type) echoed in an error
+DatasetType = Literal["images", "videos", "both", "precaptioned"]
+OutputMethod = Literal["huggingface", "s3", "auto", "local"]
+DATASET_TYPES: tuple[str, ...] = ("images", "videos", "both", "precaptioned")
+
+
+def custom(message: str) -> PydanticCustomError:
+    # The message travels in the context so braces in it are never read as a format template.
+    return PydanticCustomError("request", "{message}", {"message": message})
+
+
+def closest(key: str, candidates: Iterable[str], cutoff: float) -> str | None:
+    """The candidate `key` was most likely meant to be, for "did you mean"."""
+    found = difflib.get_close_matches(key, list(candidates), n=1, cutoff=cutoff)
+    return found[0] if found else None
+
+
+def echo(value: object) -> str:
+    """A short, single-line rendering of user input for an error message."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + "..."
+
+
+def _check_secret(value: SecretStr) -> SecretStr:
+    plain = value.get_secret_value().strip()
+    if not plain:
+        raise custom("must not be empty")
+    if any(c.isspace() for c in plain):  # no token has inner whitespace; a newline could inject
+        raise custom("must not contain whitespace")
+    return SecretStr(plain)
+
+
+Secret = Annotated[SecretStr, AfterValidator(_check_secret)]
+
+
+def _check_dataset_url(value: str) -> str:
+    value = value.strip()
+    if value.startswith("hf://"):
+        rest = value.removeprefix("hf://")
+        if not rest.startswith("datasets/") or len(rest.strip("/")) <= len("datasets"):
+            raise custom('hf:// URLs must name a dataset repo: "hf://datasets/<owner>/<name>"')
+        return value
+    _check_http_url(value)
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    # Only the scheme is ever echoed: a URL's userinfo or query may carry a credential.
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        raise custom("is not a valid URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        shown = (
+            f'got "{scheme}"'
+            if re.fullmatch(r"[a-z][a-z0-9+.-]{0,15}", scheme)
+            else "got a value without a scheme"
+        )
+        raise custom(f"only http(s) and hf://datasets/ URLs are accepted, {shown}")
+    if not host:
+        raise custom(f"{scheme} URL has no host")
+    return value
+
+
+DatasetUrl = Annotated[str, StringConstraints(max_length=8192), AfterValidator(_check_dataset_url)]
+HttpUrl = Annotated[str, StringConstraints(max_length=8192), AfterValidator(_check_http_url)]
+
+
+def _check_trigger_word(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise custom("must not be empty")
+    if len(value.splitlines()) > 1:
+        raise custom("must be a single line")
+    return value
+
+
+TriggerWord = Annotated[str, StringConstraints(max_length=200), AfterValidator(_check_trigger_word)]
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1024)]
+
+
+def _pattern(pattern: str, hint: str) -> tuple[Any, ...]:
+    """Annotated metadata: strip, check against `pattern` with a readable error, and publish the
+    pattern in the JSON Schema (pydantic's own pattern error just repeats the regex)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise custom(hint)
+        return value
+
+    return (
+        StringConstraints(strip_whitespace=True, max_length=1024),
+        AfterValidator(check),
+        Field(json_schema_extra={"pattern": f"^{pattern}$"}),
+    )
+
+
+_REPO_ID = r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+RepoId = Annotated[
+    str, *_pattern(_REPO_ID, 'must be "owner/name" or "name" (letters, digits, ".", "_", "-")')
+]
+_BUCKET = r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}"
+BucketName = Annotated[
+    str, *_pattern(_BUCKET, 'must be a bucket name (letters, digits, ".", "_", "-")')
+]
+_OPTIMIZER = r"[A-Za-z][A-Za-z0-9_.]{0,63}"
+OptimizerName = Annotated[
+    str,
+    *_pattern(_OPTIMIZER, "must be an optimizer name such as adamw_optimi, adamw8bit or Prodigy"),
+]
+Dtype = Literal["float32", "float16", "bfloat16", "float8", "float8_e4m3fn", "float8_e5m2"]
+LoraDtype = Literal["float32", "float16", "bfloat16"]
+# diffusion-pipe has multiple_overlapping disabled; the service cuts the clips itself
+# (stages.training.clips) and gives diffusion-pipe single_beginning on the cut clips.
+ClipMode = Literal["single_beginning", "single_middle", "multiple_overlapping"]
+Beta = Annotated[float, Field(ge=0, lt=1)]
+FrameBucket = Annotated[int, Field(ge=1, le=1024)]
+
+
+def check_activation_checkpointing(value: Any) -> Any:
+    # One clear error instead of pydantic's per-union-member pair.
+    if value is None or value is True or value is False or value == "unsloth":
+        return value
+    raise custom('must be true, false or "unsloth"')
+
+
+def none_as_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+class Section(BaseModel):
+    # strict: "100" is not 100 and true is not 1; a JSON client gets told, not guessed at.
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        hide_input_in_errors=True,
+    )

@@ -1,0 +1,114 @@
+"""The seed's responses: success (with `files`, `volume_path` and `mirror` added), failure (an
+error string), and the COMPLETE update's `data`; and the answer for how a delivery ended."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from events.vocabulary import Status
+from orchestrator.catalogue import get_model
+from orchestrator.runner import Outcome
+from stages.publish.inputs import S3Destination
+
+COMPLETE_MESSAGE = "Training completed successfully!"
+INSTRUCTIONS = "Use the direct_download_url to download your trained LoRA safetensors file."
+
+
+def failed_response(error: str) -> dict[str, Any]:
+    """The seed's error response: the error is always a string."""
+    return {"status": "failed", "error": error}
+
+
+def build_response(
+    *,
+    job_id: str,
+    model_type: str,
+    training: Mapping[str, Any],
+    published: Mapping[str, Any],
+    mirror: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The seed's success response, field for field, plus `files`, `volume_path`, `mirror`."""
+    final_save = training.get("final_save")
+    return {
+        "status": "success",
+        "job_id": job_id,
+        "model_type": model_type,
+        "model_name": get_model(model_type).display_name,
+        "epochs_completed": training.get("epochs_completed"),
+        "latest_epoch": final_save,
+        "output": dict(published["output"]),
+        "files": list(published.get("files", [])),
+        "volume_path": published.get("volume_path"),
+        "mirror": dict(mirror) if mirror is not None else None,
+    }
+
+
+def response_from_results(
+    job_id: str,
+    model_type: str,
+    results: Mapping[str, Mapping[str, Any]],
+    mirror: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`build_response` from the runner's stage results (training and publish)."""
+    return build_response(
+        job_id=job_id,
+        model_type=model_type,
+        training=results["training"],
+        published=results["publish"],
+        mirror=mirror,
+    )
+
+
+def complete_event_data(published: Mapping[str, Any]) -> dict[str, Any]:
+    """The seed's COMPLETE update `data`."""
+    output = published["output"]
+    return {
+        "message": COMPLETE_MESSAGE,
+        "repository_url": output["repo_url"],
+        "direct_download_url": output["download_url"],
+        "instructions": INSTRUCTIONS,
+        "files_uploaded": list(published.get("files", [])),
+        "safetensors_files": list(published.get("safetensors_files", [])),
+    }
+
+
+def respond(
+    outcome: Outcome,
+    mirror_status: dict[str, Any] | None,
+    s3: S3Destination | None = None,
+) -> dict[str, Any]:
+    """The seed's response for how this delivery ended. `s3`: the job's S3 destination, to
+    presign a fresh link when a COMPLETE job is delivered again."""
+    if outcome.status is Status.COMPLETE:
+        recorded = dict((outcome.result or {}).get("response") or {})
+        if mirror_status is not None:
+            recorded["mirror"] = mirror_status
+        if not recorded:
+            return failed_response("the job completed but recorded no response")
+        if outcome.from_log and s3 is not None:
+            recorded = _with_fresh_s3_link(recorded, s3, outcome.job_id)
+        return recorded
+    if outcome.status is Status.INTERRUPTED:
+        step = (outcome.view.progress or {}).get("step")
+        where = f" at step {step}" if step else ""
+        return failed_response(
+            f"the worker was stopped{where} (scale-down or preemption); the last checkpoint is "
+            "kept on the volume: retry the same job id to resume from it"
+        )
+    if outcome.status is Status.CANCELLED:
+        return failed_response("the job was cancelled")
+    return failed_response(outcome.error or f"the job ended in {outcome.status.value}")
+
+
+def _with_fresh_s3_link(response: dict[str, Any], s3: S3Destination, job_id: str) -> dict[str, Any]:
+    """The recorded S3 link has its access key id masked (the log never holds it): presign a
+    new one for the same object."""
+    from stages.publish.s3 import fresh_download_url  # noqa: PLC0415 - boto3 only for S3 jobs
+
+    lora = next((f for f in response.get("files", []) if str(f).endswith(".safetensors")), None)
+    if lora is None:
+        return response
+    url = fresh_download_url(s3, job_id, str(lora))
+    output = {**response.get("output", {}), "download_url": url, "safetensors_url": url}
+    return {**response, "output": output}

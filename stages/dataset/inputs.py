@@ -1,0 +1,85 @@
+"""The dataset stage's plain inputs, built by the pipeline from the request, the catalogue and
+the worker's settings (the download and unpacking bounds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import SecretStr
+
+from stages.model_info import ModelInfo
+
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    """Bounds for one dataset download (the worker's settings fill them from `DPS_DATASET_*`)."""
+
+    max_bytes: int = 20 * GiB
+    connect_timeout_s: float = 15.0
+    read_timeout_s: float = 60.0
+    attempts: int = 4  # failures in a row that made no progress before giving up
+    retry_wait_s: float = 2.0  # first pause between tries, doubled each time (capped at 60 s)
+    # Private hosts a dataset URL may reach anyway (an internal MinIO, say); see
+    # download._check_host.
+    allow_hosts: frozenset[str] = frozenset()
+    # Local runs and tests serve datasets from 127.0.0.1; the GPU image turns this off.
+    allow_loopback: bool = True
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """Bounds for unpacking the archives (`DPS_DATASET_MAX_UNPACKED_BYTES`, ...)."""
+
+    max_total_bytes: int = 40 * GiB  # uncompressed, all archives together
+    max_ratio: float = 200.0  # per entry (per archive for tar.gz), for entries over 1 MiB
+    max_files: int = 100_000
+
+
+@dataclass(frozen=True)
+class DatasetRules:
+    """What the pre-flight report needs to predict diffusion-pipe's view of the dataset."""
+
+    model: ModelInfo
+    dataset_type: str  # images | videos | both | precaptioned
+    trigger_word: str | None = None
+    image_repeats: int = 1
+    video_repeats: int = 5
+    # The effective training values the report counts with.
+    frame_buckets: tuple[int, ...] = (1, 33)
+    resolution: int = 1024
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    epochs: int = 1
+    video_clip_mode: str = "single_middle"
+
+    @property
+    def captions_images(self) -> bool:
+        """Images without a caption get one from the captions stage."""
+        return self.dataset_type in ("images", "both")
+
+    @property
+    def captions_videos(self) -> bool:
+        return self.dataset_type in ("videos", "both")
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """One archive to fetch: the request field it came from and its URL (may hold a secret)."""
+
+    field: str  # images_url | videos_url
+    url: str
+
+    def __repr__(self) -> str:  # a presigned URL's query is a credential
+        return f"DatasetSource(field={self.field!r}, url=<hidden>)"
+
+
+@dataclass(frozen=True)
+class DatasetInputs:
+    sources: tuple[DatasetSource, ...]
+    rules: DatasetRules
+    hub_token: SecretStr | None = None  # for hf://datasets/ URLs of private or gated repos
+    hub_endpoint: str = "https://huggingface.co"
+    download_limits: DownloadLimits = field(default_factory=DownloadLimits)
+    extract_limits: ExtractLimits = field(default_factory=ExtractLimits)

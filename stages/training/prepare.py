@@ -1,0 +1,34 @@
+"""The prepare stage (STARTING): keep the request on the volume, start the base model's download.
+
+The request was validated (and its configs checked against diffusion-pipe's rules) before the
+job's folder was touched; here a redacted copy goes to `<job>/request.json`, and the model's
+download starts in the background so it overlaps the dataset download and captioning (the
+weights stage waits for the same `ModelDownload`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from events.atomic import write_atomic
+from events.vocabulary import Status
+from stages.contract import Stage, StageContext
+from stages.weights.stage import ModelDownload
+
+REQUEST_FILE = "request.json"
+
+
+class Prepare(Stage):
+    name = "prepare"
+    status = Status.STARTING
+
+    def __init__(self, shown_request: Mapping[str, Any], download: ModelDownload) -> None:
+        self.shown_request = shown_request  # already masked and redacted
+        self.download = download
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        write_atomic(ctx.job_dir / REQUEST_FILE, json.dumps(self.shown_request, indent=2) + "\n")
+        self.download.start()
+        return {"files": [REQUEST_FILE], "model_download": "started"}
