@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from orchestrator.request import TrainingRequest, parse_request
-from stages.captions.text import apply_trigger, apply_trigger_to_dir, has_trigger
+from stages.captions.text import apply_trigger, has_trigger
 from stages.dataset.report import NO_MEDIA, build_report
 from tests.helpers import dataset_rules_for
 
@@ -179,12 +179,3 @@ def test_apply_trigger() -> None:
     assert has_trigger(once, "SKS CAT")
 
 
-def test_apply_trigger_to_dir_is_idempotent(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_text("a dog")
-    (tmp_path / "b.txt").write_text("ohwx, a cat")
-    (tmp_path / "c.txt").write_bytes(b"\xff\xfe bad")
-    assert apply_trigger_to_dir(tmp_path, "ohwx") == 1
-    assert apply_trigger_to_dir(tmp_path, "ohwx") == 0
-    assert (tmp_path / "a.txt").read_text() == "ohwx, a dog"
-    assert (tmp_path / "c.txt").read_bytes() == b"\xff\xfe bad"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "c.txt"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stages.captions.gemini import KEY_REFUSED, GeminiSettings, caption_videos
-from stages.captions.joycaption import caption_path
+from stages.captions.text import caption_path
 from stages.errors import CaptionError, GeminiBlocked, GeminiKeyRefused
 from tests.fakegemini import FakeGemini
 

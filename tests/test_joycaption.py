@@ -11,10 +11,9 @@ from stages.captions.joycaption import (
     JoyCaptioner,
     JoyCaptionSettings,
     caption_images,
-    caption_path,
     load_captioner,
-    with_trigger,
 )
+from stages.captions.text import caption_path, with_trigger
 from tests.tiny_llava import tiny_llava_dir, write_images
 
 GREEDY = JoyCaptionSettings(do_sample=False, max_new_tokens=6)

@@ -32,7 +32,7 @@ from google import genai
 from google.genai import errors, types
 
 from events.redact import scrub
-from stages.captions.joycaption import Progress, clean_caption, has_caption, write_caption
+from stages.captions.text import Progress, clean_caption, has_caption, write_caption
 from stages.errors import CaptionError, GeminiBlocked, GeminiKeyRefused
 
 log = logging.getLogger(__name__)

@@ -8,20 +8,20 @@ model so training gets the GPU memory back.
 
 Defaults follow the reference's known-good settings (peers.md §1.4, JoyCaption's model card):
 the 50-word "detailed description" prompt, sampling at temperature 0.6 / top_p 0.9. The caption
-file helpers (`clean_caption`, `with_trigger`, `write_caption`) are shared with the Gemini
-captioner. torch and transformers are imported lazily: importing this module stays cheap.
+files are written by `stages.captions.text`, shared with the Gemini captioner. torch and
+transformers are imported lazily: importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from events.atomic import write_atomic
+from stages.captions.text import Progress, clean_caption, has_caption, write_caption
 from stages.errors import CaptionError
 
 if TYPE_CHECKING:
@@ -37,62 +37,6 @@ PROMPT = (
     "Do NOT mention any text that is in the image."
 )
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-
-Progress = Callable[[int, int], None]  # (done, total) of the media that need a caption
-
-
-# --- caption files (shared with stages.captions.gemini) ---------------------------------------
-
-
-def caption_path(media: Path) -> Path:
-    """diffusion-pipe reads a media file's caption from the same-stem `.txt` beside it."""
-    return media.with_suffix(".txt")
-
-
-def has_caption(media: Path) -> bool:
-    # Any existing file counts: a precaptioned or earlier-attempt caption is never overwritten,
-    # and write_atomic guarantees a crash leaves no half-written one.
-    return caption_path(media).is_file()
-
-
-def clean_caption(text: str) -> str:
-    """One line: diffusion-pipe treats the whole file as the caption; newlines help nobody."""
-    return " ".join(text.split())
-
-
-def with_trigger(caption: str, trigger: str | None) -> str:
-    """`"<trigger>, <caption>"`, adding the trigger once (not when the caption starts with it)."""
-    caption = clean_caption(caption)
-    word = clean_caption(trigger or "")
-    if not word:
-        return caption
-    if not caption:
-        return word
-    head = caption[: len(word)]
-    rest = caption[len(word) : len(word) + 1]
-    if head.casefold() == word.casefold() and (rest == "" or not rest.isalnum()):
-        return caption
-    return f"{word}, {caption}"
-
-
-def write_caption(media: Path, caption: str, trigger: str | None) -> Path:
-    target = caption_path(media)
-    write_atomic(target, with_trigger(caption, trigger) + "\n")
-    return target
-
-
-def list_media(folder: Path, extensions: Iterable[str]) -> list[Path]:
-    """Media files under `folder` (recursively, hidden names skipped), in a stable order."""
-    if not folder.is_dir():
-        return []
-    wanted = {e.lower() for e in extensions}
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in wanted
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
 
 
 # --- the model --------------------------------------------------------------------------------

@@ -28,11 +28,9 @@ from stages.captions.joycaption import (
     JoyCaptioner,
     JoyCaptionSettings,
     caption_images,
-    caption_path,
-    has_caption,
-    list_media,
     load_captioner,
 )
+from stages.captions.text import caption_path, has_caption, list_media
 from stages.contract import Stage, StageContext
 from stages.errors import CaptionError, StageFailed
 

@@ -38,6 +38,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from events.atomic import write_atomic
 from events.redact import mask_url
 from stages.dataset.inputs import DownloadLimits
 from stages.errors import DownloadFailed
@@ -168,9 +169,7 @@ def _reuse(target: Path, url: str) -> Downloaded | None:
 
 def _write_manifest(target: Path, url: str, size: int, sha: str) -> None:
     data = {"url": _url_key(url), "size": size, "sha256": sha}
-    tmp = _manifest_path(target).with_suffix(".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, _manifest_path(target))
+    write_atomic(_manifest_path(target), json.dumps(data))
 
 
 # --- http(s) -----------------------------------------------------------------------------------

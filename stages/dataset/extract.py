@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from events.atomic import write_atomic
 from stages.dataset.inputs import ExtractLimits, GiB
 from stages.errors import ArchiveRefused
 
@@ -424,9 +425,7 @@ def write_marker(dataset_dir: Path) -> Path:
     """Record what the dataset folder holds; written last, so its presence means complete."""
     images, videos, digest = listing_digest(dataset_dir)
     marker = dataset_dir / COMPLETE_MARKER
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"images": images, "videos": videos, "digest": digest}), "utf-8")
-    os.replace(tmp, marker)
+    write_atomic(marker, json.dumps({"images": images, "videos": videos, "digest": digest}))
     return marker
 
 

@@ -9,6 +9,7 @@ the final save with its LoRA file; anything else is classified (`log_lines.class
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -77,15 +78,13 @@ class _RunFacts:
     def __call__(self, fact: tl.LogFact, state: Progress) -> None:
         self.settle()
         if isinstance(fact, tl.CheckpointSaved):
-            tag = fact.tag
-            done = lambda: _checkpoint_done(self.output_dir, tag)  # noqa: E731
-            self.pending.append((Checkpoint(tag=tag, step=fact.step), done))
+            checkpoint = Checkpoint(tag=fact.tag, step=fact.step)
+            done = functools.partial(_checkpoint_done, self.output_dir, fact.tag)
+            self.pending.append((checkpoint, done))
         elif isinstance(fact, tl.ModelSaved):
-            saved = EpochSaved(name=fact.name, step=state.step)
-            if fact.epoch is not None:
-                saved = EpochSaved(name=fact.name, step=state.step, epoch=fact.epoch)
-            name = fact.name
-            done = lambda: _save_done(self.output_dir, name, self.lora_file)  # noqa: E731
+            epoch = {"epoch": fact.epoch} if fact.epoch is not None else {}
+            saved = EpochSaved(name=fact.name, step=state.step, **epoch)
+            done = functools.partial(_save_done, self.output_dir, fact.name, self.lora_file)
             self.pending.append((saved, done))
         self.settle()
         if not isinstance(fact, tl.Step | tl.EpochStarted):
