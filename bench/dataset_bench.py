@@ -24,7 +24,7 @@ from bench.table import Result, secs
 from orchestrator.plan import dataset_inputs, trainer_spec
 from orchestrator.request import effective_training, parse_request
 from orchestrator.settings import Settings
-from stages.dataset.report import build_report
+from stages.dataset.check import build_report
 from stages.dataset.stage import prepare
 from stages.training.config import JobPaths, render, write_configs
 from tests.dataserver import DataServer

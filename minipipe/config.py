@@ -188,35 +188,45 @@ def load_dataset_config(path: Path) -> tuple[DatasetConfig, list[str]]:
     return cfg, warnings
 
 
-def load_config(path: Path) -> tuple[TrainConfig, list[str]]:
-    """Parse and validate the main TOML; returns the config and warning lines to print."""
-    raw = _load_toml(path, "config")
-    where = str(path)
-    warnings = _warn_unknown(raw, _TOP_KEYS, where)
-    output_dir = Path(_typed(_require(raw, "output_dir", where), str, "output_dir", where))
-    dataset_path = Path(_typed(_require(raw, "dataset", where), str, "dataset", where))
-    if not dataset_path.is_absolute():
-        dataset_path = path.parent / dataset_path
-
+def _model(raw: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    """The `[model]` table: minipipe trains `tiny` only."""
     model = _typed(_require(raw, "model", where), dict, "model", where)
     mwhere = f"[model] of {where}"
-    warnings += _warn_unknown(model, _MODEL_KEYS, mwhere)
+    warnings = _warn_unknown(model, _MODEL_KEYS, mwhere)
     model_type = _require(model, "type", mwhere)
     if model_type != "tiny":
         raise ConfigError(f"unsupported model type {model_type!r} in {mwhere}: minipipe has 'tiny'")
-    model_path = Path(_typed(_require(model, "path", mwhere), str, "path", mwhere))
-    model_dtype = _dtype(model.get("dtype", "float32"), "dtype", mwhere)
+    fields = {
+        "model_path": Path(_typed(_require(model, "path", mwhere), str, "path", mwhere)),
+        "model_dtype": _dtype(model.get("dtype", "float32"), "dtype", mwhere),
+    }
+    return fields, warnings
 
+
+def _adapter(raw: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    """The `[adapter]` table: a LoRA, its rank and dtype, maybe seeded from a saved one."""
     adapter = _typed(_require(raw, "adapter", where), dict, "adapter", where)
     awhere = f"[adapter] of {where}"
-    warnings += _warn_unknown(adapter, _ADAPTER_KEYS, awhere)
+    warnings = _warn_unknown(adapter, _ADAPTER_KEYS, awhere)
     if adapter.get("type", "lora") != "lora":
         raise ConfigError(f"unsupported adapter type {adapter['type']!r} in {awhere}")
-    adapter_dtype = _dtype(adapter.get("dtype", model.get("dtype", "float32")), "dtype", awhere)
+    model_dtype = raw["model"].get("dtype", "float32")
+    fields = {
+        "rank": _positive_int(adapter, "rank", awhere, None),
+        "adapter_dtype": _dtype(adapter.get("dtype", model_dtype), "dtype", awhere),
+        "lora_dropout": float(adapter.get("dropout", 0.0)),
+        "init_from_existing": Path(adapter["init_from_existing"])
+        if adapter.get("init_from_existing")
+        else None,
+    }
+    return fields, warnings
 
+
+def _optimizer(raw: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    """The `[optimizer]` table: its type and the keyword arguments it is built with."""
     optimizer = _typed(_require(raw, "optimizer", where), dict, "optimizer", where)
     owhere = f"[optimizer] of {where}"
-    warnings += _warn_unknown(optimizer, _OPTIMIZER_KEYS, owhere)
+    warnings = _warn_unknown(optimizer, _OPTIMIZER_KEYS, owhere)
     opt_type = str(_require(optimizer, "type", owhere))
     opt_kwargs: dict[str, Any] = {
         "lr": float(_typed(_require(optimizer, "lr", owhere), (int, float), "lr", owhere))
@@ -229,7 +239,11 @@ def load_config(path: Path) -> tuple[TrainConfig, list[str]]:
     for key in ("weight_decay", "eps"):
         if key in optimizer:
             opt_kwargs[key] = float(_typed(optimizer[key], (int, float), key, owhere))
+    return {"optimizer_type": opt_type, "optimizer_kwargs": opt_kwargs}, warnings
 
+
+def _schedule(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """When to save, checkpoint and change the learning rate."""
     save_n_epochs = _optional_int(raw, "save_every_n_epochs", where)
     save_n_steps = _optional_int(raw, "save_every_n_steps", where)
     if save_n_epochs is None and save_n_steps is None:
@@ -242,6 +256,28 @@ def load_config(path: Path) -> tuple[TrainConfig, list[str]]:
     scheduler = str(raw.get("lr_scheduler", "constant"))
     if scheduler not in ("constant", "linear"):
         raise ConfigError(f"'lr_scheduler' in {where} must be 'constant' or 'linear' in minipipe")
+    return {
+        "lr_scheduler": scheduler,
+        "save_every_n_epochs": save_n_epochs,
+        "save_every_n_steps": save_n_steps,
+        "checkpoint_every_n_minutes": minutes,
+        "checkpoint_every_n_epochs": _optional_int(raw, "checkpoint_every_n_epochs", where),
+    }
+
+
+def load_config(path: Path) -> tuple[TrainConfig, list[str]]:
+    """Parse and validate the main TOML; returns the config and warning lines to print."""
+    raw = _load_toml(path, "config")
+    where = str(path)
+    warnings = _warn_unknown(raw, _TOP_KEYS, where)
+    output_dir = Path(_typed(_require(raw, "output_dir", where), str, "output_dir", where))
+    dataset_path = Path(_typed(_require(raw, "dataset", where), str, "dataset", where))
+    if not dataset_path.is_absolute():
+        dataset_path = path.parent / dataset_path
+    model, model_warnings = _model(raw, where)
+    adapter, adapter_warnings = _adapter(raw, where)
+    optimizer, optimizer_warnings = _optimizer(raw, where)
+    schedule = _schedule(raw, where)
     resume = raw.get("resume_from_checkpoint")
     dataset, dataset_warnings = load_dataset_config(dataset_path)
     cfg = TrainConfig(
@@ -255,24 +291,14 @@ def load_config(path: Path) -> tuple[TrainConfig, list[str]]:
             _typed(raw.get("gradient_clipping", 1.0), (int, float), "gradient_clipping", where)
         ),
         warmup_steps=int(_typed(raw.get("warmup_steps", 0), int, "warmup_steps", where)),
-        lr_scheduler=scheduler,
-        save_every_n_epochs=save_n_epochs,
-        save_every_n_steps=save_n_steps,
-        checkpoint_every_n_minutes=minutes,
-        checkpoint_every_n_epochs=_optional_int(raw, "checkpoint_every_n_epochs", where),
         save_dtype=None
         if "save_dtype" not in raw
         else _dtype(raw["save_dtype"], "save_dtype", where),
         resume_from_checkpoint=resume if isinstance(resume, bool | str) else None,
-        model_path=model_path,
-        model_dtype=model_dtype,
-        rank=_positive_int(adapter, "rank", awhere, None),
-        adapter_dtype=adapter_dtype,
-        lora_dropout=float(adapter.get("dropout", 0.0)),
-        init_from_existing=Path(adapter["init_from_existing"])
-        if adapter.get("init_from_existing")
-        else None,
-        optimizer_type=opt_type,
-        optimizer_kwargs=opt_kwargs,
+        **model,
+        **adapter,
+        **optimizer,
+        **schedule,
     )
+    warnings += model_warnings + adapter_warnings + optimizer_warnings
     return cfg, warnings + dataset_warnings

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from events.projections.base import MirrorSettings
-from stages.dataset.inputs import DownloadLimits, ExtractLimits, GiB
+from stages.dataset.limits import DownloadLimits, ExtractLimits, GiB
 from stages.weights.inputs import HF_ENDPOINT, WeightsOptions
 
 VOLUME = Path("/runpod-volume")

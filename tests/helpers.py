@@ -14,7 +14,8 @@ from orchestrator.plan import dataset_inputs, dataset_rules
 from orchestrator.request import TrainingRequest, effective_training
 from orchestrator.settings import Settings
 from stages.contract import StageContext
-from stages.dataset.inputs import DatasetInputs, DatasetRules, DownloadLimits
+from stages.dataset.inputs import DatasetInputs, DatasetRules
+from stages.dataset.limits import DownloadLimits
 
 
 def raw_lines(store: EventStore, job_id: str) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stages.dataset.download import download
-from stages.dataset.inputs import DownloadLimits
+from stages.dataset.limits import DownloadLimits
 from stages.errors import DownloadFailed
 from tests.dataserver import DataServer
 from tests.fakehub import FakeHub

@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.dataset.extract import (
-    COMPLETE_MARKER,
-    Source,
-    detect_format,
-    extract_dataset,
-    marker_matches,
-)
-from stages.dataset.inputs import ExtractLimits
+from stages.dataset.extract import Source, detect_format, extract_dataset
+from stages.dataset.folder import COMPLETE_MARKER, marker_matches
+from stages.dataset.limits import ExtractLimits
 from stages.errors import ArchiveRefused
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from orchestrator.request import TrainingRequest, parse_request
 from stages.captions.text import apply_trigger, has_trigger
-from stages.dataset.report import NO_MEDIA, build_report
+from stages.dataset.check import build_report
+from stages.dataset.report import NO_MEDIA
 from tests.helpers import dataset_rules_for
 
 av: Any
@@ -177,5 +178,3 @@ def test_apply_trigger() -> None:
     once = apply_trigger("a cat", "sks cat")
     assert apply_trigger(once, "sks cat") == once
     assert has_trigger(once, "SKS CAT")
-
-

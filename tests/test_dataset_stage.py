@@ -15,7 +15,7 @@ from orchestrator.plan import trainer_spec
 from orchestrator.request import parse_request
 from orchestrator.runner import run_job
 from stages.contract import Stage, StageContext
-from stages.dataset.inputs import DownloadLimits
+from stages.dataset.limits import DownloadLimits
 from stages.dataset.stage import Dataset
 from stages.training.config import JobPaths, render
 from tests.dataserver import DataServer

@@ -31,7 +31,7 @@ from orchestrator.progress import ProgressReporter
 from orchestrator.request import RequestError, TrainingRequest
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle, validate
-from stages.dataset.inputs import DownloadLimits
+from stages.dataset.limits import DownloadLimits
 from stages.errors import ConfigError
 from stages.training.owned_keys import OWNED_ADAPTER, OWNED_MODEL, OWNED_OPTIMIZER, OWNED_TOP_LEVEL
 from tests.canary import CANARIES, find, scan, with_canaries

@@ -27,8 +27,9 @@ from events.store import EventStore
 from orchestrator.progress import ProgressReporter
 from orchestrator.settings import Settings, download_limits
 from orchestrator.worker import WorkerOptions, handle
-from stages.dataset.download import _check_host, download
-from stages.dataset.inputs import DownloadLimits
+from stages.dataset.download import download
+from stages.dataset.hosts import check_host
+from stages.dataset.limits import DownloadLimits
 from stages.errors import DownloadFailed
 from tests.dataserver import DataServer
 from tests.fakehub import FakeHub
@@ -385,9 +386,9 @@ def test_redirect_to_a_private_address_is_refused_before_connecting(
 def test_a_private_host_can_be_allowed_by_the_operator() -> None:
     limits = download_limits({"DPS_DATASET_ALLOW_HOSTS": " 10.0.0.1 ,Minio.internal"})
     assert limits.allow_hosts == frozenset({"10.0.0.1", "minio.internal"})
-    _check_host("http://10.0.0.1/x.zip", "dataset.images_url", limits)  # no error, no traffic
+    check_host("http://10.0.0.1/x.zip", "dataset.images_url", limits)  # no error, no traffic
     with pytest.raises(DownloadFailed, match=r"10\.0\.0\.2"):
-        _check_host("http://10.0.0.2/x.zip", "dataset.images_url", limits)
+        check_host("http://10.0.0.2/x.zip", "dataset.images_url", limits)
 
 
 def test_a_name_that_rebinds_to_a_refused_address_is_caught_at_the_connection(

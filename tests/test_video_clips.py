@@ -25,7 +25,7 @@ from orchestrator.pipeline import Delivery, build_stages
 from orchestrator.plan import plan_job, trainer_spec
 from orchestrator.request import TrainingRequest, parse_request
 from orchestrator.settings import Settings
-from stages.dataset.report import build_report
+from stages.dataset.check import build_report
 from stages.training.clips import (
     MARKER,
     align_frames,

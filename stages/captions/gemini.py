@@ -273,6 +273,46 @@ def _text(response: types.GenerateContentResponse) -> str:
     return text
 
 
+class _Batch:
+    """The videos of one `caption_videos` call, captioned by a few threads: what was
+    captioned, blocked or failed, counted under one lock so progress never goes backwards."""
+
+    def __init__(self, run: _Run, total: int, trigger: str | None, progress: Progress | None):
+        self.run, self.total, self.trigger, self.progress = run, total, trigger, progress
+        self.captioned: list[Path] = []
+        self.blocked: dict[str, str] = {}
+        self.failures: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    def one(self, video: Path) -> None:
+        try:
+            write_caption(video, self.run.caption(video), self.trigger)
+        except _Blocked as exc:
+            log.warning("Gemini blocked captioning of %s: %s", video.name, exc.reason)
+            with self._lock:
+                self.blocked[video.name] = exc.reason
+        except BaseException as exc:
+            with self._lock:
+                self.failures.append(exc)
+            self.run.stop.set()  # running videos give up at their next call
+            raise
+        else:
+            with self._lock:
+                self.captioned.append(video)
+        with self._lock:
+            if self.progress is not None:
+                self.progress(len(self.captioned) + len(self.blocked), self.total)
+
+    def raise_first_failure(self) -> None:
+        """The cause, not a later "stopped" follower, as a CaptionError."""
+        first = self.failures[0]
+        if isinstance(first, CaptionError):
+            raise first
+        raise CaptionError(
+            self.run.scrub(f"Gemini captioning failed: {type(first).__name__}: {first}")
+        ) from None
+
+
 def caption_videos(
     videos: Sequence[Path],
     *,
@@ -291,47 +331,18 @@ def caption_videos(
         if video.suffix.lower() not in VIDEO_MIME_TYPES:
             raise CaptionError(f"cannot caption {video.name}: not a video type Gemini reads")
     run = _Run(client or make_client(api_key, settings), api_key, settings, sleep)
-    captioned: list[Path] = []
-    blocked: dict[str, str] = {}
-    failures: list[BaseException] = []
-    lock = threading.Lock()
+    batch = _Batch(run, len(todo), trigger, progress)
     if progress is not None:
         progress(0, len(todo))
-
-    def one(video: Path) -> None:
-        try:
-            text = run.caption(video)
-            write_caption(video, text, trigger)
-        except _Blocked as exc:
-            log.warning("Gemini blocked captioning of %s: %s", video.name, exc.reason)
-            with lock:
-                blocked[video.name] = exc.reason
-        except BaseException as exc:
-            with lock:
-                failures.append(exc)
-            run.stop.set()  # running videos give up at their next call
-            raise
-        else:
-            with lock:
-                captioned.append(video)
-        with lock:  # under the lock so the reported counts never go backwards
-            if progress is not None:
-                progress(len(captioned) + len(blocked), len(todo))
-
     with ThreadPoolExecutor(settings.concurrency, thread_name_prefix="gemini") as pool:
-        futures: list[Future[None]] = [pool.submit(one, v) for v in todo]
+        futures: list[Future[None]] = [pool.submit(batch.one, v) for v in todo]
         wait(futures, return_when=FIRST_EXCEPTION)
-        if failures:
+        if batch.failures:
             for f in futures:
                 f.cancel()  # queued videos never start
             wait(futures)
-            first = failures[0]  # the cause, not a later "stopped" follower
-            if isinstance(first, CaptionError):
-                raise first
-            raise CaptionError(
-                run.scrub(f"Gemini captioning failed: {type(first).__name__}: {first}")
-            ) from None
-    captioned.sort(key=videos.index)
-    if blocked and settings.on_blocked == "fail":
-        raise GeminiBlocked(blocked)
-    return VideoCaptionReport(captioned=captioned, skipped_existing=skipped, blocked=blocked)
+            batch.raise_first_failure()
+    captioned = sorted(batch.captioned, key=videos.index)
+    if batch.blocked and settings.on_blocked == "fail":
+        raise GeminiBlocked(batch.blocked)
+    return VideoCaptionReport(captioned=captioned, skipped_existing=skipped, blocked=batch.blocked)

@@ -16,12 +16,10 @@ host and path only, never a URL's userinfo or query (a presigned URL's signature
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import os
 import re
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,17 +28,12 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import (
-    GatedRepoError,
-    HfHubHTTPError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
 
 from events.atomic import write_atomic
 from events.redact import mask_url
-from stages.dataset.inputs import DownloadLimits
+from stages.dataset.hosts import check_host, check_peer
+from stages.dataset.hub import fetch_hub
+from stages.dataset.limits import DownloadLimits, too_large
 from stages.errors import DownloadFailed
 
 CHUNK = 1 << 20
@@ -91,14 +84,6 @@ def where(url: str) -> str:
     return f"{host}{port}{parts.path}"
 
 
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
-
-
 def download(
     url: str,
     dest_dir: Path,
@@ -116,8 +101,10 @@ def download(
     dest_dir.mkdir(parents=True, exist_ok=True)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if url.startswith("hf://"):
-        return _hub(url, dest_dir / name, field=field, endpoint=hub_endpoint, token=token,
-                    limits=limits)  # fmt: skip
+        folder, size, digest = fetch_hub(
+            url, dest_dir / name, field=field, endpoint=hub_endpoint, token=token, limits=limits
+        )
+        return Downloaded(folder, size, digest, reused=False)
     if scheme not in ("http", "https"):
         shown = scheme if re.fullmatch(r"[a-z][a-z0-9+.-]{0,15}", scheme) else "this"
         raise DownloadFailed(
@@ -252,9 +239,9 @@ def _transfer(
     current = url
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            _check_host(current, field, limits)  # the first URL and every redirect
+            check_host(current, field, limits)  # the first URL and every redirect
             with client.stream("GET", current, headers=headers) as response:
-                _check_peer(response, current, field, limits)  # DNS may have changed since
+                check_peer(response, current, field, limits)  # DNS may have changed since
                 if response.is_redirect:
                     current = _redirect(current, response, field)
                     continue
@@ -271,7 +258,7 @@ def _transfer(
                             _sniff(chunk, url, field, response.headers.get("content-type", ""))
                             first = False
                         if part.size + len(chunk) > limits.max_bytes:
-                            raise _too_large(field, limits, None)
+                            raise too_large(field, limits, None)
                         out.write(chunk)
                         part.digest.update(chunk)
                         part.size += len(chunk)
@@ -285,44 +272,6 @@ def _transfer(
         raise _Retry(f"timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:  # connect refused, reset, closed mid-body
         raise _Retry(type(exc).__name__) from exc
-
-
-def _check_host(url: str, field: str, limits: DownloadLimits) -> None:
-    """Refuse hosts on private networks: a dataset URL (or a redirect) must not make the worker
-    reach the cloud's metadata service (169.254.169.254) or the datacenter's private ranges.
-    Loopback is allowed unless `allow_loopback` is off (the GPU image turns it off).
-    `DPS_DATASET_ALLOW_HOSTS` lists private hosts to allow."""
-    host = (urlsplit(url).hostname or "").lower()
-    if not host or host in limits.allow_hosts:
-        return
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except socket.gaierror:
-        return  # the request itself reports the unknown host
-    for info in infos:
-        _check_address(str(info[4][0]), host, field, limits)
-
-
-def _check_peer(response: httpx.Response, url: str, field: str, limits: DownloadLimits) -> None:
-    """The address the connection really reached, checked before a byte of the body is read:
-    a name that resolved to a public address for _check_host and to a private one for the
-    connect (DNS rebinding) is refused here."""
-    host = (urlsplit(url).hostname or "").lower()
-    stream = response.extensions.get("network_stream")
-    peer = stream.get_extra_info("server_addr") if stream is not None else None
-    if not host or host in limits.allow_hosts or not peer:
-        return  # no socket to ask (a proxy or an in-memory transport): _check_host stands
-    _check_address(str(peer[0]), host, field, limits)
-
-
-def _check_address(address: str, host: str, field: str, limits: DownloadLimits) -> None:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if ip.is_global or (ip.is_loopback and limits.allow_loopback):
-        return
-    raise DownloadFailed(
-        f"{field}: {host} is on a private or reserved network ({ip}); dataset URLs "
-        "must be public (an operator can allow a host with DPS_DATASET_ALLOW_HOSTS)"
-    )
 
 
 def _redirect(current: str, response: httpx.Response, field: str) -> str:
@@ -385,16 +334,8 @@ def _start(
         total = length
         part.etag = response.headers.get("etag")
     if total is not None and total > limits.max_bytes:
-        raise _too_large(field, limits, total)
+        raise too_large(field, limits, total)
     return total
-
-
-def _too_large(field: str, limits: DownloadLimits, total: int | None) -> DownloadFailed:
-    size = f" ({human(total)})" if total is not None else ""
-    return DownloadFailed(
-        f"{field}: the dataset is larger than the {human(limits.max_bytes)} limit{size}; "
-        "split it or reduce it"
-    )
 
 
 def _int(value: str | None) -> int | None:
@@ -411,52 +352,3 @@ def _sniff(head: bytes, url: str, field: str, content_type: str) -> None:
             f"{field}: {where(url)} returned a web page, not an archive; use a direct download "
             "link to a .zip or .tar(.gz) file"
         )
-
-
-# --- hf://datasets/owner/name[@rev] ------------------------------------------------------------
-
-
-def parse_hf(url: str, field: str) -> tuple[str, str | None]:
-    rest = url.removeprefix("hf://datasets/").strip("/")
-    repo, _, rev = rest.partition("@")
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
-        raise DownloadFailed(f'{field}: expected "hf://datasets/owner/name[@revision]"')
-    return repo, rev or None
-
-
-def _hub(
-    url: str, folder: Path, *, field: str, endpoint: str, token: str | None, limits: DownloadLimits
-) -> Downloaded:
-    repo, rev = parse_hf(url, field)
-    try:
-        snapshot_download(
-            repo,
-            repo_type="dataset",
-            revision=rev,
-            endpoint=endpoint,
-            token=token or False,
-            local_dir=folder,
-        )
-    except GatedRepoError as exc:
-        raise DownloadFailed(
-            f"{field}: {repo} is gated; accept its terms and give a token"
-        ) from exc
-    except RevisionNotFoundError as exc:
-        raise DownloadFailed(f"{field}: {repo} has no revision {rev!r}") from exc
-    except RepositoryNotFoundError as exc:
-        raise DownloadFailed(
-            f"{field}: dataset {repo} was not found on the Hub (or it is private and the token "
-            "cannot read it)"
-        ) from exc
-    except HfHubHTTPError as exc:
-        raise DownloadFailed(f"{field}: the Hub refused the download of {repo}: {exc}") from exc
-    except OSError as exc:
-        raise DownloadFailed(f"{field}: could not download {repo}: {exc}") from exc
-    files = [p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts]
-    size = sum(p.stat().st_size for p in files)
-    if size > limits.max_bytes:
-        raise _too_large(field, limits, size)
-    digest = hashlib.sha256()
-    for p in sorted(files):
-        digest.update(f"{p.relative_to(folder)}\0{p.stat().st_size}\n".encode())
-    return Downloaded(folder, size, digest.hexdigest(), reused=False)

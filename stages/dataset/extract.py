@@ -21,8 +21,6 @@ is case-sensitive), optionally through `caption_fn` (the trigger word).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -30,20 +28,15 @@ import stat
 import tarfile
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from events.atomic import write_atomic
-from stages.dataset.inputs import ExtractLimits, GiB
+from stages.dataset.folder import CAPTION_EXT, COMPLETE_MARKER, IMAGE_EXTS, VIDEO_EXTS, write_marker
+from stages.dataset.limits import ExtractLimits, GiB
 from stages.errors import ArchiveRefused
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
-MEDIA_EXTS = IMAGE_EXTS | VIDEO_EXTS
-CAPTION_EXT = ".txt"
-COMPLETE_MARKER = ".complete.json"
 RATIO_MIN_BYTES = 1 << 20  # tiny files compress well for honest reasons; bombs are big
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f/\\:]")
 _MAX_STEM = 150
@@ -394,50 +387,3 @@ def _swap(staging: Path, dataset_dir: Path) -> None:
             os.replace(staging / sub, dataset_dir / sub)
     finally:
         shutil.rmtree(old, ignore_errors=True)
-
-
-# --- the completion marker ---------------------------------------------------------------------
-
-
-def listing_digest(dataset_dir: Path) -> tuple[int, int, str]:
-    """(images, videos, digest over names and sizes) of the extracted media.
-
-    Media files only: later stages add to these folders without making the extraction stale
-    (the captioner writes `.txt` files, diffusion-pipe its latent `cache/`), and a marker that
-    counted them would make every redelivery download, extract and caption again."""
-    digest = hashlib.sha256()
-    counts = []
-    for sub in ("images", "videos"):
-        folder = dataset_dir / sub
-        entries = sorted(os.scandir(folder), key=lambda e: e.name) if folder.is_dir() else []
-        media = [
-            e
-            for e in entries
-            if Path(e.name).suffix.lower() in MEDIA_EXTS and e.is_file(follow_symlinks=False)
-        ]
-        counts.append(len(media))
-        for e in media:
-            digest.update(f"{sub}/{e.name}\0{e.stat().st_size}\n".encode())
-    return counts[0], counts[1], digest.hexdigest()
-
-
-def write_marker(dataset_dir: Path) -> Path:
-    """Record what the dataset folder holds; written last, so its presence means complete."""
-    images, videos, digest = listing_digest(dataset_dir)
-    marker = dataset_dir / COMPLETE_MARKER
-    write_atomic(marker, json.dumps({"images": images, "videos": videos, "digest": digest}))
-    return marker
-
-
-def marker_matches(dataset_dir: Path) -> bool:
-    try:
-        recorded = json.loads((dataset_dir / COMPLETE_MARKER).read_text("utf-8"))
-        images, videos, digest = listing_digest(dataset_dir)
-    except (OSError, ValueError):
-        return False
-    return bool(recorded == {"images": images, "videos": videos, "digest": digest})
-
-
-def iter_media(folder: Path, exts: frozenset[str]) -> Iterator[Path]:
-    if folder.is_dir():
-        yield from sorted(p for p in folder.iterdir() if p.suffix.lower() in exts and p.is_file())

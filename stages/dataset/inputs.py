@@ -1,5 +1,5 @@
 """The dataset stage's plain inputs, built by the pipeline from the request, the catalogue and
-the worker's settings (the download and unpacking bounds)."""
+the worker's settings (the download and unpacking bounds, `limits`)."""
 
 from __future__ import annotations
 
@@ -7,34 +7,8 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
+from stages.dataset.limits import DownloadLimits, ExtractLimits
 from stages.model_info import ModelInfo
-
-GiB = 1 << 30
-
-
-@dataclass(frozen=True)
-class DownloadLimits:
-    """Bounds for one dataset download (the worker's settings fill them from `DPS_DATASET_*`)."""
-
-    max_bytes: int = 20 * GiB
-    connect_timeout_s: float = 15.0
-    read_timeout_s: float = 60.0
-    attempts: int = 4  # failures in a row that made no progress before giving up
-    retry_wait_s: float = 2.0  # first pause between tries, doubled each time (capped at 60 s)
-    # Private hosts a dataset URL may reach anyway (an internal MinIO, say); see
-    # download._check_host.
-    allow_hosts: frozenset[str] = frozenset()
-    # Local runs and tests serve datasets from 127.0.0.1; the GPU image turns this off.
-    allow_loopback: bool = True
-
-
-@dataclass(frozen=True)
-class ExtractLimits:
-    """Bounds for unpacking the archives (`DPS_DATASET_MAX_UNPACKED_BYTES`, ...)."""
-
-    max_total_bytes: int = 40 * GiB  # uncompressed, all archives together
-    max_ratio: float = 200.0  # per entry (per archive for tar.gz), for entries over 1 MiB
-    max_files: int = 100_000
 
 
 @dataclass(frozen=True)

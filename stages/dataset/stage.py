@@ -18,10 +18,12 @@ from events.facts import DatasetReport as DatasetReportFact
 from events.vocabulary import Status
 from stages.captions.text import apply_trigger
 from stages.contract import Stage, StageContext
+from stages.dataset.check import build_report
 from stages.dataset.download import download
-from stages.dataset.extract import COMPLETE_MARKER, Source, extract_dataset, marker_matches
+from stages.dataset.extract import Source, extract_dataset
+from stages.dataset.folder import COMPLETE_MARKER, marker_matches
 from stages.dataset.inputs import DatasetInputs, DatasetSource
-from stages.dataset.report import DatasetReport, build_report
+from stages.dataset.report import DatasetReport
 from stages.errors import StageFailed
 from stages.throttle import Throttle
 

@@ -25,7 +25,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from stages.dataset.extract import VIDEO_EXTS
+from stages.dataset.folder import VIDEO_EXTS
 
 MARKER = ".clips.json"
 ROUND_FRAMES = 4  # diffusion-pipe's default `round_frames` (frames are aligned to 4k+1)

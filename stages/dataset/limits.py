@@ -1,0 +1,51 @@
+"""The bounds of a dataset: how big a download may be and how long it may take, how much the
+archives may unpack to, and what a user is told when one is passed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stages.errors import DownloadFailed
+
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    """Bounds for one dataset download (the worker's settings fill them from `DPS_DATASET_*`)."""
+
+    max_bytes: int = 20 * GiB
+    connect_timeout_s: float = 15.0
+    read_timeout_s: float = 60.0
+    attempts: int = 4  # failures in a row that made no progress before giving up
+    retry_wait_s: float = 2.0  # first pause between tries, doubled each time (capped at 60 s)
+    # Private hosts a dataset URL may reach anyway (an internal MinIO, say); see
+    # download._check_host.
+    allow_hosts: frozenset[str] = frozenset()
+    # Local runs and tests serve datasets from 127.0.0.1; the GPU image turns this off.
+    allow_loopback: bool = True
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """Bounds for unpacking the archives (`DPS_DATASET_MAX_UNPACKED_BYTES`, ...)."""
+
+    max_total_bytes: int = 40 * GiB  # uncompressed, all archives together
+    max_ratio: float = 200.0  # per entry (per archive for tar.gz), for entries over 1 MiB
+    max_files: int = 100_000
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def too_large(field: str, limits: DownloadLimits, total: int | None) -> DownloadFailed:
+    size = f" ({human(total)})" if total is not None else ""
+    return DownloadFailed(
+        f"{field}: the dataset is larger than the {human(limits.max_bytes)} limit{size}; "
+        "split it or reduce it"
+    )
