@@ -27,7 +27,7 @@ from orchestrator.settings import Settings
 from stages.dataset.check import build_report
 from stages.dataset.stage import prepare
 from stages.training.config import JobPaths, render, write_configs
-from tests.dataserver import DataServer
+from tests.support.dataserver import DataServer
 
 IMAGES = 200
 SIDE = (1408, 1024)  # noise at quality 90: about 1 MB per JPEG

@@ -21,7 +21,7 @@ from events.projections.base import MirrorSettings
 from events.projections.hub import HubMirror
 from events.vocabulary import Status
 from orchestrator.logs import configure_logging
-from tests.fakehub import FakeHub  # the loopback Hub lives with the tests
+from tests.support.fakehub import FakeHub  # the loopback Hub lives with the tests
 
 JOB_HOURS = 2.0
 PROGRESS_EVERY_S = 10.0

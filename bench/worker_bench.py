@@ -23,7 +23,7 @@ from localpod import LocalPod
 from orchestrator.cli.demo import StaticServer, make_dataset, request_body
 from orchestrator.cli.submit import call_endpoint
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 ROUNDS = 5
 
 

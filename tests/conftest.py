@@ -47,17 +47,13 @@ def moto_url() -> Iterator[str]:
     server.stop()
 
 
-# Canaries the test jobs put in secret fields (tests/canary.py, tests/test_worker.py).
-_EXTRA_CANARIES = ("hf_CanaryTokenDoNotLeak0123456789",)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _no_canary_on_any_test_volume(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """After the whole run: no secret canary in any file of any job folder (every job's
     events, logs, UPDATES, configs, outputs). The one allowed place: the trainer's own TOML,
     which must hold a passthrough credential such as a wandb key for the trainer to use it."""
     yield
-    from tests.canary import find  # noqa: PLC0415 - only at the end of the run
+    from tests.support.canary import TOKEN_CANARY, find  # noqa: PLC0415 - at the end of the run
 
     base = tmp_path_factory.getbasetemp()
     hits = []
@@ -69,6 +65,6 @@ def _no_canary_on_any_test_volume(tmp_path_factory: pytest.TempPathFactory) -> I
                 continue
             data = path.read_bytes()
             names = [n for n in find(data) if not (path.suffix == ".toml" and "wandb" in n)]
-            names += [c for c in _EXTRA_CANARIES if c.encode() in data]
+            names += [TOKEN_CANARY] if TOKEN_CANARY.encode() in data else []
             hits += [f"{path.relative_to(base)}: {n}" for n in names]
     assert not hits, "secret canaries found on test volumes:\n" + "\n".join(hits[:20])

@@ -1,6 +1,7 @@
-"""The golden trainer configs: one fixed request per model type, rendered to `tests/golden/`.
+"""The golden trainer configs: one fixed request per model type, rendered to
+`tests/stages/training/golden/`.
 
-python -m tests.support.golden --regen-golden   # rewrite tests/golden/ (then review the diff)
+    python -m tests.support.golden --regen-golden   # rewrite them (then review the diff)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from orchestrator.plan import trainer_spec
 from orchestrator.request import TrainingRequest, parse_request
 from stages.training.config import JobPaths, render
 
-GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN_DIR = Path(__file__).resolve().parents[1] / "stages" / "training" / "golden"
 GOLDEN_PATHS = JobPaths(
     config_dir=Path("/work/job/config"),
     output_dir=Path("/work/job/output"),
@@ -59,7 +60,7 @@ def regen_golden(directory: Path = GOLDEN_DIR) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.golden")
-    parser.add_argument("--regen-golden", action="store_true", help="rewrite tests/golden/")
+    parser.add_argument("--regen-golden", action="store_true", help="rewrite the golden files")
     parser.add_argument("--dir", type=Path, default=GOLDEN_DIR, help="golden folder")
     args = parser.parse_args(argv)
     if not args.regen_golden:

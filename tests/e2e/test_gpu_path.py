@@ -1,0 +1,209 @@
+"""Every model type through the worker on the GPU code path, with stand-ins only where a GPU or
+a 20 GB model is needed: the loopback Hub serves placeholder weights in each catalogue repo's
+layout, a stand-in `deepspeed` runs a trainer that makes diffusion-pipe's startup checks (model
+paths, dataset folders, clip mode) and saves the LoRA under the model's real file name.
+
+What this catches that the tiny CPU model cannot: a rendered config pointing at a folder that
+does not exist, weights laid out where the `[model]` table does not look, the wrong LoRA name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from events.store import EventStore
+from orchestrator.catalogue import ModelEntry, get_model
+from orchestrator.settings import Settings
+from orchestrator.worker import WorkerOptions, handle
+from stages.captions.joycaption import JoyCaptionSettings, load_captioner
+from stages.captions.stage import Captions
+from tests.support.canary import CANARIES, scan
+from tests.support.dataserver import DataServer
+from tests.support.fake_trainer import install_deepspeed
+from tests.support.fakehub import FakeHub
+from tests.support.media import fade_video
+from tests.support.tiny_llava import tiny_llava_dir
+
+HF_TOKEN = CANARIES["api_keys.huggingface_token"]  # the gated repo's key; must never show
+
+
+def images_zip(n: int = 4, *, captions: bool = True) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(n):
+            img = io.BytesIO()
+            Image.new("RGB", (64, 48), (i * 50, 90, 200)).save(img, "PNG")
+            zf.writestr(f"set/{i}.png", img.getvalue())
+            if captions:
+                zf.writestr(f"set/{i}.txt", f"a square, shade {i}")
+    return buf.getvalue()
+
+
+def videos_zip(tmp: Path, n: int = 2, frames: int = 120) -> bytes:
+    """`n` 4-second clips at 30 fps: 64 frames at Wan's 16 fps, two clips of 33 each."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(n):
+            path = tmp / f"v{i}.mp4"
+            fade_video(path, frames, size=(48, 32), offset=i * 40)
+            zf.write(path, f"clips/v{i}.mp4")
+            zf.writestr(f"clips/v{i}.txt", f"a fade, take {i}")
+    return buf.getvalue()
+
+
+def placeholder_weights(entry: ModelEntry) -> dict[str, dict[str, bytes]]:
+    """Per repo, files in the layout the catalogue downloads (names, not contents, matter)."""
+    repos: dict[str, dict[str, bytes]] = {}
+    for download in entry.downloads:
+        files = repos.setdefault(download.repo_id, {})
+        for name in download.files or ("config.json", "transformer/model.safetensors"):
+            files[name] = b"{}" if name.endswith(".json") else b"\0" * 16
+    return repos
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    with FakeHub() as running:
+        yield running
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Iterator[DataServer]:
+    with DataServer() as srv:
+        srv.files["/images.zip"] = images_zip()
+        srv.files["/videos.zip"] = videos_zip(tmp_path)
+        yield srv
+
+
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    # case: (model type, training overrides)
+    "flux": ("flux", {}),
+    "sdxl": ("sdxl", {}),
+    "qwen": ("qwen", {}),
+    "z_image_turbo": ("z_image_turbo", {}),
+    "wan13 images": ("wan13", {}),
+    "wan13 videos, overlapping clips": ("wan13", {"video_clip_mode": "multiple_overlapping"}),
+    "wan14b_t2v videos": ("wan14b_t2v", {}),
+    "wan14b_i2v videos": ("wan14b_i2v", {}),
+}
+
+
+def gpu_worker(
+    tmp_path: Path,
+    hub: FakeHub,
+    monkeypatch: pytest.MonkeyPatch,
+    entry: ModelEntry,
+    **options: Any,
+) -> tuple[Path, WorkerOptions, Path]:
+    """(root, worker options, deepspeed's argv file): the model's placeholder weights on the
+    Hub, the stand-in deepspeed on PATH saving the model's LoRA file, an empty checkout."""
+    gated = {HF_TOKEN} if any(d.gated for d in entry.downloads) else None
+    for repo_id, files in placeholder_weights(entry).items():
+        hub.add_repo(repo_id, files, gated_tokens=gated)
+    argv_file = install_deepspeed(tmp_path / "bin", monkeypatch)
+    monkeypatch.setenv("FAKE_LORA_FILE", entry.lora_file)
+    root = tmp_path / "root"
+    checkout = tmp_path / "diffusion-pipe"
+    checkout.mkdir()
+    settings = Settings(root=root, hub_endpoint=hub.url, diffusion_pipe_dir=checkout)
+    return root, WorkerOptions(settings=settings, progress_every_s=0, **options), argv_file
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_job_reaches_the_trainer_with_configs_it_accepts(
+    case: str,
+    tmp_path: Path,
+    hub: FakeHub,
+    data: DataServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model_type, training = CASES[case]
+    entry = get_model(model_type)
+    root, options, argv_file = gpu_worker(tmp_path, hub, monkeypatch, entry)
+    videos = "videos" in case or not entry.trains_images
+    dataset: dict[str, Any] = {"type": "precaptioned"}
+    dataset["videos_url" if videos else "images_url"] = data.url + (
+        "/videos.zip" if videos else "/images.zip"
+    )
+    body = {
+        "model_type": model_type,
+        "dataset": dataset,
+        "training": {"epochs": 2, "gradient_accumulation_steps": 1, **training},
+        "api_keys": {"huggingface_token": HF_TOKEN},
+        "output": {"method": "local", "local": {"path": str(tmp_path / "out")}},
+    }
+
+    response = asyncio.run(handle({"id": "gpu-path", "input": body}, options))
+
+    assert response.get("status") == "success", response
+    assert scan([root, tmp_path / "out"], [response]) == []
+    lora = Path(response["output"]["safetensors_url"].removeprefix("file://"))
+    assert lora.name == entry.lora_file
+    assert lora.is_file()
+    argv = argv_file.read_text().split()
+    assert argv[:3] == ["--num_gpus=1", "train.py", "--deepspeed"]
+    config_dir = root / "jobs" / "gpu-path" / "config"
+    main = tomllib.loads((config_dir / f"{model_type}.toml").read_text())
+    listed = tomllib.loads((config_dir / "dataset.toml").read_text())["directory"]
+    folder = "clips" if "overlapping" in case else "videos" if videos else "images"
+    assert [Path(d["path"]).name for d in listed] == [folder]
+    if "overlapping" in case:
+        assert main["video_clip_mode"] == "single_beginning"
+        assert len(list(Path(listed[0]["path"]).glob("*.mp4"))) == 4  # 2 videos x 2 clips
+
+
+def test_a_retry_after_a_trainer_failure_keeps_the_dataset_and_its_captions(
+    tmp_path: Path,
+    hub: FakeHub,
+    data: DataServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trainer dies after caching latents (diffusion-pipe writes `cache/` into the dataset
+    folders, the captioner wrote `.txt` files): the retry must not download, extract or caption
+    again, which on a GPU worker means minutes of JoyCaption and a new latent cache."""
+    data.files["/uncaptioned.zip"] = images_zip(captions=False)
+    root, options, _ = gpu_worker(
+        tmp_path,
+        hub,
+        monkeypatch,
+        get_model("qwen"),
+        captions_factory=lambda inputs: Captions(
+            inputs,
+            load_image_captioner=lambda: load_captioner(tiny_llava_dir(), device="cpu"),
+            joycaption=JoyCaptionSettings(do_sample=False, max_new_tokens=5, batch_size=2),
+        ),
+    )
+    body: dict[str, Any] = {
+        "model_type": "qwen",
+        "dataset": {"type": "images", "images_url": data.url + "/uncaptioned.zip"},
+        "training": {"epochs": 2, "gradient_accumulation_steps": 1},
+        "output": {"method": "local", "local": {"path": str(tmp_path / "out")}},
+    }
+    monkeypatch.setenv("FAKE_MODE", "oom")
+    first = asyncio.run(handle({"id": "retry", "input": body}, options))
+    assert first["status"] == "failed"
+    assert "gpu_oom" in first["error"]
+    images = root / "jobs" / "retry" / "dataset" / "images"
+    assert (images / "cache" / "qwen_image").is_dir()  # the trainer got as far as caching
+    captions = {p.name: p.read_text() for p in images.glob("*.txt")}
+    assert len(captions) == 4
+
+    monkeypatch.delenv("FAKE_MODE")
+    again = asyncio.run(handle({"id": "retry", "input": {**body, "resume": True}}, options))
+
+    assert again["status"] == "success", again
+    assert len(data.gets("/uncaptioned.zip")) == 1  # not downloaded again
+    events = EventStore.on_disk(root).read("retry")
+    assert [e.type for e in events].count("DATASET_REPORT") == 1  # not extracted again
+    assert [e.type for e in events].count("CAPTIONING") == 1  # not captioned again
+    assert {p.name: p.read_text() for p in images.glob("*.txt")} == captions
+    assert (images / "cache" / "qwen_image" / "metadata.json").is_file()  # the cache kept

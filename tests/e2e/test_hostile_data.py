@@ -1,0 +1,433 @@
+"""Hostile datasets end to end through the handler: each is served over loopback to a tiny
+precaptioned job run by `handle()`, and must end in a FAILED response naming the field or file,
+or in its line of the pre-flight report (the DATASET_REPORT event), with nothing written outside
+the job folder."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import socket
+import stat
+import tarfile
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from events.model import Event
+from events.store import EventStore
+from orchestrator.progress import ProgressReporter
+from orchestrator.settings import Settings, download_limits
+from orchestrator.worker import WorkerOptions, handle
+from stages.dataset.download import download
+from stages.dataset.hosts import check_host
+from stages.dataset.limits import DownloadLimits
+from stages.errors import DownloadFailed
+from tests.support.dataserver import DataServer
+from tests.support.fakehub import FakeHub
+from tests.support.media import make_zip
+
+av: Any
+try:
+    av = importlib.import_module("av")
+except ImportError:  # pragma: no cover - PyAV is optional
+    av = None
+
+FIELD = "dataset.images_url"
+# A name no product code would ever write: if it shows up anywhere, an entry escaped.
+EVIL = f"evil-{uuid.uuid4().hex[:8]}.png"
+
+
+def png(size: tuple[int, int] = (8, 8), mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def symlink_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ok.png", png())
+        zf.writestr("ok.txt", "a caption")
+        info = zipfile.ZipInfo("link.png")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd")
+    return buf.getvalue()
+
+
+def device_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("null.png")
+        info.type = tarfile.CHRTYPE
+        info.devmajor, info.devminor = 1, 3
+        tf.addfile(info)
+    return buf.getvalue()
+
+
+def empty_video() -> bytes | None:
+    """An MP4 with a video stream and no frames, or None when PyAV cannot write one."""
+    if av is None:
+        return None
+    path = Path(f"/tmp/{uuid.uuid4().hex}.mp4")
+    try:
+        container = av.open(str(path), "w")
+        stream = container.add_stream("mpeg4", rate=16)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        container.start_encoding()
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()
+        return path.read_bytes() if path.stat().st_size else None
+    except Exception:
+        return None
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@dataclass
+class Case:
+    """One hostile dataset and what the job must say about it."""
+
+    serve: Callable[[DataServer], None]  # puts the dataset at /d.zip (or sets up a redirect)
+    error: list[str]  # substrings of the FAILED error, all required
+    report: dict[str, str] = field(default_factory=dict)  # report problem -> a file it names
+    fatal: str | None = None  # a substring of the report's "fatal" list
+    model_type: str = "tiny"
+    url_field: str = "images_url"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _files(entries: dict[str, bytes]) -> Callable[[DataServer], None]:
+    data = make_zip(entries)
+    return lambda srv: srv.files.__setitem__("/d.zip", data)
+
+
+def _raw(data: bytes) -> Callable[[DataServer], None]:
+    return lambda srv: srv.files.__setitem__("/d.zip", data)
+
+
+def _truncated() -> bytes:
+    data = make_zip({"a.png": png((64, 64)) * 20, "a.txt": b"cap"})
+    return data[: len(data) // 2]
+
+
+def _absolute_zip(target: Path) -> bytes:
+    return make_zip({"ok.png": png(), "ok.txt": b"cap", str(target / EVIL): png()})
+
+
+def _bomb_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(buf, "PNG")  # 100 MP in a few KiB
+    return buf.getvalue()
+
+
+def _redirect(target: str) -> Callable[[DataServer], None]:
+    return lambda srv: srv.redirects.__setitem__("/d.zip", target)
+
+
+REFUSED = "the archive was refused"
+
+
+def cases(tmp: Path) -> dict[str, Case]:
+    bomb = make_zip({"bomb.png": b"\0" * (8 << 20)}, method=zipfile.ZIP_DEFLATED)
+    return {
+        "zip_slip": Case(
+            _files({"ok.png": png(), "ok.txt": b"cap", "../" * 8 + EVIL: png()}),
+            [FIELD, REFUSED, "points outside the archive", EVIL],
+        ),
+        "absolute_path": Case(
+            _raw(_absolute_zip(tmp)), [FIELD, REFUSED, "has an absolute path", EVIL]
+        ),
+        "symlink_entry": Case(_raw(symlink_zip()), [FIELD, REFUSED, '"link.png" is a symbolic']),
+        "ratio_bomb": Case(_raw(bomb), [FIELD, REFUSED, '"bomb.png" expands', "bomb?"]),
+        "too_many_files": Case(
+            _files({f"{i}.txt": b"c" for i in range(30)}),
+            [FIELD, REFUSED, "more than 20 files"],
+            env={"DPS_DATASET_MAX_FILES": "20"},
+        ),
+        "truncated_zip": Case(_raw(_truncated()), [FIELD, "damaged or truncated"]),
+        "no_media": Case(
+            _files({"notes.txt": b"just text", "readme.md": b"# hi", "data.csv": b"a,b"}),
+            ["No images/videos found in the dataset"],
+            fatal="No images/videos found",
+        ),
+        "tar_device_file": Case(_raw(device_tar()), [FIELD, REFUSED, '"null.png" is a device']),
+        "decompression_bomb_png": Case(
+            _files({"huge.png": _bomb_png(), "huge.txt": b"a huge image"}),
+            ["No usable images/videos", "image_too_large"],
+            report={"image_too_large": "huge.png"},
+        ),
+        # PyAV opens a PNG as a one-frame stream: a video model drops it as too short.
+        "image_named_mp4": Case(
+            _files({"clip.mp4": png(), "clip.txt": b"not a video"}),
+            ["No usable images/videos", "wan13", "short_videos"],
+            report={"short_videos": "clip.mp4"},
+            model_type="wan13",
+            url_field="videos_url",
+        ),
+        "captions_invalid_utf8": Case(
+            _files({"a.png": png((32, 32)), "a.txt": b"caf\xe9 \xff\xfe broken"}),
+            ["not UTF-8", "a.png"],
+            report={"captions_not_utf8": "a.png"},
+            fatal="not UTF-8",
+        ),
+        "redirect_to_file_url": Case(
+            _redirect("file:///etc/passwd"), [FIELD, 'redirected to a "file" URL']
+        ),
+    }
+
+
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reporter's 2 s pause before answering (for RunPod's late updates) is not tested here.
+    original = ProgressReporter.quiet
+    monkeypatch.setattr(ProgressReporter, "quiet", lambda self, gap_s=2.0: original(self, 0.0))
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[DataServer, FakeHub]]:
+    """The dataset server and a fake Hub (model downloads of non-tiny models end there)."""
+    with DataServer() as data, FakeHub() as hub:
+        yield data, hub
+
+
+def snapshot(tmp: Path, job_dir: Path, models: Path) -> dict[str, tuple[bool, int]]:
+    """Everything under `tmp` outside the job folder and the shared model cache (a built tiny
+    model lands there from a background thread; no dataset byte can)."""
+    out: dict[str, tuple[bool, int]] = {}
+    for path in tmp.rglob("*"):
+        if path in (job_dir, models) or job_dir in path.parents or models in path.parents:
+            continue
+        if path in job_dir.parents:  # <root>, <root>/jobs: created for the job folder
+            continue
+        out[str(path.relative_to(tmp))] = (
+            path.is_dir(),
+            0 if path.is_dir() else path.stat().st_size,
+        )
+    return out
+
+
+def run_job(
+    tmp: Path, servers: tuple[DataServer, FakeHub], case: Case, job_id: str
+) -> tuple[dict[str, Any], list[Event], float]:
+    data, hub = servers
+    root = tmp / "root"
+    case.serve(data)
+    # From the environment, as the worker reads it (a case may set DPS_DATASET_* limits).
+    settings = replace(
+        Settings.from_env(), root=root, hub_endpoint=hub.url, download_attempts=1, retry_wait_s=0
+    )
+    options = WorkerOptions(settings=settings, progress_every_s=0)
+    body = {
+        "model_type": case.model_type,
+        "dataset": {
+            "type": "precaptioned",
+            case.url_field: data.url + "/d.zip",
+            "trigger_word": "sqr",
+        },
+        "training": {"epochs": 1, "resolution": 32},
+        "output": {"method": "local", "local": {"path": str(tmp / "outputs")}},
+    }
+    job_dir = root / "jobs" / job_id
+    (tmp / "bystander.txt").write_text("must stay as it is")
+    before = snapshot(tmp, job_dir, root / "models")
+    started = time.perf_counter()
+    response = asyncio.run(handle({"id": job_id, "input": body}, options))
+    elapsed = time.perf_counter() - started
+    assert snapshot(tmp, job_dir, root / "models") == before, "written outside the job folder"
+    # An escaped entry would have landed in one of these folders.
+    deepest = job_dir / "dataset" / "images" / "x"
+    for folder in (deepest, *deepest.parents):
+        assert not (folder / EVIL).exists(), folder / EVIL
+    assert not any(p.name == EVIL for p in tmp.rglob("*"))
+    events = EventStore.on_disk(root).read(job_id)
+    return response, events, elapsed
+
+
+def _report(events: list[Event]) -> dict[str, Any] | None:
+    found = [e.data for e in events if e.type == "DATASET_REPORT"]
+    return found[-1] if found else None
+
+
+CASE_NAMES = [
+    "zip_slip",
+    "absolute_path",
+    "symlink_entry",
+    "ratio_bomb",
+    "too_many_files",
+    "truncated_zip",
+    "no_media",
+    "tar_device_file",
+    "decompression_bomb_png",
+    "image_named_mp4",
+    "captions_invalid_utf8",
+    "redirect_to_file_url",
+]
+
+
+@pytest.mark.usefixtures("quick")
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_hostile_dataset(
+    name: str,
+    tmp_path: Path,
+    servers: tuple[DataServer, FakeHub],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if name == "image_named_mp4" and av is None:
+        pytest.skip("PyAV is not installed: videos are not probed, so nothing flags the file")
+    case = cases(tmp_path)[name]
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
+    response, events, _ = run_job(tmp_path, servers, case, f"hostile-{name}")
+    assert response["status"] == "failed", response
+    error = response["error"]
+    assert isinstance(error, str)
+    assert "Traceback" not in error
+    for part in case.error:
+        assert part in error, (part, error)
+    assert events[-1].status == "ERROR", [e.type for e in events]
+    report = _report(events)
+    if case.report or case.fatal:
+        assert report is not None, "no DATASET_REPORT event"
+        for problem, file in case.report.items():
+            assert file in report["problems"][problem]["examples"], report["problems"]
+        if case.fatal:
+            assert any(case.fatal in line for line in report["fatal"]), report
+    if REFUSED in case.error or "damaged" in " ".join(case.error):
+        # Refused archives: nothing was extracted, so there is nothing to report on.
+        assert report is None
+        assert not (tmp_path / "root" / "jobs" / f"hostile-{name}" / "dataset" / "images").exists()
+
+
+@pytest.mark.usefixtures("quick")
+def test_video_with_no_frames(tmp_path: Path, servers: tuple[DataServer, FakeHub]) -> None:
+    video = empty_video()
+    if video is None:
+        pytest.skip("PyAV is not installed or cannot write a video without frames")
+    case = Case(
+        _files({"empty.mp4": video, "empty.txt": b"a clip with no frames"}),
+        ["No usable images/videos", "wan13"],
+        model_type="wan13",  # a video model: the frame count matters
+        url_field="videos_url",
+    )
+    response, events, _ = run_job(tmp_path, servers, case, "hostile-empty-video")
+    assert response["status"] == "failed", response
+    for part in case.error:
+        assert part in response["error"], response
+    report = _report(events)
+    assert report is not None
+    problems = report["problems"]
+    # No frames at all: PyAV either cannot open it (corrupt) or counts 0 (short); both name it.
+    named = [
+        key
+        for key in ("corrupt_videos", "short_videos")
+        if "empty.mp4" in problems.get(key, {}).get("examples", [])
+    ]
+    assert named, problems
+    assert report["usable_videos"] == 0
+
+
+@pytest.mark.usefixtures("quick")
+def test_ten_thousand_tiny_images(tmp_path: Path, servers: tuple[DataServer, FakeHub]) -> None:
+    """10,000 files are under the default limit (100,000): extracted, every image checked, and
+    reported; without captions the precaptioned job stops at the report, before any training."""
+    one = png((2, 2))
+    entries = {f"set/{i:05d}.png": one for i in range(10_000)}
+    case = Case(_files(entries), ["10000 media file(s) have no caption", "00000.png"])
+    response, events, _ = run_job(tmp_path, servers, case, "hostile-10k")
+    assert response["status"] == "failed", response
+    for part in case.error:
+        assert part in response["error"], response["error"]
+    report = _report(events)
+    assert report is not None
+    assert report["images"] == 10_000
+    assert report["problems"]["missing_captions"]["count"] == 10_000
+    assert len(report["problems"]["missing_captions"]["examples"]) <= 20  # the event stays small
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://10.0.0.1/x.zip", "http://169.254.169.254/latest/meta-data/", "http://[fd00::1]/x"],
+)
+def test_redirect_to_a_private_address_is_refused_before_connecting(
+    tmp_path: Path, target: str
+) -> None:
+    """The address is checked before any connection: no traffic leaves loopback."""
+    with DataServer() as srv:
+        srv.redirects["/old.zip"] = target
+        with pytest.raises(DownloadFailed, match="private or reserved network") as info:
+            download(
+                srv.url + "/old.zip",
+                tmp_path / "downloads",
+                field="dataset.images_url",
+                name="images",
+                limits=DownloadLimits(attempts=1, retry_wait_s=0),
+            )
+    assert str(info.value).startswith("dataset.images_url: ")
+    assert not list((tmp_path / "downloads").glob("*.zip"))
+
+
+def test_a_private_host_can_be_allowed_by_the_operator() -> None:
+    limits = download_limits({"DPS_DATASET_ALLOW_HOSTS": " 10.0.0.1 ,Minio.internal"})
+    assert limits.allow_hosts == frozenset({"10.0.0.1", "minio.internal"})
+    check_host("http://10.0.0.1/x.zip", "dataset.images_url", limits)  # no error, no traffic
+    with pytest.raises(DownloadFailed, match=r"10\.0\.0\.2"):
+        check_host("http://10.0.0.2/x.zip", "dataset.images_url", limits)
+
+
+def test_a_name_that_rebinds_to_a_refused_address_is_caught_at_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name is public when checked and loopback when connected. The peer
+    address of the real socket is checked before the body is read, so nothing is written."""
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.example":
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        address = "93.184.216.34" if len(lookups) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    limits = DownloadLimits(attempts=1, retry_wait_s=0, allow_loopback=False)
+    with DataServer(files={"/d.zip": b"PK\x05\x06" + bytes(18)}) as srv:
+        port = srv.url.rsplit(":", 1)[1]
+        with pytest.raises(DownloadFailed, match=r"rebind\.example .*\(127\.0\.0\.1\)"):
+            download(
+                f"http://rebind.example:{port}/d.zip",
+                tmp_path / "downloads",
+                field="dataset.images_url",
+                name="images",
+                limits=limits,
+            )
+        assert len(lookups) == 2  # the check, then the connect
+        assert srv.gets("/d.zip") == [None]  # it connected; the answer was not used
+        # Without the rebinding the same rule refuses before connecting.
+        with pytest.raises(DownloadFailed, match="private or reserved network"):
+            download(
+                srv.url + "/d.zip",
+                tmp_path / "downloads",
+                field="dataset.images_url",
+                name="images",
+                limits=limits,
+            )
+        assert srv.gets("/d.zip") == [None]
+    written = [p for p in (tmp_path / "downloads").rglob("*") if p.is_file()]
+    assert all(p.stat().st_size == 0 for p in written)  # not a byte of the answer kept
+
+
+def test_loopback_datasets_can_be_turned_off() -> None:
+    assert download_limits({}).allow_loopback
+    assert not download_limits({"DPS_DATASET_ALLOW_LOOPBACK": "0"}).allow_loopback
+    assert not download_limits({"DPS_DATASET_ALLOW_LOOPBACK": "false"}).allow_loopback

@@ -1,0 +1,367 @@
+"""The weights stage against the loopback fake Hub, with the real huggingface_hub client."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.lease import FileLease
+from orchestrator.catalogue import get_model
+from orchestrator.settings import Settings
+from stages.contract import StageContext
+from stages.errors import StageFailed
+from stages.throttle import Throttle
+from stages.weights.ensure import ensure_model
+from stages.weights.manifest import MANIFEST, read_manifest
+from stages.weights.progress import ByteProgress, Tracker
+from stages.weights.sources import Built, HubFiles
+from stages.weights.stage import ModelDownload, Weights, start_model_download
+from tests.support.fakehub import FakeHub
+from tests.support.helpers import Recorded, stage_context
+
+WEIGHTS = bytes(range(256)) * 40  # 10 KiB
+REPO = "org/model"
+FILES = {
+    "transformer/a.safetensors": WEIGHTS,
+    "transformer/config.json": b'{"dim": 8}',
+    "README.md": b"# model",
+    "samples/x.png": b"png",
+}
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    with FakeHub() as running:
+        running.add_repo(REPO, FILES)
+        yield running
+
+
+def make_settings(root: Path, endpoint: str) -> Settings:
+    return Settings(
+        root=root / "root",
+        hub_endpoint=endpoint,
+        hf_cache_dir=root / "hf-cache",
+        model_lock_ttl_s=1.0,
+        model_wait_s=20.0,
+        download_attempts=2,
+        retry_wait_s=0.01,
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, hub: FakeHub) -> Settings:
+    return make_settings(tmp_path, hub.url)
+
+
+PATTERNS = HubFiles(REPO, "m", allow_patterns=("transformer/*",))
+
+
+def test_download_with_allow_patterns(hub: FakeHub, settings: Settings) -> None:
+    tracker = Tracker()
+    result = ensure_model("m", [PATTERNS], options=settings.weights, tracker=tracker)
+    dest = settings.models_root / "m"
+    assert (dest / "transformer/a.safetensors").read_bytes() == WEIGHTS
+    assert not (dest / "README.md").exists()
+    assert not (dest / "samples").exists()
+    assert result.source == "downloaded"
+    assert result.bytes == len(WEIGHTS) + len(FILES["transformer/config.json"])
+    assert sorted(result.files) == sorted(
+        str(dest / p) for p in ("transformer/a.safetensors", "transformer/config.json")
+    )
+    manifest = json.loads((dest / MANIFEST).read_text())
+    assert manifest["files"] == {
+        "transformer/a.safetensors": len(WEIGHTS),
+        "transformer/config.json": len(FILES["transformer/config.json"]),
+    }
+    assert tracker.snapshot()[:2] == (result.bytes, result.bytes)  # bytes counted as they came
+    assert hub.downloads() == 2
+    assert not (settings.models_root / ".staging" / "m").exists()
+
+
+def test_flatten_puts_files_side_by_side(hub: FakeHub, settings: Settings) -> None:
+    hub.add_repo(
+        "comfy/z",
+        {
+            "split_files/diffusion_models/z.safetensors": b"dm" * 100,
+            "split_files/vae/ae.safetensors": b"vae",
+            "split_files/unused.bin": b"no",
+        },
+    )
+    hub.add_repo("ostris/adapter", {"adapter_v2.safetensors": b"lora"})
+    sources = [
+        HubFiles(
+            "comfy/z",
+            "z",
+            files=("split_files/diffusion_models/z.safetensors", "split_files/vae/ae.safetensors"),
+            flatten=True,
+        ),
+        HubFiles("ostris/adapter", "z", files=("adapter_v2.safetensors",)),
+    ]
+    ensure_model("z_image_turbo", sources, options=settings.weights)
+    dest = settings.models_root / "z"
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == [MANIFEST, "adapter_v2.safetensors", "ae.safetensors", "z.safetensors"]
+    assert (dest / "z.safetensors").read_bytes() == b"dm" * 100
+    assert read_manifest(dest, sources) is not None
+
+
+def test_second_run_reuses_without_touching_the_hub(hub: FakeHub, settings: Settings) -> None:
+    ensure_model("m", [PATTERNS], options=settings.weights)
+    before = len(hub.requests)
+    again = ensure_model("m", [PATTERNS], options=settings.weights)
+    assert again.source == "reused"
+    assert len(hub.requests) == before
+    # A different spec for the same folder does not trust the old manifest.
+    wider = HubFiles(REPO, "m", allow_patterns=("transformer/*", "*.md"))
+    assert ensure_model("m", [wider], options=settings.weights).source == "downloaded"
+    assert hub.downloads() == 3  # README only: the two right-sized files were kept
+
+
+def test_damaged_file_is_downloaded_again(hub: FakeHub, settings: Settings) -> None:
+    ensure_model("m", [PATTERNS], options=settings.weights)
+    damaged = settings.models_root / "m" / "transformer/a.safetensors"
+    damaged.write_bytes(WEIGHTS[:100])  # a torn copy: right name, wrong size
+    assert read_manifest(settings.models_root / "m", [PATTERNS]) is None
+    again = ensure_model("m", [PATTERNS], options=settings.weights)
+    assert again.source == "downloaded"
+    assert damaged.read_bytes() == WEIGHTS
+    assert hub.downloads() == 3  # the damaged file only
+
+
+def test_gated_repo_without_token_is_explained(hub: FakeHub, settings: Settings) -> None:
+    hub.add_repo("bfl/flux", {"w.bin": b"w"}, gated_tokens={"hf_accepted"})
+    marked = HubFiles("bfl/flux", "flux", gated=True)
+    with pytest.raises(StageFailed) as exc:
+        ensure_model("flux", [marked], options=settings.weights)
+    assert "no Hugging Face token" in str(exc.value)
+    assert "https://huggingface.co/bfl/flux" in str(exc.value)
+    assert hub.requests == []  # known gated: refused before any request
+    # Not marked gated in the catalogue: the Hub's 401 GatedRepo gives the same advice.
+    with pytest.raises(StageFailed) as unmarked:
+        ensure_model("flux", [HubFiles("bfl/flux", "flux")], options=settings.weights)
+    assert "no Hugging Face token" in str(unmarked.value)
+
+
+def test_gated_repo_with_a_token_not_allowed(hub: FakeHub, settings: Settings) -> None:
+    hub.add_repo("bfl/flux", {"w.bin": b"w"}, gated_tokens={"hf_accepted"})
+    spec = HubFiles("bfl/flux", "flux", gated=True)
+    with pytest.raises(StageFailed) as exc:
+        ensure_model("flux", [spec], options=settings.weights, token="hf_secret_other")
+    message = str(exc.value)
+    assert "bfl/flux" in message
+    assert "https://huggingface.co/bfl/flux" in message
+    assert "account that accepted" in message
+    assert "hf_secret_other" not in message
+    assert hub.downloads() == 0
+    ok = ensure_model("flux", [spec], options=settings.weights, token="hf_accepted")
+    assert ok.source == "downloaded"
+
+
+def test_missing_file_names_repo_and_file(hub: FakeHub, settings: Settings) -> None:
+    spec = HubFiles(REPO, "m", files=("transformer/a.safetensors", "vae/missing.bin"))
+    with pytest.raises(StageFailed) as exc:
+        ensure_model("m", [spec], options=settings.weights)
+    assert REPO in str(exc.value)
+    assert "vae/missing.bin" in str(exc.value)
+    assert hub.downloads() == 0  # checked against the listing before any download
+    with pytest.raises(StageFailed, match="nothing/here was not found"):
+        ensure_model("m", [HubFiles("nothing/here", "m")], options=settings.weights)
+
+
+def test_network_failure_names_the_repo(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port with nobody listening
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with pytest.raises(StageFailed) as exc:
+        ensure_model("m", [PATTERNS], options=make_settings(tmp_path, dead).weights)
+    assert f"could not download {REPO}" in str(exc.value)
+    assert "after 2 attempts" in str(exc.value)
+
+
+def _seed_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> None:
+    """An HF cache as RunPod's cached models lay it out: refs, snapshots -> blobs symlinks."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    sha = "c" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+    for i, (path, data) in enumerate(files.items()):
+        blob = repo / "blobs" / f"blob{i}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / sha / path
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+
+
+def test_runpod_cache_is_used_without_requests(hub: FakeHub, settings: Settings) -> None:
+    _seed_cache(settings.hf_cache_dir, REPO, FILES)
+    result = ensure_model("m", [PATTERNS], options=settings.weights)
+    assert result.source == "cache"
+    assert hub.requests == []
+    got = settings.models_root / "m" / "transformer/a.safetensors"
+    assert got.is_symlink()
+    assert got.read_bytes() == WEIGHTS
+    flat = HubFiles(REPO, "flat", files=("transformer/config.json",), flatten=True)
+    assert ensure_model("x", [flat], options=settings.weights).source == "cache"
+    assert (settings.models_root / "flat" / "config.json").read_bytes() == b'{"dim": 8}'
+    assert hub.requests == []
+
+
+def test_two_threads_download_once(hub: FakeHub, settings: Settings) -> None:
+    hub.delay_s = 0.3  # each file GET is slow, so the second job arrives mid-download
+    results: list[str] = []
+
+    def job() -> None:
+        results.append(ensure_model("m", [PATTERNS], options=settings.weights).source)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(results) == ["downloaded", "reused"]
+    assert hub.downloads() == 2
+
+
+def _process_job(root: str, endpoint: str, out: str) -> None:
+    settings = make_settings(Path(root), endpoint)
+    source = ensure_model("m", [PATTERNS], options=settings.weights).source
+    Path(out).write_text(source)
+
+
+def test_two_processes_download_once(hub: FakeHub, tmp_path: Path) -> None:
+    hub.delay_s = 0.3
+    spawn = multiprocessing.get_context("spawn")
+    procs = [
+        spawn.Process(target=_process_job, args=(str(tmp_path), hub.url, str(tmp_path / f"{i}")))
+        for i in range(2)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    assert sorted((tmp_path / f"{i}").read_text() for i in range(2)) == ["downloaded", "reused"]
+    assert hub.downloads() == 2
+
+
+def test_dead_holders_lock_is_taken_over(hub: FakeHub, settings: Settings) -> None:
+    dead = FileLease(settings.models_root / ".locks" / "m", owner="dead-worker", ttl_s=1.5)
+    dead.acquire()  # never renewed, never released: its process "died"
+    tracker = Tracker()
+    said: list[str] = []
+    download = threading.Thread(
+        target=ensure_model,
+        args=("m", [PATTERNS]),
+        kwargs={"options": settings.weights, "tracker": tracker},
+    )
+    download.start()
+    while download.is_alive():  # what the job says while it waits
+        said.append(tracker.snapshot()[2])
+        time.sleep(0.02)
+    download.join(timeout=10)
+    assert any("dead-worker" in message for message in said)
+    assert read_manifest(settings.models_root / "m", [PATTERNS]) is not None
+
+
+def test_lock_wait_is_bounded(hub: FakeHub, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, hub.url)
+    short = Settings(**{**settings.__dict__, "model_wait_s": 0.3, "model_lock_ttl_s": 60.0})
+    FileLease(short.models_root / ".locks" / "m", owner="busy-worker", ttl_s=60).acquire()
+    with pytest.raises(StageFailed, match="busy-worker"):
+        ensure_model("m", [PATTERNS], options=short.weights)
+
+
+def test_built_model_takes_the_same_path(hub: FakeHub, settings: Settings) -> None:
+    calls: list[Path] = []
+
+    def build(folder: Path) -> None:
+        calls.append(folder)
+        (folder / "weights.safetensors").write_bytes(b"tiny" * 10)
+        (folder / "config.json").write_text("{}")
+
+    source = Built("tiny", build, "test-builder-v1")
+    first = ensure_model("tiny", [source], options=settings.weights)
+    assert first.source == "built"
+    assert ensure_model("tiny", [source], options=settings.weights).source == "reused"
+    assert len(calls) == 1
+    assert read_manifest(settings.models_root / "tiny", [source]) == {
+        "config.json": 2,
+        "weights.safetensors": 40,
+    }
+    assert hub.requests == []
+
+
+def test_real_tiny_model_builds(settings: Settings) -> None:
+    pytest.importorskip("minipipe.model")
+    sources = get_model("tiny").sources()
+    assert all(isinstance(s, Built) for s in sources)
+    result = ensure_model("tiny", sources, options=settings.weights)
+    assert result.source == "built"
+    assert result.bytes > 0
+
+
+def test_catalogue_downloads_adapt(settings: Settings) -> None:
+    flux = get_model("flux").sources()
+    assert isinstance(flux[0], HubFiles)
+    assert flux[0].gated
+    z_image = [s for s in get_model("z_image_turbo").sources() if isinstance(s, HubFiles)]
+    assert any(s.flatten for s in z_image)
+
+
+# -- the stage ------------------------------------------------------------------------------
+def _context(tmp_path: Path) -> tuple[StageContext, list[tuple[str, dict[str, Any]]]]:
+    seen = Recorded()
+    return stage_context(tmp_path / "job", seen.record), seen
+
+
+def test_stage_waits_for_background_download(
+    hub: FakeHub, settings: Settings, tmp_path: Path
+) -> None:
+    hub.delay_s = 0.4
+    download: ModelDownload = start_model_download("m", [PATTERNS], options=settings.weights)
+    stage = Weights(download, poll_s=0.05)
+    ctx, seen = _context(tmp_path)
+    result = stage.run(ctx)
+    kinds = [k for k, _ in seen]
+    assert kinds[-1] == "MODEL_READY"
+    assert seen[-1][1]["source"] == "downloaded"
+    assert seen[-1][1]["bytes"] == result["bytes"]
+    progress = [d for k, d in seen if k == "PROGRESS"]
+    assert 2 <= len(progress) <= 10  # throttled: one a second at most, plus the final one
+    assert progress[-1]["bytes_done"] == progress[-1]["bytes_total"] == result["bytes"]
+    assert stage.verify(ctx, result)
+    Path(result["files"][0]).write_bytes(b"torn")
+    assert not stage.verify(ctx, result)
+
+
+def test_stage_starts_the_download_itself(hub: FakeHub, settings: Settings, tmp_path: Path) -> None:
+    stage = Weights(ModelDownload("m", (PATTERNS,), settings.weights), poll_s=0.05)
+    ctx, _ = _context(tmp_path)
+    assert stage.run(ctx)["source"] == "downloaded"
+    failing = Weights(
+        ModelDownload("m", (HubFiles("no/repo", "n"),), settings.weights), poll_s=0.05
+    )
+    with pytest.raises(StageFailed, match="no/repo"):
+        failing.run(ctx)
+
+
+def test_throttle() -> None:
+    now = [0.0]
+    throttle = ByteProgress(Throttle(1.0, heartbeat_s=30.0, clock=lambda: now[0]))
+    emitted = 0
+    for step in range(1, 1001):  # 1000 samples over 10 s, 0.1 % each
+        now[0] = step / 100
+        emitted += throttle.due(step, 1000, "downloading")
+    assert 10 <= emitted <= 21
+    assert throttle.due(1000, 1000, "downloading", final=True)
