@@ -1,10 +1,10 @@
 """What each fact carries: one typed payload model beside each fact's name.
 
-A stage records a fact by building its payload (`Checkpoint(tag=..., step=...)`) and handing it
-to `StageContext.record`; the payload is validated there and stored as the event's `data`,
-exactly the keys that were given (`exclude_unset`), so stored logs read as before. Unknown keys
-are kept (`extra="allow"`): an older or newer writer's log stays readable, and `PAYLOADS` reads
-any stored fact back into its model.
+A stage records a fact by building its payload (`Checkpoint(tag=..., step=...)`, validated
+strictly when it is built) and handing it to `StageContext.record`; it is stored as the event's
+`data`, exactly the keys that were given (`exclude_unset`). Reading is lenient: `payload_of`
+gives any stored fact back as its model without validating it again, unknown keys included
+(`extra="allow"`), so a log an older writer recorded reads as it was written.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ Number = int | float
 class FactData(BaseModel):
     """Base of the payloads; `fact` names the event type it is recorded as."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
     fact: ClassVar[Fact]
 
     def data(self) -> dict[str, Any]:
-        """The event's `data`: the given keys only, JSON-ready."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        """The event's `data`: the given keys only, JSON-ready. (No serializer warnings: a
+        payload read back from an older log holds its values as that writer stored them.)"""
+        return self.model_dump(mode="json", exclude_unset=True, warnings=False)
 
 
 class DatasetReport(FactData):
@@ -124,6 +125,7 @@ PAYLOADS: Mapping[Fact, type[FactData]] = {
 
 
 def payload_of(event: Event) -> FactData | None:
-    """The typed payload of a stored fact; None for a status change."""
+    """The typed payload of a stored fact, as it was written (not validated again: an older
+    writer's fields stay what they were); None for a status change."""
     model = PAYLOADS.get(Fact(event.type)) if event.type in Fact.__members__ else None
-    return model.model_validate(event.data) if model is not None else None
+    return model.model_construct(**event.data) if model is not None else None

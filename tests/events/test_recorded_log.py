@@ -4,9 +4,10 @@ the event model or the table breaks this, it needs an upcaster, not a new fixtur
 from __future__ import annotations
 
 from events.audit import audit
+from events.facts import payload_of
 from events.fold import fold
 from events.store import parse_blob
-from events.vocabulary import Status
+from events.vocabulary import Fact, Status
 from tests.support.paths import EXAMPLES
 
 RECORDED = EXAMPLES / "recorded-job" / "events.jsonl"
@@ -23,3 +24,14 @@ def test_the_recorded_job_replays_and_verifies() -> None:
     assert Status.INTERRUPTED in view.statuses
     assert Status.RESUMED in view.statuses
     assert set(view.stages) == {"dataset", "weights", "training", "publish"}
+
+
+def test_every_recorded_fact_reads_back_into_its_payload_model() -> None:
+    events = parse_blob(RECORDED.read_bytes(), str(RECORDED)).events
+    facts = [e for e in events if e.type in Fact.__members__]
+    assert {e.type for e in facts} >= {"DATASET_REPORT", "MODEL_READY", "PROGRESS", "STAGE_DONE"}
+    for event in facts:
+        payload = payload_of(event)
+        assert payload is not None
+        assert payload.fact.value == event.type
+        assert payload.data() == event.data  # nothing lost, nothing added
