@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from orchestrator.errors import UnknownModelTypeError
-from stages.model_info import ModelInfo
+from stages.model_info import ModelInfo, TrainsOn
 from stages.training.model_table import ModelPath, model_table
 from stages.weights.sources import Built, HubFiles, Source, build_tiny
 
@@ -64,7 +64,7 @@ BASE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
 
 
 @dataclass(frozen=True, slots=True)
-class ModelEntry:
+class ModelEntry(TrainsOn):
     model_type: str
     display_name: str
     diffusion_pipe_type: str  # the `[model] type` value diffusion-pipe dispatches on
@@ -111,14 +111,6 @@ class ModelEntry:
         if self.built_by is not None:
             return (Built(self.weights_dir or self.model_type, build_tiny, self.built_by),)
         return self.downloads
-
-    @property
-    def trains_images(self) -> bool:
-        return "images" in self.media
-
-    @property
-    def trains_videos(self) -> bool:
-        return "videos" in self.media
 
 
 def _entry(

@@ -9,8 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+class TrainsOn:
+    """`trains_images` / `trains_videos`, from a `media` set ("images", "videos")."""
+
+    __slots__ = ()
+    media: frozenset[str]
+
+    @property
+    def trains_images(self) -> bool:
+        return "images" in self.media
+
+    @property
+    def trains_videos(self) -> bool:
+        return "videos" in self.media
+
+
 @dataclass(frozen=True, slots=True)
-class ModelInfo:
+class ModelInfo(TrainsOn):
     model_type: str
     display_name: str
     diffusion_pipe_type: str  # the `[model] type` diffusion-pipe dispatches on
@@ -20,11 +35,3 @@ class ModelInfo:
     video_fps: float | None = None
     base_repo: str | None = None  # the Hub repo the weights come from (named in the model card)
     licence: str | None = None  # the base model's licence, named in the model card
-
-    @property
-    def trains_images(self) -> bool:
-        return "images" in self.media
-
-    @property
-    def trains_videos(self) -> bool:
-        return "videos" in self.media
