@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from events.projections.base import MirrorSettings
+from stages.addresses import AddressPolicy
 from stages.dataset.limits import DownloadLimits, ExtractLimits, GiB
 from stages.weights.inputs import HF_ENDPOINT, WeightsOptions
 
@@ -121,7 +122,7 @@ def mirror_settings(env: Mapping[str, str]) -> MirrorSettings:
 
 
 def download_limits(env: Mapping[str, str]) -> DownloadLimits:
-    """`DPS_DATASET_*`: the bounds of one dataset download, and the private hosts it may reach."""
+    """`DPS_DATASET_*`: the bounds of one dataset download, and the hosts it may reach."""
     read = _Reader(env)
     return DownloadLimits(
         max_bytes=read.integer("DPS_DATASET_MAX_BYTES", 20 * GiB),
@@ -129,13 +130,24 @@ def download_limits(env: Mapping[str, str]) -> DownloadLimits:
         read_timeout_s=read.num("DPS_DATASET_READ_TIMEOUT_S", 60.0),
         attempts=read.integer("DPS_DATASET_DOWNLOAD_ATTEMPTS", 4),
         retry_wait_s=read.num("DPS_DATASET_RETRY_WAIT_S", 2.0),
-        allow_hosts=frozenset(
-            h.strip().lower()
-            for h in read.text("DPS_DATASET_ALLOW_HOSTS", "").split(",")
-            if h.strip()
-        ),
-        allow_loopback=read.text("DPS_DATASET_ALLOW_LOOPBACK", "1").strip().lower()
-        not in {"0", "false", "no"},
+        deadline_s=read.num("DPS_DATASET_DEADLINE_S", 6 * 3600.0),
+        min_rate=read.num("DPS_DATASET_MIN_RATE", 64 * 1024.0),
+        rate_grace_s=read.num("DPS_DATASET_RATE_GRACE_S", 120.0),
+        max_tries=read.integer("DPS_DATASET_MAX_TRIES", 20),
+        addresses=address_policy(env),
+    )
+
+
+def address_policy(env: Mapping[str, str]) -> AddressPolicy:
+    """`DPS_ALLOW_HOSTS` (private hosts a request's URLs may reach, comma-separated) and
+    `DPS_ALLOW_LOOPBACK` (1; the worker image sets 0). The `DPS_DATASET_` names of both are
+    read too, as before they applied to every URL."""
+    read = _Reader(env)
+    hosts = read.text("DPS_ALLOW_HOSTS", read.text("DPS_DATASET_ALLOW_HOSTS", ""))
+    loopback = read.text("DPS_ALLOW_LOOPBACK", read.text("DPS_DATASET_ALLOW_LOOPBACK", "1"))
+    return AddressPolicy(
+        allow_hosts=frozenset(h.strip().lower() for h in hosts.split(",") if h.strip()),
+        allow_loopback=loopback.strip().lower() not in {"0", "false", "no"},
     )
 
 
@@ -146,4 +158,5 @@ def extract_limits(env: Mapping[str, str]) -> ExtractLimits:
         max_total_bytes=read.integer("DPS_DATASET_MAX_UNPACKED_BYTES", 40 * GiB),
         max_ratio=read.num("DPS_DATASET_MAX_RATIO", 200.0),
         max_files=read.integer("DPS_DATASET_MAX_FILES", 100_000),
+        max_header_bytes=read.integer("DPS_DATASET_MAX_HEADER_BYTES", 1 << 20),
     )

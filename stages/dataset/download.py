@@ -31,12 +31,13 @@ import httpx
 
 from events.atomic import write_atomic
 from events.redact import mask_url
-from stages.dataset.hosts import check_host, check_peer
+from stages.addresses import check_host, check_peer
 from stages.dataset.hub import fetch_hub
 from stages.dataset.limits import DownloadLimits, too_large
 from stages.errors import DownloadFailed
 
 CHUNK = 1 << 20
+_WHAT = "dataset URLs"
 MAX_REDIRECTS = 10
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
@@ -239,9 +240,12 @@ def _transfer(
     current = url
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            check_host(current, field, limits)  # the first URL and every redirect
+            # The first URL and every redirect, then the address really reached.
+            check_host(current, field, limits.addresses, error=DownloadFailed, what=_WHAT)
             with client.stream("GET", current, headers=headers) as response:
-                check_peer(response, current, field, limits)  # DNS may have changed since
+                check_peer(
+                    response, current, field, limits.addresses, error=DownloadFailed, what=_WHAT
+                )
                 if response.is_redirect:
                     current = _redirect(current, response, field)
                     continue

@@ -3,8 +3,9 @@ archives may unpack to, and what a user is told when one is passed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from stages.addresses import AddressPolicy
 from stages.errors import DownloadFailed
 
 GiB = 1 << 30
@@ -19,11 +20,15 @@ class DownloadLimits:
     read_timeout_s: float = 60.0
     attempts: int = 4  # failures in a row that made no progress before giving up
     retry_wait_s: float = 2.0  # first pause between tries, doubled each time (capped at 60 s)
-    # Private hosts a dataset URL may reach anyway (an internal MinIO, say); see
-    # download._check_host.
-    allow_hosts: frozenset[str] = frozenset()
-    # Local runs and tests serve datasets from 127.0.0.1; the GPU image turns this off.
-    allow_loopback: bool = True
+    # A trickle must not hold a GPU worker: the whole download (every try) has a deadline, an
+    # average rate it must keep once `rate_grace_s` passed, and a cap on tries even while
+    # bytes come in.
+    deadline_s: float = 6 * 3600.0
+    min_rate: float = 64 * 1024.0  # bytes per second, averaged over the whole download
+    rate_grace_s: float = 120.0
+    max_tries: int = 20
+    # Which hosts a dataset URL may reach (stages.addresses): the worker's one policy.
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class ExtractLimits:
     max_total_bytes: int = 40 * GiB  # uncompressed, all archives together
     max_ratio: float = 200.0  # per entry (per archive for tar.gz), for entries over 1 MiB
     max_files: int = 100_000
+    # A tar's PAX extended header or GNU long name is read whole into memory: cap it.
+    max_header_bytes: int = 1 << 20
 
 
 def human(n: float) -> str:

@@ -27,8 +27,8 @@ from events.store import EventStore
 from orchestrator.progress import ProgressReporter
 from orchestrator.settings import Settings, download_limits
 from orchestrator.worker import WorkerOptions, handle
+from stages.addresses import AddressPolicy, check_host
 from stages.dataset.download import download
-from stages.dataset.hosts import check_host
 from stages.dataset.limits import DownloadLimits
 from stages.errors import DownloadFailed
 from tests.support.dataserver import DataServer
@@ -378,10 +378,11 @@ def test_redirect_to_a_private_address_is_refused_before_connecting(
 
 def test_a_private_host_can_be_allowed_by_the_operator() -> None:
     limits = download_limits({"DPS_DATASET_ALLOW_HOSTS": " 10.0.0.1 ,Minio.internal"})
-    assert limits.allow_hosts == frozenset({"10.0.0.1", "minio.internal"})
-    check_host("http://10.0.0.1/x.zip", "dataset.images_url", limits)  # no error, no traffic
+    assert limits.addresses.allow_hosts == frozenset({"10.0.0.1", "minio.internal"})
+    policy = limits.addresses
+    check_host("http://10.0.0.1/x.zip", "dataset.images_url", policy)  # no error, no traffic
     with pytest.raises(DownloadFailed, match=r"10\.0\.0\.2"):
-        check_host("http://10.0.0.2/x.zip", "dataset.images_url", limits)
+        check_host("http://10.0.0.2/x.zip", "dataset.images_url", policy, error=DownloadFailed)
 
 
 def test_a_name_that_rebinds_to_a_refused_address_is_caught_at_the_connection(
@@ -400,7 +401,9 @@ def test_a_name_that_rebinds_to_a_refused_address_is_caught_at_the_connection(
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    limits = DownloadLimits(attempts=1, retry_wait_s=0, allow_loopback=False)
+    limits = DownloadLimits(
+        attempts=1, retry_wait_s=0, addresses=AddressPolicy(allow_loopback=False)
+    )
     with DataServer(files={"/d.zip": b"PK\x05\x06" + bytes(18)}) as srv:
         port = srv.url.rsplit(":", 1)[1]
         with pytest.raises(DownloadFailed, match=r"rebind\.example .*\(127\.0\.0\.1\)"):
@@ -428,6 +431,6 @@ def test_a_name_that_rebinds_to_a_refused_address_is_caught_at_the_connection(
 
 
 def test_loopback_datasets_can_be_turned_off() -> None:
-    assert download_limits({}).allow_loopback
-    assert not download_limits({"DPS_DATASET_ALLOW_LOOPBACK": "0"}).allow_loopback
-    assert not download_limits({"DPS_DATASET_ALLOW_LOOPBACK": "false"}).allow_loopback
+    assert download_limits({}).addresses.allow_loopback
+    assert not download_limits({"DPS_DATASET_ALLOW_LOOPBACK": "0"}).addresses.allow_loopback
+    assert not download_limits({"DPS_ALLOW_LOOPBACK": "false"}).addresses.allow_loopback
