@@ -3,8 +3,10 @@
 `download(url, dest_dir, field=..., limits=...)` streams an http(s) URL to `dest_dir` with a
 size cap, connect/read timeouts, retries with backoff and a resumed transfer (HTTP Range,
 checked against Content-Range; a server that ignores Range gets a fresh download). Redirects
-are followed by hand so that only http(s) targets are ever contacted. `hf://datasets/owner/name
-[@rev]` goes through huggingface_hub's `snapshot_download`.
+are followed by hand so that only http(s) targets are ever contacted. A trickle cannot hold the
+worker: the whole download (every try and wait) has a deadline, an average rate it must keep
+once a grace period passed, and a cap on tries even while bytes come in (`DownloadLimits`).
+`hf://datasets/owner/name[@rev]` goes through huggingface_hub (stages.dataset.hub).
 
 A finished download leaves `<name>.manifest.json` (size + sha256 + a hash of the full URL) next
 to the file, so a job delivered again reuses it instead of downloading again.
@@ -15,6 +17,7 @@ host and path only, never a URL's userinfo or query (a presigned URL's signature
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -33,14 +36,16 @@ from events.atomic import write_atomic
 from events.redact import mask_url
 from stages.addresses import check_host, check_peer
 from stages.dataset.hub import fetch_hub
-from stages.dataset.limits import DownloadLimits, too_large
+from stages.dataset.limits import DownloadLimits, human, too_large
 from stages.errors import DownloadFailed
 
 CHUNK = 1 << 20
 _WHAT = "dataset URLs"
 MAX_REDIRECTS = 10
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
+Sleep = Callable[[float], None]
 
 
 class _MaskUrlSecrets(logging.Filter):
@@ -95,7 +100,8 @@ def download(
     hub_endpoint: str = "https://huggingface.co",
     token: str | None = None,
     on_bytes: ProgressFn | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Sleep = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Downloaded:
     """Fetch `url` into `dest_dir/<name>` (a file, or a folder for hf://). See the module doc."""
     limits = limits or DownloadLimits()
@@ -118,7 +124,7 @@ def download(
         if on_bytes is not None:
             on_bytes(reused.size, reused.size)
         return reused
-    return _http(url, target, field=field, limits=limits, on_bytes=on_bytes, sleep=sleep)
+    return _http(target, _Budget(url, field, limits, clock), on_bytes, sleep)
 
 
 # --- manifest ----------------------------------------------------------------------------------
@@ -171,6 +177,7 @@ class _Part:
     size: int = 0
     digest: Any = None
     etag: str | None = None
+    total: int | None = None  # the full size, once a response said it
 
     def reset(self) -> None:
         self.path.write_bytes(b"")
@@ -178,27 +185,88 @@ class _Part:
         self.digest = hashlib.sha256()
 
 
-def _http(
-    url: str,
-    target: Path,
-    *,
-    field: str,
-    limits: DownloadLimits,
-    on_bytes: ProgressFn | None,
-    sleep: Callable[[float], None],
-) -> Downloaded:
+@dataclass
+class _Budget:
+    """The bounds of the whole download, every try and wait together: a deadline, an average
+    rate since the start (judged once the grace passed) and a number of tries. Read timeouts
+    alone let a byte a minute, or a byte per Range request, hold the worker for hours."""
+
+    url: str
+    field: str
+    limits: DownloadLimits
+    clock: Callable[[], float]
+    start: float = 0.0
+    tries: int = 0
+
+    def check(self, part: _Part, *, new_try: bool = False) -> None:
+        lim, elapsed = self.limits, self.clock() - self.start
+        why = ""
+        if elapsed > lim.deadline_s:
+            why = f"did not finish within {_span(lim.deadline_s)}"
+        elif elapsed >= lim.rate_grace_s and part.size < lim.min_rate * elapsed:
+            rate, least = _per_s(part.size / elapsed), _per_s(lim.min_rate)
+            why = f"averaged {rate}, under the {least} minimum"
+        elif new_try and self.tries >= lim.max_tries:
+            why = f"did not finish after {self.tries} tries"
+        if why:
+            of = human(part.total) if part.total is not None else "an unknown size"
+            raise DownloadFailed(
+                f"{self.field}: the download from {where(self.url)} {why} (received "
+                f"{human(part.size)} of {of} in {_span(elapsed)}); use a faster or more "
+                "reliable host, or a smaller dataset"
+            )
+        if new_try:
+            self.tries += 1
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f}".removesuffix(".0") + " h"
+
+
+def _per_s(rate: float) -> str:
+    return f"{rate:.1f} B/s" if rate < 1024 else f"{human(rate)}/s"
+
+
+def _http(target: Path, budget: _Budget, on_bytes: ProgressFn | None, sleep: Sleep) -> Downloaded:
+    url = budget.url
     _manifest_path(target).unlink(missing_ok=True)
     part = _Part(target.with_name(target.name + ".part"))
-    part.reset()  # a leftover .part from a crashed worker has no known validator: start over
+    try:
+        part.reset()  # a leftover .part from a crashed worker has no known validator: start over
+        _tries(part, budget, on_bytes, sleep)
+        sha = part.digest.hexdigest()
+        os.replace(part.path, target)
+        _write_manifest(target, url, part.size, sha)
+    except BaseException as exc:
+        for path in (part.path, target):  # a refused or failed download keeps no disk space
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            raise DownloadFailed(
+                f"{budget.field}: the volume is full while downloading from {where(url)} "
+                f"({human(part.size)} received); free space, or use a smaller dataset"
+            ) from exc
+        raise
+    return Downloaded(target, part.size, sha, reused=False)
+
+
+def _tries(part: _Part, budget: _Budget, on_bytes: ProgressFn | None, sleep: Sleep) -> None:
+    """Try, resume and wait until `part` is whole or a bound is passed."""
+    url, field, limits = budget.url, budget.field, budget.limits
     timeout = httpx.Timeout(limits.read_timeout_s, connect=limits.connect_timeout_s)
     failures = 0
     last = ""
+    budget.start = budget.clock()
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
         while True:
+            budget.check(part, new_try=True)  # the waits before count too
             before = part.size
             try:
-                _transfer(client, url, part, field=field, limits=limits, on_bytes=on_bytes)
-                break
+                _transfer(client, part, budget, on_bytes)
+                return
             except _Retry as exc:
                 last = str(exc)
             # A drop after progress does not count: a flaky link may still finish by resuming.
@@ -215,22 +283,13 @@ def _http(
                     "accessible (test it with curl)"
                 )
             sleep(min(60.0, limits.retry_wait_s * 2 ** max(0, failures - 1)))
-    sha = part.digest.hexdigest()
-    os.replace(part.path, target)
-    _write_manifest(target, url, part.size, sha)
-    return Downloaded(target, part.size, sha, reused=False)
 
 
 def _transfer(
-    client: httpx.Client,
-    url: str,
-    part: _Part,
-    *,
-    field: str,
-    limits: DownloadLimits,
-    on_bytes: ProgressFn | None,
+    client: httpx.Client, part: _Part, budget: _Budget, on_bytes: ProgressFn | None
 ) -> None:
     """One request (following redirects) that appends to `part`; raises _Retry on a drop."""
+    url, field, limits = budget.url, budget.field, budget.limits
     headers: dict[str, str] = {"Accept-Encoding": "identity"}
     resuming = part.size > 0
     if resuming:
@@ -250,9 +309,7 @@ def _transfer(
                     current = _redirect(current, response, field)
                     continue
                 _check_status(response, url, field)
-                total = _start(
-                    response, part, resuming=resuming, url=url, field=field, limits=limits
-                )
+                total = _start(response, part, limits, field)
                 if on_bytes is not None:
                     on_bytes(part.size, total)
                 first = part.size == 0
@@ -268,6 +325,8 @@ def _transfer(
                         part.size += len(chunk)
                         if on_bytes is not None:
                             on_bytes(part.size, total)
+                        if total is None or part.size < total:  # a whole file is kept
+                            budget.check(part)
                 if total is not None and part.size < total:
                     raise _Retry(f"connection closed at {part.size} of {total} bytes")
                 return
@@ -314,16 +373,9 @@ def _check_status(response: httpx.Response, url: str, field: str) -> None:
     )
 
 
-def _start(
-    response: httpx.Response,
-    part: _Part,
-    *,
-    resuming: bool,
-    url: str,
-    field: str,
-    limits: DownloadLimits,
-) -> int | None:
+def _start(response: httpx.Response, part: _Part, limits: DownloadLimits, field: str) -> int | None:
     """Decide append vs restart from the status and Content-Range; return the full size."""
+    resuming = part.size > 0
     length = _int(response.headers.get("content-length"))
     if response.status_code == 206:
         match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
@@ -339,6 +391,7 @@ def _start(
         part.etag = response.headers.get("etag")
     if total is not None and total > limits.max_bytes:
         raise too_large(field, limits, total)
+    part.total = total
     return total
 
 

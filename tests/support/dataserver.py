@@ -6,7 +6,12 @@
         srv.status["/gone"] = 404
         srv.redirects["/old"] = "/a.zip"     # or "ftp://..." to test refused schemes
         srv.chunk_delay_s["/a.zip"] = 0.2    # send the body in `chunk_size` pieces, pausing
+        srv.chunk_clock_s["/a.zip"] = 59.0   # ... each piece 59 s later on `srv.clock`
         url = srv.url + "/a.zip"
+
+`srv.clock` is a virtual clock for the client under test (`clock=srv.clock`): a trickle of
+hours runs in milliseconds. `drop_after["/a.zip"] = [1] * 50` answers each of 50 GETs (Range
+or not) with one byte and a close.
 
 `requests` records (method, path, Range header) of every request.
 """
@@ -30,6 +35,10 @@ class DataServer:
     drop_after: dict[str, list[int]] = field(default_factory=dict)  # per GET, bytes then close
     chunk_delay_s: dict[str, float] = field(default_factory=dict)  # a slow link, per path
     chunk_size: int = 256  # the piece sent between two pauses of `chunk_delay_s`
+    # Virtual seconds each piece takes, added to `now` before it is sent (so a client reading
+    # `clock()` once a piece arrived sees its time); `chunk_delay_s` still paces for real.
+    chunk_clock_s: dict[str, float] = field(default_factory=dict)
+    now: float = 0.0
     ranges: bool = True
     content_type: str = "application/zip"
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
@@ -57,6 +66,10 @@ class DataServer:
     def url(self) -> str:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def clock(self) -> float:
+        """The virtual time: moved on only by `chunk_clock_s` pieces."""
+        return self.now
 
     def gets(self, path: str) -> list[str | None]:
         """The Range headers of the GETs of `path`, in order (None: no Range)."""
@@ -109,8 +122,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         delay = srv.chunk_delay_s.get(path, 0.0)
-        if delay > 0:
+        tick = srv.chunk_clock_s.get(path, 0.0)
+        if delay > 0 or tick > 0:
             for at in range(0, len(body), max(1, srv.chunk_size)):
+                srv.now += tick
                 self.wfile.write(body[at : at + max(1, srv.chunk_size)])
                 self.wfile.flush()
                 time.sleep(delay)
