@@ -92,7 +92,8 @@ class Redactor:
         (for data whose secrets were masked already, where `api_keys` names a section).
         """
         if isinstance(value, Mapping):
-            items = [(str(k), v) for k, v in value.items()]
+            # Keys too: a secret pasted as a key (a passthrough key) is still a secret.
+            items = [(self.text(str(k)), v) for k, v in value.items()]
             if sort_keys:
                 items.sort(key=lambda kv: kv[0])
             return {

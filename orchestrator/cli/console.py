@@ -31,8 +31,11 @@ def read_request(request_file: Path) -> TrainingRequest:
         err.print(f"[red]error:[/] {request_file}: no such file")
         raise typer.Exit(2) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        err.print(f"[red]error:[/] {request_file}: not valid JSON ({exc})")
-        raise typer.Exit(2) from None
+        raise fail(f"error: {request_file}: not valid JSON ({exc})", 2) from None
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, 5,000-deep nesting
+        raise fail(
+            f"error: {request_file}: not a JSON request this tool reads ({exc})", 2
+        ) from None
     if not isinstance(raw, dict):
         err.print(f"[red]error:[/] {request_file}: the request must be a JSON object")
         raise typer.Exit(2)

@@ -7,11 +7,14 @@ are in `rules`, rules over passthrough keys in `passthrough`.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import idna
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -87,11 +90,38 @@ def _check_http_url(value: str) -> str:
         raise custom(f"only http(s) and hf://datasets/ URLs are accepted, {shown}")
     if not host:
         raise custom(f"{scheme} URL has no host")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise custom("has a port outside 1-65535") from None
+    _check_host_name(host)
     return value
+
+
+def _check_host_name(host: str) -> None:
+    """A host the HTTP client will accept: an IP address, or a name whose every label is 1-63
+    characters and valid IDNA (what httpx checks when it connects, too late)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return
+    try:
+        idna.encode(host.rstrip("."))
+    except (idna.IDNAError, UnicodeError):
+        raise custom(
+            "has a host name that is not valid (empty or over-long labels, or a malformed "
+            "xn-- label)"
+        ) from None
 
 
 DatasetUrl = Annotated[str, StringConstraints(max_length=8192), AfterValidator(_check_dataset_url)]
 HttpUrl = Annotated[str, StringConstraints(max_length=8192), AfterValidator(_check_http_url)]
+
+
+def _has_control(value: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in value)
 
 
 def _check_trigger_word(value: str) -> str:
@@ -100,10 +130,40 @@ def _check_trigger_word(value: str) -> str:
         raise custom("must not be empty")
     if len(value.splitlines()) > 1:
         raise custom("must be a single line")
+    if _has_control(value):  # a TAB, an ESC sequence or a NUL would reach every caption
+        raise custom("must not contain control characters (tab, escape, NUL)")
+    return value
+
+
+def _check_key_prefix(value: str) -> str:
+    """S3 object keys are UTF-8 paths; these would write outside the job's prefix or break it."""
+    value = value.strip()
+    if _has_control(value):
+        raise custom("must not contain control characters (newline, NUL)")
+    if value.startswith("/"):
+        raise custom('must not start with "/"')
+    if any(segment in (".", "..") for segment in value.split("/")):
+        raise custom('must not contain "." or ".." segments')
+    if len(value.encode("utf-8")) > 512:
+        raise custom("must be at most 512 bytes")
+    return value
+
+
+def _check_repo_id(value: str) -> str:
+    """The Hub's own rule (huggingface_hub's validate_repo_id): no "--" or "..", no ".git" end,
+    no "-" or "." at either end of a name."""
+    from huggingface_hub.errors import HFValidationError  # noqa: PLC0415
+    from huggingface_hub.utils._validators import validate_repo_id  # noqa: PLC0415
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError as exc:
+        raise custom(f"is not a valid Hub repo id: {str(exc).split(':', 1)[0]}") from None
     return value
 
 
 TriggerWord = Annotated[str, StringConstraints(max_length=200), AfterValidator(_check_trigger_word)]
+KeyPrefix = Annotated[str, StringConstraints(max_length=512), AfterValidator(_check_key_prefix)]
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1024)]
 
 
@@ -126,7 +186,9 @@ def _pattern(pattern: str, hint: str) -> tuple[Any, ...]:
 
 _REPO_ID = r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 RepoId = Annotated[
-    str, *_pattern(_REPO_ID, 'must be "owner/name" or "name" (letters, digits, ".", "_", "-")')
+    str,
+    *_pattern(_REPO_ID, 'must be "owner/name" or "name" (letters, digits, ".", "_", "-")'),
+    AfterValidator(_check_repo_id),
 ]
 _BUCKET = r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}"
 BucketName = Annotated[

@@ -18,6 +18,11 @@ from stages.training.owned_keys import OWNED_TABLES, OWNED_TOP_LEVEL, TABLES
 
 _MAX_TOML_DEPTH = 8
 _INT64 = 2**63
+# diffusion-pipe's settings are short: a bigger passthrough value is a mistake or an attack on
+# the worker's memory (it is written to the TOML, the log and the model card).
+_MAX_TEXT = 65_536  # characters in a string value
+_MAX_ITEMS = 10_000  # entries in a list or a table
+_MAX_KEY = 256  # characters in a key
 DOCUMENTED: frozenset[str] = frozenset(BASE_DEFAULTS)
 
 # Top-level diffusion-pipe keys that may pass through as they are. Known, so the typo check below
@@ -61,8 +66,14 @@ def _toml_problems(path: str, value: Any, depth: int = 0) -> list[Problem]:
         return [(path, "nested too deeply")]
     if value is None:
         return [(path, "null cannot be written to the TOML config; leave the key out")]
-    if isinstance(value, bool | str):
+    if isinstance(value, str):
+        if len(value) > _MAX_TEXT:
+            return [(path, f"a string of more than {_MAX_TEXT} characters is not a setting")]
         return []
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, list | tuple | Mapping) and len(value) > _MAX_ITEMS:
+        return [(path, f"more than {_MAX_ITEMS} entries is not a setting")]
     if isinstance(value, int):
         return [] if -_INT64 <= value < _INT64 else [(path, "integer out of the 64-bit range")]
     if isinstance(value, float):
@@ -77,6 +88,9 @@ def _toml_problems(path: str, value: Any, depth: int = 0) -> list[Problem]:
         for key, item in value.items():
             if not isinstance(key, str) or not key.strip():
                 out.append((path, f"keys must be non-empty strings, got {echo(repr(key))}"))
+                continue
+            if len(key) > _MAX_KEY:
+                out.append((path, f"keys must be at most {_MAX_KEY} characters"))
                 continue
             out += _toml_problems(f"{path}.{echo(key)}", item, depth + 1)
         return out
@@ -102,9 +116,14 @@ def training_problems(
     place); `fields` are the training section's own field names (validated by the schema)."""
     problems: list[Problem] = []
     documented = set(DOCUMENTED)
+    if len(raw) > _MAX_ITEMS:
+        return [(prefix, f"more than {_MAX_ITEMS} keys is not a training configuration")]
     for key, value in raw.items():
         if not isinstance(key, str) or not key.strip():
             problems.append((prefix, f"keys must be non-empty strings, got {echo(repr(key))}"))
+            continue
+        if len(key) > _MAX_KEY:
+            problems.append((prefix, f"keys must be at most {_MAX_KEY} characters"))
             continue
         path = f"{prefix}.{echo(key)}"
         if key in TABLES:
@@ -113,10 +132,15 @@ def training_problems(
             if not isinstance(value, Mapping):
                 continue  # pydantic reports the type
             owned = OWNED_TABLES[key]
+            if len(value) > _MAX_ITEMS:
+                problems.append((path, f"more than {_MAX_ITEMS} entries is not a setting"))
+                continue
             for sub, item in value.items():
                 sub_path = f"{path}.{echo(sub)}"
                 if isinstance(sub, str) and sub in owned:
                     problems.append((sub_path, _refusal(sub, owned[sub])))
+                elif isinstance(sub, str) and len(sub) > _MAX_KEY:
+                    problems.append((path, f"keys must be at most {_MAX_KEY} characters"))
                 elif isinstance(sub, str):
                     problems += _toml_problems(sub_path, item)
                 else:

@@ -17,7 +17,6 @@ from pydantic import (
     BeforeValidator,
     Field,
     SecretStr,
-    StringConstraints,
     ValidationInfo,
     field_serializer,
     model_validator,
@@ -32,6 +31,7 @@ from orchestrator.request.fields import (
     DatasetType,
     DatasetUrl,
     HttpUrl,
+    KeyPrefix,
     NonEmpty,
     OutputMethod,
     RepoId,
@@ -123,7 +123,7 @@ class S3Output(Section):
     region: NonEmpty | None = Field(default=None, description='e.g. "us-east-1", "auto" for R2.')
     access_key: Secret | None = Field(default=None, description="Access key id. Required.")
     secret_key: Secret | None = Field(default=None, description="Secret access key. Required.")
-    key_prefix: Annotated[str, StringConstraints(strip_whitespace=True, max_length=512)] = Field(
+    key_prefix: KeyPrefix = Field(
         default="diffusion-pipe-outputs", description="Prefix (folder) for object keys."
     )
 

@@ -108,3 +108,23 @@ def test_validate_refuses_a_file_that_is_not_json(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 2
     assert "not valid JSON" in result.output
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"model_type": "qwen", "training": {"epochs": ' + "9" * 5000 + "}}",  # int-string limit
+        "[" * 5000 + "]" * 5000,  # deeper than the parser's recursion limit
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_hostile_json_gets_an_error_not_a_traceback(
+    tmp_path: Path, text: str, command: str
+) -> None:
+    path = tmp_path / "req.json"
+    path.write_text(text)
+    result = runner.invoke(app, [command, str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert "not a JSON request this tool reads" in result.output

@@ -84,7 +84,10 @@ def valid_bodies(draw: st.DrawFn) -> dict[str, Any]:
     for name in draw(st.lists(st.sampled_from(fields), min_size=1, unique=True)):
         dataset[name] = PLACEHOLDER_URL
     if draw(st.booleans()):
-        word = draw(st.text(min_size=1, max_size=20)).strip()
+        # Any printable text: control characters are refused (they would reach every caption).
+        word = draw(
+            st.text(st.characters(blacklist_categories=["Cc", "Cs"]), min_size=1, max_size=20)
+        ).strip()
         dataset["trigger_word"] = (word.splitlines() or ["ohwx"])[0].strip() or "ohwx"
     if draw(st.booleans()):
         dataset["image_repeats"] = draw(st.integers(1, 10_000))

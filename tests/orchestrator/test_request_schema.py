@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.redact import mask_url
+from events.redact import Redactor, mask_url
 from orchestrator.catalogue import ALL_MODEL_TYPES, get_model
 from orchestrator.plan import trainer_spec
 from orchestrator.request import RequestError, TrainingRequest, effective_training, parse_request
@@ -1083,3 +1083,91 @@ def test_a_secret_pasted_into_another_field_is_masked_in_every_view() -> None:
     for view in (json.dumps(req.masked()), repr(req), str(req)):
         assert secret not in view
         assert "http://user:***@h/x.zip" in view
+
+
+# --- hostile values the schema used to let through ----------------------------------------------
+
+
+def _problems(body: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(RequestError) as info:
+        parse_request(body)
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://a..b/x.zip",  # an empty label
+        f"https://{'x' * 64}.example.com/x.zip",  # a label over 63 characters
+        "https://xn--/x.zip",  # a malformed A-label
+        "https://example.com:99999/x.zip",  # a port out of range
+    ],
+)
+def test_a_malformed_host_is_refused_at_validation_naming_the_field(url: str) -> None:
+    # They used to pass and fail later, in the HTTP client, as UnicodeError/IDNAError.
+    assert [p[0] for p in _problems(_req(dataset__images_url=url))] == ["dataset.images_url"]
+    s3 = {"bucket": "b", "access_key": "ak12", "secret_key": "sk12", "endpoint_url": url}
+    body = _req(output={"method": "s3", "s3": s3})
+    assert [p[0] for p in _problems(body)] == ["output.s3.endpoint_url"]
+
+
+@pytest.mark.parametrize("word", ["ohwx\x00", "\x1b[31mohwx", "oh\twx", "ohwx\x7f"])
+def test_the_trigger_word_refuses_control_characters(word: str) -> None:
+    problems = _problems(_req(dataset__trigger_word=word))
+    assert problems == [
+        ("dataset.trigger_word", "must not contain control characters (tab, escape, NUL)")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "why"),
+    [
+        ("runs/../other", '"." or ".."'),
+        ("..", '"." or ".."'),
+        ("runs\x00", "control characters"),
+        ("runs\nx", "control characters"),
+        ("/abs", 'start with "/"'),
+    ],
+)
+def test_an_s3_key_prefix_follows_the_stores_rules(prefix: str, why: str) -> None:
+    s3 = {"bucket": "b", "access_key": "ak12", "secret_key": "sk12", "key_prefix": prefix}
+    [(path, message)] = _problems(_req(output={"method": "s3", "s3": s3}))
+    assert path == "output.s3.key_prefix"
+    assert why in message
+    ok = {**s3, "key_prefix": "team/runs-2026"}
+    assert parse_request(_req(output={"method": "s3", "s3": ok})).output.s3 is not None
+
+
+@pytest.mark.parametrize("repo_id", ["me/a--b", "me/b..c", "me/lora.git", "me/lora.", "me/lora-"])
+def test_a_hub_repo_id_follows_the_hubs_own_rule(repo_id: str) -> None:
+    [(path, message)] = _problems(_req(output__huggingface__repo_id=repo_id))
+    assert path == "output.huggingface.repo_id"
+    assert message.startswith("is not a valid Hub repo id")
+
+
+@pytest.mark.parametrize(
+    ("training", "path", "why"),
+    [
+        ({"note": "x" * 70_000}, "training.note", "65536 characters"),
+        ({"blocks": list(range(10_001))}, "training.blocks", "10000 entries"),
+        ({"adapter": {"k" * 300: 1}}, "training.adapter", "at most 256 characters"),
+        ({"k" * 300: 1}, "training", "at most 256 characters"),
+        ({"monitoring": {"tags": ["t"] * 10_001}}, "training.monitoring.tags", "10000 entries"),
+    ],
+)
+def test_passthrough_keys_and_values_are_bounded(
+    training: dict[str, Any], path: str, why: str
+) -> None:
+    problems = _problems(_req(training=training))
+    assert len(problems) == 1, problems
+    assert problems[0][0] == path
+    assert why in problems[0][1]
+
+
+def test_a_secret_pasted_as_a_passthrough_key_is_masked() -> None:
+    token = "hf_SECRETasKEY0001aaaaaaaaaaaaaa"
+    req = parse_request(_req(output__huggingface__token=token, training={"monitoring": {token: 1}}))
+    for view in (json.dumps(req.masked()), repr(req)):
+        assert token not in view
+    stored = Redactor(req.secret_values()).data(req.masked())
+    assert token not in json.dumps(stored)
