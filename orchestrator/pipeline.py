@@ -47,7 +47,11 @@ class Delivery:
         return self.plan.job_id
 
     def publish_opts(self) -> PublishOptions:
-        return self.publish_options or PublishOptions(hub_endpoint=self.settings.hub_endpoint)
+        return self.publish_options or PublishOptions(
+            hub_endpoint=self.settings.hub_endpoint,
+            local_roots=self.settings.local_output_roots,
+            addresses=self.settings.addresses,
+        )
 
 
 def build_stages(delivery: Delivery) -> list[Stage]:

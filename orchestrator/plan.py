@@ -9,7 +9,7 @@ them: the dataset report's rules, the trainer's spec, the model card.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ def plan_job(request: TrainingRequest, settings: Settings, job_id: str) -> JobPl
     training = effective_training(request)
     secrets = tuple(request.secret_values())
     shown = Redactor(secrets).data(request.masked(training))
+    trainer = trainer_spec(request, training)
     return JobPlan(
         job_id=job_id,
         request=request,
@@ -67,10 +68,10 @@ def plan_job(request: TrainingRequest, settings: Settings, job_id: str) -> JobPl
         secrets=secrets,
         job_dir=job_path(settings.root, job_id),
         paths=JobPaths.for_job(settings.root, job_id),
-        dataset=dataset_inputs(request, training, settings),
+        dataset=replace(dataset_inputs(request, training, settings), trainer=trainer),
         captions=caption_inputs(request),
         weights=request.model.sources(),
-        trainer=trainer_spec(request, training),
+        trainer=trainer,
         publish=publish_spec(request, training),
         shown_request=shown,
     )
@@ -107,7 +108,7 @@ def dataset_inputs(
         rules=dataset_rules(request, training),
         hub_token=request.hf_download_token(),
         hub_endpoint=settings.hub_endpoint,
-        download_limits=settings.download_limits,
+        download_limits=replace(settings.download_limits, addresses=settings.addresses),
         extract_limits=settings.extract_limits,
     )
 

@@ -46,6 +46,10 @@ class Settings:
     # A job's writer lease: a dead worker's job is taken over this long after its last renewal.
     lease_ttl_s: float = 60.0
     worker_name: str = field(default_factory=socket.gethostname)  # RUNPOD_POD_ID on RunPod
+    # Where `output.method: local` may copy results (empty: anywhere outside the root).
+    local_output_roots: tuple[Path, ...] = ()
+    # Which hosts the URLs a request controls may reach: dataset URLs, the S3 endpoint.
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)
     mirror: MirrorSettings = field(default_factory=MirrorSettings)
     download_limits: DownloadLimits = field(default_factory=DownloadLimits)
     extract_limits: ExtractLimits = field(default_factory=ExtractLimits)
@@ -82,6 +86,10 @@ class Settings:
             diffusion_pipe_dir=Path(read.text("DPS_DIFFUSION_PIPE_DIR", str(DIFFUSION_PIPE_DIR))),
             lease_ttl_s=read.num("DPS_LEASE_TTL_S", 60.0),
             worker_name=read.text("RUNPOD_POD_ID", socket.gethostname()),
+            local_output_roots=tuple(
+                Path(p) for p in read.text("DPS_LOCAL_OUTPUT_ROOTS", "").split(":") if p.strip()
+            ),
+            addresses=address_policy(env),
             mirror=mirror_settings(env),
             download_limits=download_limits(env),
             extract_limits=extract_limits(env),
@@ -122,7 +130,7 @@ def mirror_settings(env: Mapping[str, str]) -> MirrorSettings:
 
 
 def download_limits(env: Mapping[str, str]) -> DownloadLimits:
-    """`DPS_DATASET_*`: the bounds of one dataset download, and the hosts it may reach."""
+    """`DPS_DATASET_*`: the bounds of one dataset download (its hosts: `address_policy`)."""
     read = _Reader(env)
     return DownloadLimits(
         max_bytes=read.integer("DPS_DATASET_MAX_BYTES", 20 * GiB),
@@ -134,7 +142,6 @@ def download_limits(env: Mapping[str, str]) -> DownloadLimits:
         min_rate=read.num("DPS_DATASET_MIN_RATE", 64 * 1024.0),
         rate_grace_s=read.num("DPS_DATASET_RATE_GRACE_S", 120.0),
         max_tries=read.integer("DPS_DATASET_MAX_TRIES", 20),
-        addresses=address_policy(env),
     )
 
 

@@ -23,15 +23,17 @@ import structlog
 
 from events.errors import LeaseHeld
 from events.lease import FileLease
-from orchestrator.errors import RequestError
+from orchestrator.errors import Problem, RequestError
 from orchestrator.plan import JobPlan, plan_job
 from orchestrator.progress import ProgressReporter
 from orchestrator.request import parse_request
 from orchestrator.response import failed_response, respond
 from orchestrator.runner import Outcome, run_job
 from orchestrator.settings import Settings
+from stages.addresses import check_host
 from stages.contract import StopRequest
-from stages.errors import ConfigError
+from stages.errors import ConfigError, StageFailed
+from stages.publish.local import target_problem
 from stages.training.config import preflight
 
 if TYPE_CHECKING:  # the stages pull in boto3, huggingface_hub, google-genai: load per job
@@ -61,9 +63,10 @@ class WorkerOptions:
 
 
 def validate(raw: Any, settings: Settings, job_id: str) -> JobPlan:
-    """The job's plan from its input, once per delivery: the request parsed and pre-checked
-    against diffusion-pipe's rules. RequestError/ConfigError carry the field path; a job id that
-    cannot name a folder is a RequestError too, before anything is written."""
+    """The job's plan from its input, once per delivery: the request parsed, pre-checked against
+    diffusion-pipe's rules, and its destinations and URLs against this worker's (where results
+    may go, which hosts a URL may reach). RequestError/ConfigError carry the field path; a job id
+    that cannot name a folder is a RequestError too, before anything is written."""
     if not isinstance(raw, dict):
         raise RequestError([("input", "the request body must be a JSON object under 'input'")])
     request = parse_request(raw)
@@ -71,8 +74,38 @@ def validate(raw: Any, settings: Settings, job_id: str) -> JobPlan:
         plan = plan_job(request, settings, job_id)
     except ValueError as exc:  # the job id (events.store.validate_job_id)
         raise RequestError([("id", str(exc))]) from None
+    problems = destination_problems(plan, settings)
+    if problems:
+        raise RequestError(problems, plan.secrets)
     preflight(plan.trainer)
     return plan
+
+
+def destination_problems(plan: JobPlan, settings: Settings) -> list[Problem]:
+    """Where the request sends results and which hosts it makes the worker reach, against the
+    worker's rules (`stages.publish.local.target_problem`, `stages.addresses`)."""
+    problems: list[Problem] = []
+    destination = plan.publish.destination
+    if destination.method == "local" and destination.local_path is not None:
+        why = target_problem(
+            destination.local_path,
+            plan.job_id,
+            root=settings.root,
+            allowed=settings.local_output_roots,
+        )
+        if why is not None:
+            problems.append(("output.local.path", why))
+    urls = [(f"dataset.{s.field}", s.url) for s in plan.dataset.sources]
+    if destination.method == "s3" and destination.s3 is not None and destination.s3.endpoint_url:
+        urls.append(("output.s3.endpoint_url", destination.s3.endpoint_url))
+    for field, url in urls:
+        if not url.startswith(("http://", "https://")):
+            continue  # hf:// goes to the Hub endpoint the worker is configured with
+        try:
+            check_host(url, field, settings.addresses)
+        except StageFailed as exc:
+            problems.append((field, str(exc).removeprefix(f"{field}: ")))
+    return problems
 
 
 @contextlib.contextmanager

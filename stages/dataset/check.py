@@ -205,12 +205,7 @@ def build_report(
         tally.image(path, img)
     for path, vid in zip(video_paths, videos, strict=True):
         tally.video(path, vid)
-    global_batch, steps = _steps(tally, rules)
-    if tally.usable_images + tally.usable_videos and not steps:
-        notes.append(
-            f"the global batch ({global_batch}) is larger than the dataset: diffusion-pipe "
-            "would drop every bucket"
-        )
+    global_batch, steps = _steps(tally, rules)  # no steps: `DatasetReport.fatal` says so
     return DatasetReport(
         model_type=rules.model.model_type,
         dataset_type=rules.dataset_type,

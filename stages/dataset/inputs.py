@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from stages.dataset.limits import DownloadLimits, ExtractLimits
 from stages.model_info import ModelInfo
+from stages.training.config import TrainerSpec
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,6 @@ class DatasetInputs:
     hub_endpoint: str = "https://huggingface.co"
     download_limits: DownloadLimits = field(default_factory=DownloadLimits)
     extract_limits: ExtractLimits = field(default_factory=ExtractLimits)
+    # The trainer's spec, so its batch rule is checked once the counts are known (before the
+    # model download); None where no job trains (the CLI's dataset check).
+    trainer: TrainerSpec | None = None

@@ -116,6 +116,13 @@ class DatasetReport:
             if severity == "fatal" and key in self.problems:
                 count, names = self.problems[key]
                 out.append(f"{count} file(s) {meaning}: {_few(names)}")
+        if self.usable_images + self.usable_videos and not self.steps_per_epoch:
+            out.append(
+                f"training.batch_size: 0 steps per epoch: the global batch ({self.global_batch}) "
+                "is larger than the dataset, so diffusion-pipe would drop every bucket; lower "
+                "training.batch_size or training.gradient_accumulation_steps, or raise "
+                "dataset.image_repeats/video_repeats"
+            )
         return out
 
     def _nothing_usable(self) -> str:

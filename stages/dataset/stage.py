@@ -24,8 +24,9 @@ from stages.dataset.extract import Source, extract_dataset
 from stages.dataset.folder import COMPLETE_MARKER, marker_matches
 from stages.dataset.inputs import DatasetInputs, DatasetSource
 from stages.dataset.report import DatasetReport
-from stages.errors import StageFailed
+from stages.errors import ConfigError, StageFailed
 from stages.throttle import Throttle
+from stages.training.traps import check_batch
 
 PROGRESS_EVERY_S = 2.0
 Say = Callable[[dict[str, Any], bool], None]  # (progress data, final)
@@ -48,6 +49,7 @@ class Dataset(Stage):
         fatal = report.fatal()
         if fatal:
             raise StageFailed("; ".join(fatal))
+        self._check_batch(report)
         return {
             "images_dir": "dataset/images",
             "videos_dir": "dataset/videos",
@@ -58,6 +60,20 @@ class Dataset(Stage):
             "total_steps": report.total_steps,
             "files": [f"dataset/{COMPLETE_MARKER}", "dataset/images", "dataset/videos"],
         }
+
+    def _check_batch(self, report: DatasetReport) -> None:
+        """The trainer's own batch rule, now that the counts are known: a dataset that would
+        lose a directory to the global batch fails here, before the model download."""
+        if self.inputs.trainer is None:
+            return
+        try:
+            check_batch(
+                self.inputs.trainer,
+                image_count=report.usable_images,
+                video_count=report.video_clips,
+            )
+        except ConfigError as exc:
+            raise StageFailed(str(exc)) from None
 
     def verify(self, ctx: StageContext, result: Mapping[str, Any]) -> bool:
         """Still usable when the marker matches what the dataset folders hold now."""

@@ -3,6 +3,11 @@
 The files land in `<folder>/<job_id>/` all at once: they are copied into a hidden sibling
 folder, fsynced, and renamed into place, so a reader never sees half a LoRA. A second delivery
 replaces the earlier copy the same way. URLs are `file://` URIs.
+
+`target_problem` is the rule for where results may go, checked when the request is validated
+and again here: never inside (or above) the service's working folder, only under the folders an
+operator allows, and somewhere the worker can write. And whatever the folder, a copy that would
+replace a folder holding a job's event log is refused: publishing never deletes a job.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
 
+from events.store import EVENTS_FILE
 from stages.publish.common import Published, PublishInputs, collect_artifacts, fail
 
 log = structlog.get_logger(__name__)
@@ -28,9 +35,46 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def publish_local(inputs: PublishInputs, folder: Path) -> Published:
-    folder = folder.expanduser().absolute()
+def target_problem(
+    folder: Path, job_id: str, *, root: Path, allowed: Sequence[Path] = ()
+) -> str | None:
+    """Why the results of `job_id` may not be copied to `<folder>/<job_id>`, or None."""
+    resolved = folder.expanduser().resolve()  # `..` and symlinks, as the copy would follow them
+    target, service = resolved / job_id, root.resolve()
+    if target == service or service in target.parents or target in service.parents:
+        return (
+            f"{folder} is inside the service's working folder ({root}), where the jobs live; "
+            "choose a folder outside it"
+        )
+    roots = [a.expanduser().resolve() for a in allowed]
+    if roots and not any(target.is_relative_to(r) for r in roots):
+        shown = ", ".join(str(r) for r in roots)
+        return f"{folder} is outside the folders this worker publishes to ({shown})"
+    existing = resolved
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{folder} cannot be written by the worker"
+    return None
+
+
+def _holds_a_job(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.rglob(EVENTS_FILE))
+
+
+def publish_local(
+    inputs: PublishInputs, folder: Path, *, allowed: Sequence[Path] = ()
+) -> Published:
+    root = inputs.job_dir.parents[1]  # <root>/jobs/<job_id>
+    problem = target_problem(folder, inputs.job_id, root=root, allowed=allowed)
+    if problem is not None:
+        raise fail(inputs, f"output.local.path: {problem}")
+    folder = folder.expanduser().resolve()
     target = folder / inputs.job_id
+    if _holds_a_job(target):  # whatever the rule said: never replace a job's own folder
+        raise fail(inputs, f"output.local.path: {target} holds a job's event log; not replaced")
     artifacts = collect_artifacts(inputs)
     staging: Path | None = None
     try:

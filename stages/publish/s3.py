@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import structlog
@@ -25,6 +25,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stages.addresses import AddressPolicy, check_host
 from stages.publish.common import (
     Artifact,
     Published,
@@ -127,10 +128,12 @@ class S3Publisher:
         tuning: S3Tuning | None = None,
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        addresses: AddressPolicy | None = None,
     ) -> None:
         spec = inputs.destination.s3
         if spec is None:
             raise fail(inputs, "output.s3 needs bucket, access_key and secret_key")
+        self.addresses = addresses or AddressPolicy()
         self.inputs = inputs
         self.spec = spec
         self.bucket = str(spec.bucket)
@@ -139,6 +142,17 @@ class S3Publisher:
         self.sleep = sleep
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self.client = make_client(spec, self.tuning)
+        if spec.endpoint_url:
+            # The endpoint is the request's: held to the same address rule as a dataset URL,
+            # before any request and again as each one is sent (its name may rebind).
+            self._check_endpoint(spec.endpoint_url)
+            self.client.meta.events.register("before-send.s3", self._before_send)
+
+    def _check_endpoint(self, url: str) -> None:
+        check_host(url, "output.s3.endpoint_url", self.addresses, what="S3 endpoints")
+
+    def _before_send(self, request: Any, **_: Any) -> None:
+        self._check_endpoint(str(request.url))
 
     def _error(self, doing: str, key: str, err: BaseException) -> Exception:
         return fail(
@@ -242,5 +256,7 @@ def publish_s3(
     tuning: S3Tuning | None = None,
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    addresses: AddressPolicy | None = None,
 ) -> Published:
-    return S3Publisher(inputs, tuning=tuning, policy=policy, sleep=sleep).publish()
+    publisher = S3Publisher(inputs, tuning=tuning, policy=policy, sleep=sleep, addresses=addresses)
+    return publisher.publish()

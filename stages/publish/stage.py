@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from events.vocabulary import Status
+from stages.addresses import AddressPolicy
 from stages.contract import Stage, StageContext
 from stages.publish.common import Published, PublishInputs, RetryPolicy, fail
 from stages.publish.fallback import AutoOptions, HostUrls, publish_auto
@@ -32,6 +33,8 @@ class PublishOptions:
     hub_endpoint: str = HF_ENDPOINT
     hosts: HostUrls = field(default_factory=HostUrls)
     local_folder: Path | None = None  # used when output.local.path is absent
+    local_roots: tuple[Path, ...] = ()  # where local output may go (empty: anywhere allowed)
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)  # for the S3 endpoint
     hf_policy: RetryPolicy | None = None
     s3_tuning: S3Tuning | None = None
     sleep: Callable[[float], None] = time.sleep
@@ -47,12 +50,14 @@ def publish(inputs: PublishInputs, options: PublishOptions | None = None) -> dic
             inputs, endpoint=options.hub_endpoint, policy=options.hf_policy, sleep=options.sleep
         )
     elif method == "s3":
-        published = publish_s3(inputs, tuning=options.s3_tuning, sleep=options.sleep)
+        published = publish_s3(
+            inputs, tuning=options.s3_tuning, sleep=options.sleep, addresses=options.addresses
+        )
     elif method == "local":
         path = inputs.destination.local_path or options.local_folder
         if path is None:
             raise fail(inputs, 'output.local.path is required when output.method is "local"')
-        published = publish_local(inputs, Path(str(path)))
+        published = publish_local(inputs, Path(str(path)), allowed=options.local_roots)
     elif method == "auto":
         published = publish_auto(
             inputs,

@@ -25,7 +25,7 @@ from PIL import Image
 from events.model import Event
 from events.store import EventStore
 from orchestrator.progress import ProgressReporter
-from orchestrator.settings import Settings, download_limits
+from orchestrator.settings import Settings, address_policy
 from orchestrator.worker import WorkerOptions, handle
 from stages.addresses import AddressPolicy, check_host
 from stages.dataset.download import download
@@ -377,9 +377,9 @@ def test_redirect_to_a_private_address_is_refused_before_connecting(
 
 
 def test_a_private_host_can_be_allowed_by_the_operator() -> None:
-    limits = download_limits({"DPS_DATASET_ALLOW_HOSTS": " 10.0.0.1 ,Minio.internal"})
-    assert limits.addresses.allow_hosts == frozenset({"10.0.0.1", "minio.internal"})
-    policy = limits.addresses
+    policy = address_policy({"DPS_DATASET_ALLOW_HOSTS": " 10.0.0.1 ,Minio.internal"})
+    assert policy.allow_hosts == frozenset({"10.0.0.1", "minio.internal"})
+    assert address_policy({"DPS_ALLOW_HOSTS": "minio.internal"}).allow_hosts == {"minio.internal"}
     check_host("http://10.0.0.1/x.zip", "dataset.images_url", policy)  # no error, no traffic
     with pytest.raises(DownloadFailed, match=r"10\.0\.0\.2"):
         check_host("http://10.0.0.2/x.zip", "dataset.images_url", policy, error=DownloadFailed)
@@ -431,6 +431,6 @@ def test_a_name_that_rebinds_to_a_refused_address_is_caught_at_the_connection(
 
 
 def test_loopback_datasets_can_be_turned_off() -> None:
-    assert download_limits({}).addresses.allow_loopback
-    assert not download_limits({"DPS_DATASET_ALLOW_LOOPBACK": "0"}).addresses.allow_loopback
-    assert not download_limits({"DPS_ALLOW_LOOPBACK": "false"}).addresses.allow_loopback
+    assert address_policy({}).allow_loopback
+    assert not address_policy({"DPS_DATASET_ALLOW_LOOPBACK": "0"}).allow_loopback
+    assert not address_policy({"DPS_ALLOW_LOOPBACK": "false"}).allow_loopback

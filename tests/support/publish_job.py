@@ -71,7 +71,7 @@ def make_request(output: Mapping[str, Any], model_type: str = "qwen", **extra: A
 
 
 def make_job(
-    root: Path,
+    root: Path,  # a test's tmp folder
     output: Mapping[str, Any],
     *,
     model_type: str = "qwen",
@@ -79,10 +79,11 @@ def make_job(
     size: int = 4096,
     **extra: Any,
 ) -> PublishInputs:
-    """A job folder as the training stage leaves it: a run with epochN/ saves, the TOMLs."""
+    """A job folder as the training stage leaves it, `<tmp>/root/jobs/<id>/`: a run with epochN/
+    saves, the TOMLs. (The working folder is `<tmp>/root`: results go beside it, not in it.)"""
     request = make_request(output, model_type, **extra)
     lora_file = request.model.lora_file
-    job_dir = root / "jobs" / JOB_ID
+    job_dir = root / "root" / "jobs" / JOB_ID
     run_dir = job_dir / "output" / RUN
     for epoch in range(1, epochs + 1):
         folder = run_dir / f"epoch{epoch}"

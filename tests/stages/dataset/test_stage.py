@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from stages.dataset.stage import Dataset
 from stages.training.config import JobPaths, render
 from tests.support.dataserver import DataServer
 from tests.support.helpers import dataset_inputs_for
-from tests.support.media import jpeg, make_zip
+from tests.support.media import fade_video, jpeg, make_zip
 
 LIMITS = DownloadLimits(attempts=2, retry_wait_s=0.0)
 
@@ -162,18 +163,73 @@ def test_no_media_uses_seed_wording(tmp_path: Path) -> None:
 
 def test_check_dataset_and_cli(tmp_path: Path) -> None:
     archive = tmp_path / "d.zip"
-    archive.write_bytes(dataset_zip(3))
+    archive.write_bytes(dataset_zip(4))  # Flux's global batch is 4: one step per epoch
     report = check_dataset(str(archive), model_type="flux", work_dir=tmp_path)
-    assert report.usable_images == 3
+    assert report.usable_images == 4
     assert not report.fatal()
+    archive.write_bytes(dataset_zip(3))  # fewer images than the global batch: nothing trains
+    short = check_dataset(str(archive), model_type="flux", work_dir=tmp_path)
+    assert short.fatal()[0].startswith("training.batch_size: 0 steps per epoch")
     assert [p.name for p in tmp_path.iterdir()] == ["d.zip"]  # the work folder is cleaned up
     runner = CliRunner()
     shown = runner.invoke(app, ["check", str(archive), "--model-type", "sdxl"])
     assert shown.exit_code == 0, shown.output
     assert "steps per epoch" in shown.output
     as_json = runner.invoke(app, ["check", str(archive), "--json"])
-    assert json.loads(as_json.output)["usable_images"] == 3
+    assert json.loads(as_json.output)["usable_images"] == 3  # qwen: a global batch of 1
     archive.write_bytes(dataset_zip(2, captions=False))
     bad = runner.invoke(app, ["check", str(archive)])
     assert bad.exit_code == 1
     assert "fatal" in bad.output
+
+
+def test_a_batch_larger_than_the_dataset_fails_in_the_dataset_stage(tmp_path: Path) -> None:
+    """Known once the dataset is unpacked, so refused there: not after the model download."""
+    with DataServer() as srv:
+        srv.files["/d.zip"] = dataset_zip(3)
+        req = _request(srv.url + "/d.zip", image_repeats=2)
+        req = req.model_copy(update={"training": req.training.model_copy(update={"batch_size": 8})})
+        after = Fails()
+        inputs = replace(dataset_inputs_for(req, download_limits=LIMITS), trainer=trainer_spec(req))
+        outcome = run_job(root=tmp_path, job_id="j", stages=[Dataset(inputs), after])
+    assert outcome.status is Status.ERROR
+    assert after.calls == 0
+    assert outcome.error is not None
+    assert outcome.error.startswith("training.batch_size: 0 steps per epoch")
+    report = outcome.view.dataset_report
+    assert report is not None and report["fatal"][0].startswith("training.batch_size: 0 steps")
+
+
+def test_a_video_directory_smaller_than_the_batch_fails_in_the_dataset_stage(
+    tmp_path: Path,
+) -> None:
+    """Wan with enough images but one video: diffusion-pipe would drop the video directory
+    (its clips x repeats < the global batch). The trainer's own batch rule says so here."""
+    clip = tmp_path / "v.mp4"
+    fade_video(clip, 40, fps=16)
+    entries = {f"set/img{i}.jpg": jpeg((64, 64)) for i in range(8)}
+    entries |= {f"set/img{i}.txt": b"a red square" for i in range(8)}
+    entries |= {"clip/v.mp4": clip.read_bytes(), "clip/v.txt": b"a fade"}
+    with DataServer() as srv:
+        srv.files["/i.zip"] = make_zip({k: v for k, v in entries.items() if k.startswith("set/")})
+        srv.files["/v.zip"] = make_zip({k: v for k, v in entries.items() if k.startswith("clip/")})
+        req = parse_request(
+            {
+                "model_type": "wan13",
+                "dataset": {
+                    "type": "precaptioned",
+                    "images_url": srv.url + "/i.zip",
+                    "videos_url": srv.url + "/v.zip",
+                    "video_repeats": 5,
+                },
+                "training": {"batch_size": 2, "gradient_accumulation_steps": 4},
+            }
+        )
+        after = Fails()
+        inputs = replace(dataset_inputs_for(req, download_limits=LIMITS), trainer=trainer_spec(req))
+        outcome = run_job(root=tmp_path / "r", job_id="j", stages=[Dataset(inputs), after])
+    assert outcome.status is Status.ERROR, outcome.error
+    assert after.calls == 0
+    assert outcome.error is not None
+    assert outcome.error.startswith("training.batch_size: global batch 8")
+    assert "dataset.video_repeats" in outcome.error

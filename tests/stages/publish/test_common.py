@@ -166,3 +166,23 @@ def test_local_verify_notices_a_removed_copy(tmp_path: Path) -> None:
     assert stage.verify(ctx, result)
     shutil.rmtree(dest / JOB_ID)
     assert not stage.verify(ctx, result)
+
+
+def test_local_publishing_never_replaces_a_jobs_folder(tmp_path: Path) -> None:
+    """Whatever reached the publish step (an older request, another worker's settings): the
+    copy refuses a target inside the working folder, and one that holds an event log."""
+    jobs = tmp_path / "root" / "jobs"
+    inside = make_job(tmp_path, {"method": "local", "local": {"path": str(jobs)}})
+    events = inside.job_dir / "events.jsonl"
+    events.write_text("{}\n")
+    with pytest.raises(StageFailed, match="inside the service's working folder"):
+        publish(inside)
+    assert events.read_text() == "{}\n"
+
+    elsewhere = tmp_path / "copies"
+    (elsewhere / JOB_ID).mkdir(parents=True)
+    (elsewhere / JOB_ID / "events.jsonl").write_text("a job\n")  # say, a restored backup
+    inputs = make_job(tmp_path / "second", {"method": "local", "local": {"path": str(elsewhere)}})
+    with pytest.raises(StageFailed, match="holds a job's event log; not replaced"):
+        publish(inputs)
+    assert (elsewhere / JOB_ID / "events.jsonl").read_text() == "a job\n"

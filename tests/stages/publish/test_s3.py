@@ -116,3 +116,17 @@ def test_missing_bucket_names_bucket_and_code(
     assert "NoSuchBucket" in message
     assert sleeps == []  # not retried: another try cannot create the bucket
     assert_no_canary(message, caplog.text)
+
+
+@pytest.mark.parametrize("endpoint", ["http://169.254.169.254", "http://10.1.2.3:9000"])
+def test_an_s3_endpoint_on_a_private_network_is_refused_before_any_request(
+    tmp_path: Path, endpoint: str
+) -> None:
+    """At publish time too (the request was validated by another worker, or before this rule):
+    the metadata service and private ranges are never contacted."""
+    inputs = make_job(tmp_path, s3_output(endpoint))
+    with pytest.raises(StageFailed) as info:
+        publish(inputs, PublishOptions(sleep=lambda s: None))
+    assert str(info.value).startswith("output.s3.endpoint_url: ")
+    assert "S3 endpoints must be public" in str(info.value)
+    assert_no_canary(str(info.value))
