@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.atomic import fsync_dir, write_atomic
+from events.atomic import fsync_dir, write_atomic, write_new
 from events.errors import LeaseHeld, StaleLease
 
 DEFAULT_TTL_S = 60.0
@@ -97,7 +97,7 @@ class FileLease:
         token = (current.token if current else max(self._tokens(), default=0)) + 1
         record = LeaseRecord(self.owner, token, now + self.ttl_s)
         tmp = self.dir / f".claim-{token}-{uuid.uuid4().hex}"
-        tmp.write_text(json.dumps(record.__dict__))
+        write_new(tmp, json.dumps(record.__dict__).encode())
         try:
             os.link(tmp, self.dir / _NAME.format(token))  # fails if another worker won
         except FileExistsError:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,3 +139,46 @@ def test_renewer_notices_a_takeover_and_stops(tmp_path: Path) -> None:
     time.sleep(0.2)
     assert isinstance(first.lost, StaleLease)
     first.stop_renewing()
+
+
+def _full_volume(monkeypatch: pytest.MonkeyPatch, after: int = 0) -> None:
+    """os.write on a full volume: the first `after` bytes fit, then ENOSPC."""
+    real_write, room = os.write, [after]
+
+    def write(fd: int, data: Any) -> int:
+        if room[0] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = real_write(fd, bytes(data)[: room[0]])
+        room[0] -= n
+        return n
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("fits", [0, 5])
+def test_a_failed_lease_write_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fits: int
+) -> None:
+    job_dir = tmp_path / "jobs" / "job"
+    lease = FileLease(job_dir, owner="w1", ttl_s=30)
+    _full_volume(monkeypatch, after=fits)
+    with pytest.raises(OSError, match="No space left"):
+        lease.acquire()
+    assert sorted(p.name for p in (job_dir / "lease").iterdir()) == []
+    monkeypatch.undo()
+    assert lease.acquire() == 1  # the volume has room again: nothing stale in the way
+
+
+def test_a_failed_renewal_keeps_the_old_record_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_dir = tmp_path / "jobs" / "job"
+    lease = FileLease(job_dir, owner="w1", ttl_s=30)
+    lease.acquire()
+    before = (job_dir / "lease" / "0000000001.json").read_text()
+    _full_volume(monkeypatch, after=3)
+    with pytest.raises(OSError, match="No space left"):
+        lease.renew()
+    monkeypatch.undo()
+    assert sorted(p.name for p in (job_dir / "lease").iterdir()) == ["0000000001.json"]
+    assert (job_dir / "lease" / "0000000001.json").read_text() == before
