@@ -242,6 +242,8 @@ class _Run:
         log.error(
             "job failed",
             job_id=self.machine.log.job_id,
+            status=event.status,
+            attempt=event.attempt,
             error=event.data["error"],
             stage=self._at().get("stage"),
         )

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from events.audit import audit
 from events.errors import LeaseHeld
@@ -129,6 +131,21 @@ def test_a_failed_stage_records_error_and_is_not_retried_without_asking(tmp_path
     resumed = run_job(root=root, job_id="job-1", stages=stages, explicit_resume=True)
     assert resumed.status is Status.COMPLETE
     assert resumed.attempt == 2
+
+
+def test_the_failure_log_line_names_the_failed_status_and_its_attempt(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    failing = _stages(tmp_path, fail_with="dataset has no captions")
+    with structlog.testing.capture_logs() as first:
+        run_job(root=root, job_id="job-1", stages=failing)
+    again = _stages(tmp_path, fail_with="still no captions")
+    with structlog.testing.capture_logs() as second:
+        run_job(root=root, job_id="job-1", stages=again, explicit_resume=True)
+    lines = [line for line in first + second if line["event"] == "job failed"]
+    assert [(line["status"], line["attempt"], line["stage"]) for line in lines] == [
+        ("ERROR", 1, "training"),
+        ("ERROR", 2, "training"),
+    ]
 
 
 def test_an_unexpected_exception_names_the_stage(tmp_path: Path) -> None:
