@@ -1,6 +1,11 @@
 """Following one trainer process: its own process group, its log teed to `train.log`, its log
 lines parsed into facts, and a stop (save_quit, then the process group) when one is requested.
 
+Nothing the trainer or its output does may hang a job: the reader survives any error and keeps
+draining the pipe (a trainer blocked on a full pipe never exits), writes to `train.log` are
+best effort (a full or failing volume), and `follow` ends once the process is gone, waiting only
+a bounded time for a reader that has not signalled the end.
+
 diffusion-pipe is driven, never modified; `minipipe` honours the same contract on the CPU.
 """
 
@@ -20,12 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from stages.contract import StopRequest
 from stages.training import log_lines as tl
 from stages.training.command import TrainerCommand
 from stages.training.run_folder import run_dirs
 
+log = structlog.get_logger(__name__)
+
 TAIL_LINES = 40
+KILL_WAIT_S = 10.0  # after SIGTERM, and again after SIGKILL, for the process to exit
+READER_GRACE_S = 10.0  # after the process is gone, for the reader to reach the end of output
 
 
 @dataclass
@@ -64,52 +75,121 @@ class Progress:
 
 @dataclass(frozen=True)
 class RunResult:
-    exit_code: int
+    exit_code: int | None  # None: still not reaped after SIGKILL (stuck in the kernel)
     finished: bool
     stopped: bool
     tail: list[str]
     progress: Progress
+    log_error: OSError | None = None  # why train.log is incomplete, if it is
 
 
 class TrainerRun:
     """One trainer process: its own process group, its log teed to a file, facts to a queue."""
 
     def __init__(self, command: TrainerCommand, log_path: Path) -> None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = log_path.open("a", encoding="utf-8")
+        self.log_error: OSError | None = None  # the first failed write to train.log
+        self.lines_not_logged = 0
+        self.read_error: Exception | None = None  # the first error the reader survived
+        self._log_fd = self._open_log(log_path)
         # Through `stages.training.launch`, so the trainer dies with this worker instead of
         # training on as an orphan (a killed worker process on a machine that stays up).
         argv = [sys.executable, "-m", "stages.training.launch", str(os.getpid()), *command.argv]
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=command.cwd,
-            env=command.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            bufsize=1,
-            start_new_session=True,  # a process group we can stop whole
-        )
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=command.cwd,
+                env=command.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                errors="replace",
+                bufsize=1,
+                start_new_session=True,  # a process group we can stop whole
+            )
+        except BaseException:
+            self._close_log()
+            raise
         self.facts: queue.Queue[tl.LogFact | None] = queue.Queue()
-        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._tail_lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="trainer-log", daemon=True)
         self._reader.start()
 
+    @property
+    def tail(self) -> list[str]:
+        """The last lines (a copy: the reader may still be appending)."""
+        with self._tail_lock:
+            return list(self._tail)
+
+    def _open_log(self, log_path: Path) -> int | None:
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            return os.open(log_path, flags, 0o644)
+        except OSError as exc:  # train without a log rather than not at all
+            self._log_failed(exc)
+            return None
+
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._log.write(line)
-            self._log.flush()
-            self.tail.append(line.rstrip("\n"))
+        """The reader thread: every line to the log, the tail and the parser; it survives any
+        error, and on every path closes the pipe and puts the end marker."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        try:
+            for line in stdout:
+                self._take(line)
+        except Exception as exc:  # the pipe itself failed: nothing more can be read
+            self._read_failed(exc)
+        finally:
+            # A trainer still writing gets EPIPE and fails, instead of blocking on a full pipe.
+            with contextlib.suppress(Exception):
+                stdout.close()
+            self._close_log()
+            self.facts.put(None)  # end of output
+
+    def _take(self, line: str) -> None:
+        try:
+            self._write_log(line)
+            with self._tail_lock:
+                self._tail.append(line.rstrip("\n"))
             fact = tl.parse_line(line)
             if fact is not None:
                 self.facts.put(fact)
-        self.facts.put(None)  # end of output
+        except Exception as exc:  # one bad line must not stop the draining
+            self._read_failed(exc)
+
+    def _write_log(self, line: str) -> None:
+        """Best effort: a full or failing volume loses log lines, never the run."""
+        if self._log_fd is None:
+            self.lines_not_logged += 1
+            return
+        data = memoryview(line.encode("utf-8", "replace"))
+        try:
+            while data:
+                data = data[os.write(self._log_fd, data) :]
+        except OSError as exc:
+            self.lines_not_logged += 1
+            self._log_failed(exc)
+
+    def _log_failed(self, exc: OSError) -> None:
+        if self.log_error is None:
+            self.log_error = exc
+            log.warning("train.log could not be written; training goes on", error=str(exc))
+
+    def _read_failed(self, exc: Exception) -> None:
+        if self.read_error is None:
+            self.read_error = exc
+            log.warning("trainer log reader failed on a line; reading goes on", error=repr(exc))
+
+    def _close_log(self) -> None:
+        fd, self._log_fd = self._log_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def signal_group(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
     def wait_exit(self, timeout: float) -> bool:
@@ -119,9 +199,9 @@ class TrainerRun:
             return False
         return True
 
-    def close(self) -> None:
-        self._reader.join(timeout=10)
-        self._log.close()
+    def close(self, timeout: float = 10.0) -> None:
+        """Wait a bounded time for the reader; it closes the log itself (it may be mid-write)."""
+        self._reader.join(timeout)
 
 
 def _current_run_dir(output_dir: Path, before: set[str], resumed: str | None) -> Path | None:
@@ -142,36 +222,94 @@ def follow(
     stop: StopRequest,
     stop_grace_s: float,
 ) -> RunResult:
-    """Drain the trainer's facts until it exits; on a stop request, save_quit then kill."""
+    """Drain the trainer's facts until it has exited and its output has ended; on a stop
+    request, save_quit, then SIGTERM and SIGKILL the group once the grace has passed. Never
+    waits on the reader alone: once the process is gone (exited, or killed after a stop), the
+    reader gets `READER_GRACE_S` to reach the end, then the run ends with what it has."""
+    try:
+        return _follow(
+            run,
+            progress,
+            output_dir=output_dir,
+            runs_before=runs_before,
+            resumed=resumed,
+            on_fact=on_fact,
+            stop=stop,
+            stop_grace_s=stop_grace_s,
+        )
+    except BaseException:
+        run.signal_group(signal.SIGKILL)  # a driver that failed must not leave it training
+        raise
+
+
+def _follow(
+    run: TrainerRun,
+    progress: Progress,
+    *,
+    output_dir: Path,
+    runs_before: set[str],
+    resumed: str | None,
+    on_fact: Callable[[tl.LogFact, Progress], None],
+    stop: StopRequest,
+    stop_grace_s: float,
+) -> RunResult:
     stop_deadline: float | None = None
-    ended = False
-    while not ended:
+    output_ended = killed = False
+    gone_at: float | None = None  # when the process exited, or was killed
+    while True:
         try:
             fact = run.facts.get(timeout=0.2)
         except queue.Empty:
-            fact = None
+            pass
         else:
             if fact is None:
-                ended = True
+                output_ended = True
             else:
                 _apply(fact, progress)
                 on_fact(fact, progress)
         if stop.requested and stop_deadline is None:
-            run_dir = _current_run_dir(output_dir, runs_before, resumed)
-            if run_dir is not None and run_dir.is_dir():
-                # Acted on at the next step boundary: checkpoint, then exit 0.
-                (run_dir / "save_quit").touch()
+            _ask_to_save_and_quit(output_dir, runs_before, resumed)
             stop_deadline = time.monotonic() + stop_grace_s
-        if stop_deadline is not None and time.monotonic() > stop_deadline and not ended:
-            run.signal_group(signal.SIGTERM)
-            if not run.wait_exit(10):
-                run.signal_group(signal.SIGKILL)
-            stop_deadline = float("inf")
-    run.proc.wait()
-    run.close()
+        if stop_deadline is not None and not killed and time.monotonic() > stop_deadline:
+            _kill(run)
+            killed = True
+        if run.proc.poll() is not None or killed:
+            if output_ended:
+                break
+            if gone_at is None:
+                gone_at = time.monotonic()
+            elif time.monotonic() - gone_at > READER_GRACE_S:
+                break
+    if not output_ended:
+        # Something still holds the output open (a rank that outlived its launcher): stop it,
+        # so that the reader reaches the end and nothing trains on unwatched.
+        run.signal_group(signal.SIGKILL)
+    run.close(timeout=10.0 if output_ended else 1.0)
+    for _ in range(run.facts.qsize()):  # what the reader had read by now; no more waiting
+        late = run.facts.get_nowait()
+        if late is not None:
+            _apply(late, progress)
+            on_fact(late, progress)
     return RunResult(
-        run.proc.returncode, progress.finished, stop.requested, list(run.tail), progress
+        run.proc.poll(), progress.finished, stop.requested, run.tail, progress, run.log_error
     )
+
+
+def _ask_to_save_and_quit(output_dir: Path, runs_before: set[str], resumed: str | None) -> None:
+    """Acted on at the next step boundary: checkpoint, then exit 0. Best effort: where the file
+    cannot be made (a full volume), the grace passes and the process group is stopped."""
+    with contextlib.suppress(OSError):
+        run_dir = _current_run_dir(output_dir, runs_before, resumed)
+        if run_dir is not None and run_dir.is_dir():
+            (run_dir / "save_quit").touch()
+
+
+def _kill(run: TrainerRun) -> None:
+    """SIGTERM the group, then SIGKILL it; each waits a bounded time, then it returns anyway."""
+    run.signal_group(signal.SIGTERM)
+    if not run.wait_exit(KILL_WAIT_S):
+        run.signal_group(signal.SIGKILL)
+        run.wait_exit(KILL_WAIT_S)
 
 
 def _apply(fact: tl.LogFact, progress: Progress) -> None:

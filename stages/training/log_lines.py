@@ -1,24 +1,30 @@
 """Reading diffusion-pipe's console: log lines to facts, and a failed run to a reason.
 
 The lines are diffusion-pipe's (and minipipe's, which prints the same ones); see the
-reference's "Console output" section. Pure functions: no I/O.
+reference's "Console output" section. Pure functions: no I/O. `parse_line` never raises: any
+line can reach it (diffusion-pipe echoes the request's config, passthrough keys included).
 """
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# Only numbers that int() and float() accept: a near miss ("loss: -") is no fact, and a
+# 5000-digit "step" is none either (int() refuses more than 4300 digits).
+_INT = r"\d{1,12}(?!\d)"
+_FLOAT = r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)(?![\w.+-])"
 _STEP = re.compile(
-    r"steps:\s*(?P<step>\d+)\s+loss:\s*(?P<loss>[-+0-9.eE]+|nan|inf)\s+"
-    r"iter time \(s\):\s*(?P<iter>[0-9.eE+-]+)"
+    rf"steps:\s*(?P<step>{_INT})\s+loss:\s*(?P<loss>{_FLOAT})\s+"
+    rf"iter time \(s\):\s*(?P<iter>{_FLOAT})"
 )
-_EPOCH = re.compile(r"Started new epoch:\s*(?P<epoch>\d+)")
-_SAVED = re.compile(r"Saving model to directory\s+(?P<name>(?:epoch|step)\d+)")
-_CHECKPOINT = re.compile(r"Saving model checkpoint:\s*(?P<path>\S*?(?P<tag>global_step\d+))")
-_RESUMED = re.compile(r"Resuming at epoch:\s*(?P<epoch>\d+),\s*step:\s*(?P<step>\d+)")
-_BATCH = re.compile(r"Global batch size = (?P<batch>\d+)")
+_EPOCH = re.compile(rf"Started new epoch:\s*(?P<epoch>{_INT})")
+_SAVED = re.compile(rf"Saving model to directory\s+(?P<name>(?:epoch|step){_INT})")
+_CHECKPOINT = re.compile(rf"Saving model checkpoint:\s*(?P<path>\S*?(?P<tag>global_step{_INT}))")
+_RESUMED = re.compile(rf"Resuming at epoch:\s*(?P<epoch>{_INT}),\s*step:\s*(?P<step>{_INT})")
+_BATCH = re.compile(rf"Global batch size = (?P<batch>{_INT})")
 COMPLETE_MARKER = "TRAINING COMPLETE!"
 
 
@@ -72,7 +78,14 @@ LogFact = Step | EpochStarted | ModelSaved | CheckpointSaved | Resumed | GlobalB
 
 
 def parse_line(line: str) -> LogFact | None:
-    """The fact a console line states, if any."""
+    """The fact a console line states, if any; never raises."""
+    try:
+        return _parse(line)
+    except (ValueError, OverflowError):  # the patterns admit none; a safety net, not a path
+        return None
+
+
+def _parse(line: str) -> LogFact | None:
     if COMPLETE_MARKER in line:
         return Finished()
     if m := _STEP.search(line):
@@ -118,8 +131,9 @@ _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
             # torch.save on a full disk: its zip writer only sees a short write
             r"|inline_container\.cc.*unexpected pos \d+ vs \d+"
         ),
-        "the disk filled up while the trainer was saving: free space on the network volume "
-        "(old jobs' output folders), use a larger volume, or save less often",
+        "the disk filled up (the trainer's saves, or train.log, could not be written): free "
+        "space on the network volume (old jobs' output folders), use a larger volume, or save "
+        "less often",
     ),
     (
         "flash_attn_missing",
@@ -138,8 +152,21 @@ _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
 )
 
 
-def classify_failure(exit_code: int | None, finished: bool, tail: Sequence[str]) -> Failure:
-    """Why a run that did not succeed failed, from its exit code and last lines."""
+_ADVICE = {reason: advice for reason, _, advice in _RULES}
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def classify_failure(
+    exit_code: int | None,
+    finished: bool,
+    tail: Sequence[str],
+    *,
+    log_error: OSError | None = None,
+) -> Failure:
+    """Why a run that did not succeed failed, from its exit code and last lines; `log_error` is
+    why train.log could not be written, if it could not (a full volume explains the rest)."""
+    if log_error is not None and log_error.errno in _DISK_FULL:
+        return Failure("disk_full", _ADVICE["disk_full"])
     text = "\n".join(tail)
     for reason, pattern, advice in _RULES:
         if pattern.search(text):

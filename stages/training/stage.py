@@ -180,7 +180,12 @@ class Training(Stage):
             save = next(
                 (s for s in saved_loras(runs[-1], self.plan.lora_file) if s.name == final), None
             )
+        log_note = ""
+        if result.log_error is not None:
+            log_note = f" train.log could not be written ({result.log_error}), so it is incomplete."
         if result.exit_code == 0 and result.finished and save is not None:
+            if log_note:
+                ctx.progress(message=log_note.strip())
             return {
                 "run_dir": _rel(runs[-1], ctx.job_dir),
                 "lora": _rel(save.file, ctx.job_dir),
@@ -190,15 +195,18 @@ class Training(Stage):
                 "final_loss": result.progress.loss,
                 "files": [_rel(save.file, ctx.job_dir)],
             }
-        failure = tl.classify_failure(result.exit_code, result.finished, result.tail)
-        if result.exit_code == 0 and result.finished:
+        failure = tl.classify_failure(
+            result.exit_code, result.finished, result.tail, log_error=result.log_error
+        )
+        if result.exit_code == 0 and result.finished and failure.reason != "disk_full":
             failure = tl.Failure(
                 "missing_output",
                 f"the trainer reported success but {final}/{self.plan.lora_file} is missing",
             )
         last = "\n".join(result.tail[-15:])
         raise StageFailed(
-            f"training failed ({failure.reason}): {failure.advice}.\nLast log lines:\n{last}"
+            f"training failed ({failure.reason}): {failure.advice}.{log_note}\n"
+            f"Last log lines:\n{last}"
         )
 
 

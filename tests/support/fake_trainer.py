@@ -10,13 +10,22 @@ this module, so the GPU launch path (`deepspeed ... train.py --deepspeed --confi
 `FAKE_LORA_FILE` names the LoRA file it saves (diffusion-pipe's name differs per model);
 `FAKE_MODE` overrides the TOML's `fake_mode`. Like diffusion-pipe it leaves a latent `cache/`
 in each dataset folder.
+
+Modes for the driver's robustness tests: `echo_config` prints a passthrough key that looks like
+a progress line (diffusion-pipe echoes its config), `chatty` prints more than a pipe holds,
+`orphan` exits 1 leaving a helper in its process group that holds its output open, `stubborn`
+ignores SIGTERM and save_quit and has a helper outside its group holding its output. Helpers
+write their pid to `<output_dir>/helper.pid`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
+import time
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +52,11 @@ def main() -> int:
     run = Path(config["output_dir"]) / datetime.now(UTC).strftime("%Y%m%d_%H-%M-%S")
     run.mkdir(parents=True, exist_ok=True)
     print("Global batch size = 1", flush=True)
+    if mode == "echo_config":
+        print('"steps: 1 loss: - iter time (s): 1" = 1', flush=True)
+    if mode == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        spawn_helper(Path(config["output_dir"]), own_session=True)
     print("Started new epoch: 1", flush=True)
     print("steps: 1 loss: 0.5000 iter time (s): 0.010 samples/sec: 100.0", flush=True)
     if mode == "oom":
@@ -59,6 +73,17 @@ def main() -> int:
         return 0  # e.g. a validation refusal: exit 0, no TRAINING COMPLETE!
     if mode == "killed":
         return 247
+    if mode == "orphan":
+        spawn_helper(Path(config["output_dir"]), own_session=False)
+        return 1
+    if mode == "stubborn":
+        for step in range(2, 600):  # about 30 s, then it gives up on its own
+            print(f"steps: {step} loss: 0.5000 iter time (s): 0.050 samples/sec: 20.0", flush=True)
+            time.sleep(0.05)
+        return 1
+    if mode == "chatty":
+        for i in range(CHATTER_LINES):
+            print(f"chatter {i:05d} " + "." * 60, flush=True)
     epoch = run / f"epoch{config['epochs']}"
     epoch.mkdir()
     if mode != "no_output":
@@ -67,6 +92,17 @@ def main() -> int:
     print(f"Saving model to directory epoch{config['epochs']}", flush=True)
     print("TRAINING COMPLETE!", flush=True)
     return 0
+
+
+CHATTER_LINES = 2000  # about 150 KB: more than a pipe's buffer
+
+
+def spawn_helper(output_dir: Path, *, own_session: bool) -> None:
+    """A process that inherits this trainer's output and outlives it (as a deepspeed rank can)."""
+    helper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=own_session
+    )
+    (output_dir / "helper.pid").write_text(str(helper.pid))
 
 
 def print_cuda_oom() -> None:
