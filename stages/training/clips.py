@@ -72,8 +72,12 @@ def plan_clips(
     target = align_frames(bucket, round_frames)
     if frames <= target:  # one clip: the video as it is
         return [Clip(0, source_frames)]
-    # Source frames per clip: enough that int(length * model_fps / source_fps) >= target.
-    length = min(source_frames, math.ceil(target * source_fps / model_fps) + 1)
+    # Source frames per clip: enough that int(length * model_fps / source_fps) >= target, and
+    # enough to reach the next clip's start, which is placed by convert_framerate's own ratio
+    # ((N - 1) / (M - 1), a little above source_fps / model_fps): otherwise a frame falls between.
+    by_rate = math.ceil(target * source_fps / model_fps) + 1
+    by_starts = math.ceil(target * (source_frames - 1) / max(frames - 1, 1)) + 1
+    length = min(source_frames, max(by_rate, by_starts))
     clips: list[Clip] = []
     for start_model in clip_starts(frames, target):
         # convert_framerate maps model frame i to source frame i * (N - 1) / (M - 1).
