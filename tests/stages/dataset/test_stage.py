@@ -197,7 +197,8 @@ def test_a_batch_larger_than_the_dataset_fails_in_the_dataset_stage(tmp_path: Pa
     assert outcome.error is not None
     assert outcome.error.startswith("training.batch_size: 0 steps per epoch")
     report = outcome.view.dataset_report
-    assert report is not None and report["fatal"][0].startswith("training.batch_size: 0 steps")
+    assert report is not None
+    assert report["fatal"][0].startswith("training.batch_size: 0 steps")
 
 
 def test_a_video_directory_smaller_than_the_batch_fails_in_the_dataset_stage(
