@@ -3,43 +3,60 @@
 `extract_dataset(sources, dataset_dir, limits=...)` takes archives (zip, tar, tar.gz, found by
 magic bytes) and folders (a Hub snapshot: loose media plus any archives), and:
 
-1. plans every entry before writing anything: absolute paths, `..`, symlinks, hardlinks, device
-   files and FIFOs refuse the whole archive (zip-slip); the total uncompressed size, each
-   entry's compression ratio and the file count are bounded;
-2. drops `__MACOSX/`, `.DS_Store`, `._*` and hidden files;
-3. flattens subfolders: a media file and its caption (same folder, same stem) get one flat stem,
+1. bounds what the standard library reads before planning starts (headers.py): a zip's entry
+   count and central directory, a tar's PAX and GNU long-name headers;
+2. plans every entry before writing anything: absolute paths (`/x`, `\\x`, `C:\\x`), `..`,
+   symlinks, hardlinks, device files, FIFOs, sparse files and duplicate names refuse the whole
+   archive (zip-slip); the total uncompressed size, the file count and the compression ratio
+   (each large entry's, and each archive's as a whole, small entries included) are bounded; an
+   archive with no media but other archives inside is refused, saying so (they are not
+   unpacked);
+3. drops `__MACOSX/`, `.DS_Store`, `._*` and hidden files;
+4. flattens subfolders: a media file and its caption (same folder, same stem) get one flat stem,
    the bare stem when it is unique, else the folder path joined with `__` (`a/x.jpg`, `a/x.txt`
    -> `a__x.jpg`, `a__x.txt`), so pairs stay pairs;
-4. writes into a staging folder inside `dataset_dir` and swaps it in with renames, then writes
-   `COMPLETE_MARKER` last: a crash never leaves a dataset that looks complete.
+5. writes into a staging folder inside `dataset_dir` and swaps it in with renames, then writes
+   `COMPLETE_MARKER` last (staging.py): a crash or a full disk never leaves a dataset that
+   looks complete.
 
-Output names are built by this module from sanitised parts, so nothing is ever written outside
-`dataset_dir`. Captions are written as `<stem>.txt` (lower-case: diffusion-pipe's suffix check
-is case-sensitive), optionally through `caption_fn` (the trigger word).
+Output names are built from sanitised parts (`a:b.png` -> `a_b.png`), so nothing is ever
+written outside `dataset_dir`. Captions are written as `<stem>.txt` (lower-case: diffusion-pipe's
+suffix check is case-sensitive), optionally through `caption_fn` (the trigger word).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
 import stat
 import tarfile
-import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from stages.dataset.folder import CAPTION_EXT, COMPLETE_MARKER, IMAGE_EXTS, VIDEO_EXTS, write_marker
+from stages.dataset.folder import CAPTION_EXT, IMAGE_EXTS, VIDEO_EXTS
+from stages.dataset.headers import (
+    MAX_NAME,
+    TarBudget,
+    check_zip_directory,
+    refused,
+    show,
+    too_many_files,
+)
 from stages.dataset.limits import ExtractLimits, GiB
+from stages.dataset.staging import Entry, ExtractResult, Opener, Plan, write_plan
 from stages.errors import ArchiveRefused
 
+__all__ = ["ExtractResult", "Source", "detect_format", "extract_dataset"]
+
 RATIO_MIN_BYTES = 1 << 20  # tiny files compress well for honest reasons; bombs are big
-_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f/\\:]")
-_MAX_STEM = 150
+# Files that are archives themselves: never unpacked, so an archive of only these is a mistake.
+NESTED_EXTS = frozenset(
+    {".zip", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".zst", ".7z", ".rar"}
+)
+_MEDIA_EXTS = IMAGE_EXTS | VIDEO_EXTS
 
 
 @dataclass(frozen=True)
@@ -48,28 +65,6 @@ class Source:
 
     path: Path
     field: str
-
-
-@dataclass
-class _Entry:
-    source: int  # index into the plan's openers
-    member: str  # name inside the archive (or relative path inside a folder)
-    folder: str  # posix folder of the entry, "" at the top
-    stem: str
-    ext: str  # lower-case
-    size: int
-
-
-@dataclass
-class ExtractResult:
-    images: list[str] = field(default_factory=list)  # flat file names written
-    videos: list[str] = field(default_factory=list)
-    captions: int = 0
-    orphan_captions: list[str] = field(default_factory=list)  # captions with no media
-    ignored: list[str] = field(default_factory=list)  # files that are neither media nor caption
-    dropped: int = 0  # __MACOSX, .DS_Store, hidden files
-    renamed: int = 0  # media given a folder-prefixed name to avoid a collision
-    bytes: int = 0
 
 
 def detect_format(path: Path) -> str | None:
@@ -89,24 +84,22 @@ def detect_format(path: Path) -> str | None:
 
 
 def _refuse(src: Source, why: str) -> ArchiveRefused:
-    return ArchiveRefused(f"{src.field}: the archive was refused: {why}; nothing was extracted")
+    return refused(src.field, why)
 
 
 def _check_name(src: Source, raw: str) -> PurePosixPath:
     name = raw.replace("\\", "/")
     if "\x00" in name:
         raise _refuse(src, "an entry name contains a NUL byte")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise _refuse(src, f'entry "{_show(raw)}" has an absolute path')
+    if len(raw) > MAX_NAME:
+        raise _refuse(src, f'entry "{show(raw)}" has a name longer than {MAX_NAME} characters')
+    # Only a root or a drive root is absolute: "a:b.png" is an ordinary (if odd) name.
+    if name.startswith("/") or re.match(r"^[A-Za-z]:/", name):
+        raise _refuse(src, f'entry "{show(raw)}" has an absolute path')
     path = PurePosixPath(name)
     if ".." in path.parts:
-        raise _refuse(src, f'entry "{_show(raw)}" points outside the archive ("..")')
+        raise _refuse(src, f'entry "{show(raw)}" points outside the archive ("..")')
     return path
-
-
-def _show(name: str) -> str:
-    text = name.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _dropped(path: PurePosixPath) -> bool:
@@ -115,20 +108,33 @@ def _dropped(path: PurePosixPath) -> bool:
 
 
 @dataclass
-class _Plan:
-    entries: list[_Entry] = field(default_factory=list)
-    dropped: int = 0
-    ignored: list[str] = field(default_factory=list)
-    total: int = 0
-    files: int = 0
+class _Found:
+    """What planning one source found beyond the plan, for the checks of that source."""
+
+    idx: int
+    seen: dict[str, str]  # normalised name -> the name as spelled, of planned entries
+    nested: list[str]  # ignored files that are archives
+    media: int = 0
+    unpacked: int = 0  # bytes of every file entry, for the archive's ratio
+
+
+def _count(plan: Plan, src: Source, limits: ExtractLimits) -> None:
+    plan.files += 1
+    if plan.files > limits.max_files:
+        raise too_many_files(src.field, limits)
 
 
 def _add(
-    plan: _Plan, src: Source, idx: int, path: PurePosixPath, *, size: int, limits: ExtractLimits
+    plan: Plan,
+    src: Source,
+    found: _Found,
+    raw: str,
+    path: PurePosixPath,
+    *,
+    size: int,
+    limits: ExtractLimits,
 ) -> None:
-    plan.files += 1
-    if plan.files > limits.max_files:
-        raise _refuse(src, f"more than {limits.max_files} files")
+    _count(plan, src, limits)
     if _dropped(path):
         plan.dropped += 1
         return
@@ -136,118 +142,109 @@ def _add(
     if plan.total > limits.max_total_bytes:
         raise _refuse(src, f"it unpacks to more than {limits.max_total_bytes / GiB:.1f} GiB")
     ext = path.suffix.lower()
-    if ext not in IMAGE_EXTS | VIDEO_EXTS | {CAPTION_EXT}:
+    if ext not in _MEDIA_EXTS | {CAPTION_EXT}:
         plan.ignored.append(str(path))
+        if ext in NESTED_EXTS:
+            found.nested.append(str(path))
         return
+    first = found.seen.get(str(path))
+    if first is not None:  # both would be written to one name: which one is meant?
+        also = "" if first == raw else f' (also as "{show(first)}")'
+        raise _refuse(src, f'entry "{show(raw)}" is in the archive twice{also}; keep one')
+    found.seen[str(path)] = raw
+    found.media += ext != CAPTION_EXT
     folder = str(path.parent) if str(path.parent) != "." else ""
-    plan.entries.append(_Entry(idx, str(path), folder, path.stem, ext, size))
+    plan.entries.append(Entry(found.idx, str(path), raw, folder, path.stem, ext, size))
+
+
+def _check_ratio(src: Source, unpacked: int, packed: int, limits: ExtractLimits) -> None:
+    if unpacked > RATIO_MIN_BYTES and unpacked > limits.max_ratio * max(1, packed):
+        raise _refuse(src, f"it expands more than {limits.max_ratio:.0f}x: a compression bomb?")
+
+
+def _check_has_media(src: Source, found: _Found) -> None:
+    """An archive of archives is a packing mistake: say it, not "no images found" later."""
+    if found.media or not found.nested:
+        return
+    names = ", ".join(show(n) for n in found.nested[:3]) + (
+        ", ..." if len(found.nested) > 3 else ""
+    )
+    raise ArchiveRefused(
+        f"{src.field}: the archive holds no images or videos, only other archives ({names}); "
+        "nested archives are not unpacked: put the media files in one archive"
+    )
 
 
 def _plan_zip(
-    plan: _Plan, src: Source, idx: int, zf: zipfile.ZipFile, limits: ExtractLimits
+    plan: Plan, src: Source, found: _Found, zf: zipfile.ZipFile, limits: ExtractLimits
 ) -> None:
+    packed = src.path.stat().st_size
     for info in zf.infolist():
         path = _check_name(src, info.filename)
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
-            raise _refuse(src, f'entry "{_show(info.filename)}" is a symbolic link')
+            raise _refuse(src, f'entry "{show(info.filename)}" is a symbolic link')
         if mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)):
-            raise _refuse(src, f'entry "{_show(info.filename)}" is a device file or FIFO')
+            raise _refuse(src, f'entry "{show(info.filename)}" is a device file or FIFO')
         if info.is_dir():
+            _count(plan, src, limits)
             continue
         if info.flag_bits & 0x1:
-            raise _refuse(src, f'entry "{_show(info.filename)}" is encrypted')
+            raise _refuse(src, f'entry "{show(info.filename)}" is encrypted')
         size = info.file_size
         if size > RATIO_MIN_BYTES and size > limits.max_ratio * max(1, info.compress_size):
             raise _refuse(
                 src,
-                f'entry "{_show(info.filename)}" expands {size // max(1, info.compress_size)}x '
+                f'entry "{show(info.filename)}" expands {size // max(1, info.compress_size)}x '
                 f"(limit {limits.max_ratio:.0f}x): a compression bomb?",
             )
-        _add(plan, src, idx, path, size=size, limits=limits)
+        _add(plan, src, found, info.filename, path, size=size, limits=limits)
+        found.unpacked += size
+        _check_ratio(src, found.unpacked, packed, limits)
 
 
 def _plan_tar(
-    plan: _Plan, src: Source, idx: int, tf: tarfile.TarFile, *, limits: ExtractLimits, packed: int
+    plan: Plan,
+    src: Source,
+    found: _Found,
+    tf: tarfile.TarFile,
+    *,
+    budget: TarBudget,
+    limits: ExtractLimits,
 ) -> None:
-    start = plan.total
+    packed = src.path.stat().st_size
     for member in tf:
+        _check_ratio(src, found.unpacked + budget.total, packed, limits)  # its headers, read
         path = _check_name(src, member.name)
         if member.issym() or member.islnk():
-            raise _refuse(src, f'entry "{_show(member.name)}" is a link')
+            raise _refuse(src, f'entry "{show(member.name)}" is a link')
         if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
-            raise _refuse(src, f'entry "{_show(member.name)}" is a device file or FIFO')
+            raise _refuse(src, f'entry "{show(member.name)}" is a device file or FIFO')
         if member.isdir():
+            _count(plan, src, limits)  # tarfile keeps every member: folders cost memory too
             continue
         if not member.isreg():
-            raise _refuse(src, f'entry "{_show(member.name)}" is not a regular file')
-        _add(plan, src, idx, path, size=member.size, limits=limits)
-        unpacked = plan.total - start
-        if unpacked > RATIO_MIN_BYTES and unpacked > limits.max_ratio * max(1, packed):
-            raise _refuse(src, f"it expands more than {limits.max_ratio:.0f}x: a compression bomb?")
+            raise _refuse(src, f'entry "{show(member.name)}" is not a regular file')
+        _add(plan, src, found, member.name, path, size=member.size, limits=limits)
+        # Dropped entries are decompressed to be skipped, and headers are unpacked bytes too.
+        found.unpacked += member.size
+        _check_ratio(src, found.unpacked + budget.total, packed, limits)
 
 
-def _plan_folder(plan: _Plan, src: Source, idx: int, limits: ExtractLimits) -> list[Path]:
+def _plan_folder(plan: Plan, src: Source, found: _Found, limits: ExtractLimits) -> list[Path]:
     """Loose files of a folder become entries; archives inside it are returned to open."""
     archives: list[Path] = []
     for path in sorted(src.path.rglob("*")):
         rel = PurePosixPath(path.relative_to(src.path).as_posix())
         if path.is_symlink():
-            raise _refuse(src, f'"{_show(str(rel))}" is a symbolic link')
+            raise _refuse(src, f'"{show(str(rel))}" is a symbolic link')
         if not path.is_file() or _dropped(rel):
             continue
-        if detect_format(path) is not None and rel.suffix.lower() not in IMAGE_EXTS | VIDEO_EXTS:
+        if detect_format(path) is not None and rel.suffix.lower() not in _MEDIA_EXTS:
             archives.append(path)
             continue
-        _add(plan, src, idx, rel, size=path.stat().st_size, limits=limits)
+        _add(plan, src, found, str(rel), rel, size=path.stat().st_size, limits=limits)
     return archives
-
-
-# --- naming ------------------------------------------------------------------------------------
-
-
-def _safe(part: str) -> str:
-    cleaned = _UNSAFE_CHARS.sub("_", part).strip() or "_"
-    return cleaned.encode("utf-8")[:_MAX_STEM].decode("utf-8", "ignore") or "_"
-
-
-def flat_stems(groups: Sequence[tuple[int, str, str]]) -> dict[tuple[int, str, str], str]:
-    """(source, folder, stem) -> a unique flat stem, bare when unique, else folder-prefixed."""
-    by_stem: dict[str, int] = {}
-    for _, _, stem in groups:
-        by_stem[_safe(stem).lower()] = by_stem.get(_safe(stem).lower(), 0) + 1
-    out: dict[tuple[int, str, str], str] = {}
-    used: set[str] = set()
-    for key in sorted(groups, key=lambda g: (g[1].count("/"), g)):
-        _source, folder, stem = key
-        base = _safe(stem)
-        if by_stem[base.lower()] > 1 and folder:
-            base = "__".join([*(_safe(p) for p in folder.split("/")), base])
-        name, n = base, 1
-        while name.lower() in used:  # case-insensitive: the volume may be too
-            n += 1
-            name = f"{base}_{n}"
-        used.add(name.lower())
-        out[key] = name
-    return out
-
-
-# --- writing -----------------------------------------------------------------------------------
-
-
-Opener = Callable[[str], IO[bytes]]
-
-
-def _copy_bounded(stream: IO[bytes], dest: Path, limit: int, src: Source, name: str) -> int:
-    """Copy at most `limit` bytes: a header that lies about its size is caught here."""
-    written = 0
-    with dest.open("xb") as out:
-        while chunk := stream.read(1 << 20):
-            written += len(chunk)
-            if written > limit:
-                raise _refuse(src, f'entry "{_show(name)}" is larger than its header says')
-            out.write(chunk)
-    return written
 
 
 def extract_dataset(
@@ -259,16 +256,16 @@ def extract_dataset(
 ) -> ExtractResult:
     """Unpack `sources` into `dataset_dir/images` and `dataset_dir/videos`. See the module doc."""
     limits = limits or ExtractLimits()
-    plan = _Plan()
-    openers: list[tuple[Source, Opener]] = []
+    plan = Plan()
+    openers: list[tuple[str, Opener]] = []
     with contextlib.ExitStack() as stack:
         todo = [*sources]
         while todo:
             src = todo.pop(0)
+            found = _Found(len(openers), {}, [])
             if src.path.is_dir():
-                idx = len(openers)
-                openers.append((src, _folder_opener(src.path)))
-                todo += [Source(p, src.field) for p in _plan_folder(plan, src, idx, limits)]
+                openers.append((src.field, _folder_opener(src.path)))
+                todo += [Source(p, src.field) for p in _plan_folder(plan, src, found, limits)]
                 continue
             kind = detect_format(src.path)
             if kind is None:
@@ -276,28 +273,35 @@ def extract_dataset(
                     f"{src.field}: the download is not a zip or tar archive; give a direct link "
                     "to a .zip (or .tar/.tar.gz) of your media and captions"
                 )
-            idx = len(openers)
             try:
                 if kind == "zip":
+                    check_zip_directory(src.path, src.field, limits)
                     zf = stack.enter_context(zipfile.ZipFile(src.path))
-                    _plan_zip(plan, src, idx, zf, limits)
-                    openers.append((src, zf.open))
+                    _plan_zip(plan, src, found, zf, limits)
+                    openers.append((src.field, zf.open))
                 else:
-                    tf = stack.enter_context(tarfile.open(src.path, "r:*"))
-                    _plan_tar(plan, src, idx, tf, limits=limits, packed=src.path.stat().st_size)
-                    openers.append((src, _tar_opener(tf, src)))
+                    budget = TarBudget(src.field, limits)
+                    tf = stack.enter_context(tarfile.open(src.path, "r:*", tarinfo=budget.tarinfo))
+                    _plan_tar(plan, src, found, tf, budget=budget, limits=limits)
+                    openers.append((src.field, _tar_opener(tf, src)))
             except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-                if isinstance(exc, ArchiveRefused):
-                    raise
                 raise ArchiveRefused(
                     f"{src.field}: the {kind} archive is damaged or truncated ({_reason(exc)}); "
                     "re-create it and upload it again"
                 ) from exc
-        return _write(plan, openers, dataset_dir, caption_fn)
+            except NotImplementedError as exc:  # zipfile: a zip format version it cannot read
+                raise ArchiveRefused(
+                    f"{src.field}: the {kind} archive uses a format this worker cannot read "
+                    f"({_reason(exc)}); re-create it as an ordinary zip"
+                ) from exc
+            _check_has_media(src, found)
+        return write_plan(plan, openers, dataset_dir, caption_fn)
 
 
 def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {_show(str(exc))}" if str(exc) else type(exc).__name__
+    # An OSError's text names the file: the worker's path, not the user's.
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"{type(exc).__name__}: {show(text)}" if text else type(exc).__name__
 
 
 def _folder_opener(root: Path) -> Opener:
@@ -308,82 +312,12 @@ def _folder_opener(root: Path) -> Opener:
 
 
 def _tar_opener(tf: tarfile.TarFile, src: Source) -> Opener:
-    members = {m.name.replace("\\", "/"): m for m in tf.getmembers()}
+    members = {m.name: m for m in tf.getmembers()}  # by the name as spelled: planned unique
 
     def open_(member: str) -> IO[bytes]:
         stream = tf.extractfile(members[member])
         if stream is None:  # pragma: no cover - planning kept regular files only
-            raise _refuse(src, f'entry "{_show(member)}" cannot be read')
+            raise _refuse(src, f'entry "{show(member)}" cannot be read')
         return stream
 
     return open_
-
-
-def _write(
-    plan: _Plan,
-    openers: Sequence[tuple[Source, Opener]],
-    dataset_dir: Path,
-    caption_fn: Callable[[str], str] | None,
-) -> ExtractResult:
-    result = ExtractResult(dropped=plan.dropped, ignored=plan.ignored)
-    groups: dict[tuple[int, str, str], list[_Entry]] = {}
-    for entry in plan.entries:
-        groups.setdefault((entry.source, entry.folder, entry.stem), []).append(entry)
-    names = flat_stems(list(groups))
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    (dataset_dir / COMPLETE_MARKER).unlink(missing_ok=True)
-    staging = dataset_dir / f".staging-{uuid.uuid4().hex[:12]}"
-    try:
-        for sub in ("images", "videos"):
-            (staging / sub).mkdir(parents=True)
-        for key, entries in groups.items():
-            flat = names[key]
-            result.renamed += flat != _safe(key[2])
-            media = [e for e in entries if e.ext != CAPTION_EXT]
-            caption = next((e for e in entries if e.ext == CAPTION_EXT), None)
-            if not media:
-                result.orphan_captions += [e.member for e in entries]
-                continue
-            kinds: set[str] = set()
-            for e in media:
-                kind = "videos" if e.ext in VIDEO_EXTS else "images"
-                kinds.add(kind)
-                dest = staging / kind / f"{flat}{Path(e.member).suffix}"
-                src, opener = openers[e.source]
-                with opener(e.member) as stream:
-                    result.bytes += _copy_bounded(stream, dest, e.size, src, e.member)
-                (result.videos if kind == "videos" else result.images).append(dest.name)
-            if caption is not None:
-                src, opener = openers[caption.source]
-                with opener(caption.member) as stream:
-                    data = stream.read(caption.size + 1)[: caption.size]
-                if caption_fn is not None:
-                    data = _transform(data, caption_fn)
-                for kind in kinds:
-                    (staging / kind / f"{flat}{CAPTION_EXT}").write_bytes(data)
-                result.captions += 1
-        _swap(staging, dataset_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    write_marker(dataset_dir)
-    return result
-
-
-def _transform(data: bytes, fn: Callable[[str], str]) -> bytes:
-    try:
-        return fn(data.decode("utf-8")).encode("utf-8")
-    except UnicodeDecodeError:
-        return data  # the report names it; rewriting would corrupt it further
-
-
-def _swap(staging: Path, dataset_dir: Path) -> None:
-    """Replace images/ and videos/ with the staged ones; old ones are removed afterwards."""
-    old = dataset_dir / f".old-{uuid.uuid4().hex[:12]}"
-    old.mkdir()
-    try:
-        for sub in ("images", "videos"):
-            if (dataset_dir / sub).exists():
-                os.replace(dataset_dir / sub, old / sub)
-            os.replace(staging / sub, dataset_dir / sub)
-    finally:
-        shutil.rmtree(old, ignore_errors=True)

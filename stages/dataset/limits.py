@@ -36,7 +36,7 @@ class ExtractLimits:
     """Bounds for unpacking the archives (`DPS_DATASET_MAX_UNPACKED_BYTES`, ...)."""
 
     max_total_bytes: int = 40 * GiB  # uncompressed, all archives together
-    max_ratio: float = 200.0  # per entry (per archive for tar.gz), for entries over 1 MiB
+    max_ratio: float = 200.0  # unpacked / packed: per entry over 1 MiB, and for the whole archive
     max_files: int = 100_000
     # A tar's PAX extended header or GNU long name is read whole into memory: cap it.
     max_header_bytes: int = 1 << 20
