@@ -41,10 +41,25 @@ class Delivery:
     publish_options: PublishOptions | None = None
     captions_factory: CaptionsFactory | None = None
     stop_grace_s: float = 300.0
+    _download: ModelDownload | None = field(default=None, init=False, repr=False)
 
     @property
     def job_id(self) -> str:
         return self.plan.job_id
+
+    def model_download(self) -> ModelDownload:
+        """The delivery's one model download, started by prepare and awaited by weights."""
+        if self._download is None:
+            plan = self.plan
+            self._download = ModelDownload(
+                plan.entry.model_type, plan.weights, self.settings.weights, token=plan.hub_token
+            )
+        return self._download
+
+    def end(self) -> None:
+        """The job has ended, however it ended: stop its model download if it still runs."""
+        if self._download is not None:
+            self._download.cancel()
 
     def publish_opts(self) -> PublishOptions:
         return self.publish_options or PublishOptions(
@@ -56,9 +71,7 @@ class Delivery:
 
 def build_stages(delivery: Delivery) -> list[Stage]:
     plan, settings = delivery.plan, delivery.settings
-    download = ModelDownload(
-        plan.entry.model_type, plan.weights, settings.weights, token=plan.hub_token
-    )
+    download = delivery.model_download()
     stages: list[Stage] = [Prepare(plan.shown_request, download), Dataset(plan.dataset)]
     if plan.captions is not None:
         factory = delivery.captions_factory or Captions
@@ -71,7 +84,8 @@ def build_stages(delivery: Delivery) -> list[Stage]:
         stop_grace_s=delivery.stop_grace_s,
         on_progress=delivery.on_sample,
     )
-    stages += [Weights(download), training, Publish(plan.publish, delivery.publish_opts())]
+    weights = Weights(download, stop=delivery.stop)
+    stages += [weights, training, Publish(plan.publish, delivery.publish_opts())]
     return stages
 
 

@@ -214,10 +214,7 @@ class _Run:
     def _honour_stop(self, stage: Stage) -> None:
         if self.stop is None or not self.stop.requested:
             return
-        reason = self.stop.reason or "stop requested"
-        if self.stop.kind == "cancel":
-            raise JobCancelled(f"{reason}; stopped before {stage.name}")
-        raise JobInterrupted(f"{reason}; stopped before {stage.name}")
+        raise self.stop.error(f"stopped before {stage.name}")
 
     def _cancelled(self, exc: JobCancelled, salvage: Salvage | None) -> Outcome:
         data: dict[str, Any] = {"message": str(exc) or "cancelled", **self._at()}

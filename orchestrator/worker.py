@@ -197,24 +197,27 @@ def _run(
             mirror.attach(event_log)
             mirror.start()
 
-    return _run_when_free(
-        lambda lease: run_job(
-            root=settings.root,
-            lease=lease,
-            job_id=plan.job_id,
-            stages=build_stages(delivery),
-            secrets=plan.secrets,
-            explicit_resume=plan.request.resume,
-            start_data={"model_type": plan.entry.model_type, "model_name": plan.entry.display_name},
-            finish=finish(delivery),
-            observers=[reporter.on_event],
-            on_open=on_open,
-            salvage=salvage(delivery),
-            stop=delivery.stop,
-        ),
-        settings,
-        plan.job_dir,
-    )
+    try:
+        return _run_when_free(
+            lambda lease: run_job(
+                root=settings.root,
+                lease=lease,
+                job_id=plan.job_id,
+                stages=build_stages(delivery),
+                secrets=plan.secrets,
+                explicit_resume=plan.request.resume,
+                start_data={"model_type": plan.entry.model_type, "model_name": plan.entry.display_name},
+                finish=finish(delivery),
+                observers=[reporter.on_event],
+                on_open=on_open,
+                salvage=salvage(delivery),
+                stop=delivery.stop,
+            ),
+            settings,
+            plan.job_dir,
+        )
+    finally:
+        delivery.end()  # a failed job must not go on downloading its model
 
 
 def _run_when_free(

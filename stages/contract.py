@@ -18,6 +18,7 @@ from typing import Any, Literal
 from events.facts import FactData, Progress
 from events.model import Event
 from events.vocabulary import MEANING, Status
+from stages.errors import JobCancelled, JobInterrupted, JobStopped
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ StopKind = Literal["interrupt", "cancel"]
 @dataclass
 class StopRequest:
     """Set from another thread (a signal handler, a cancel) to stop the job: between stages,
-    and inside training at the next step."""
+    while the model downloads, and inside training at the next step."""
 
     kind: StopKind | None = None
     reason: str = ""
@@ -72,3 +73,8 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self._event.is_set()
+
+    def error(self, where: str) -> JobStopped:
+        """The exception that stops the job `where` (e.g. "stopped before weights")."""
+        message = f"{self.reason or 'stop requested'}; {where}"
+        return JobCancelled(message) if self.kind == "cancel" else JobInterrupted(message)

@@ -51,6 +51,10 @@ class GeminiBlocked(CaptionError):
         )
 
 
+class DownloadCancelled(ServiceError):
+    """A model download stopped because its job ended (failed, cancelled, interrupted)."""
+
+
 class HostError(ServiceError):
     """A temporary file host refused or failed an upload (the next host is tried)."""
 

@@ -19,7 +19,7 @@ from typing import Any
 from events.facts import Checkpoint, EpochSaved, FactData
 from events.vocabulary import Status
 from stages.contract import Stage, StageContext, StopRequest
-from stages.errors import JobCancelled, JobInterrupted, StageFailed
+from stages.errors import StageFailed
 from stages.throttle import Throttle
 from stages.training import command as trainer
 from stages.training import log_lines as tl
@@ -164,11 +164,7 @@ class Training(Stage):
         return self._verify_finished(ctx, config, output_dir, result)
 
     def _raise_stop(self, result: RunResult) -> None:
-        reason = self.stop.reason or "stop requested"
-        message = f"{reason}; training stopped at step {result.progress.step}"
-        if self.stop.kind == "cancel":
-            raise JobCancelled(message)
-        raise JobInterrupted(message)
+        raise self.stop.error(f"training stopped at step {result.progress.step}")
 
     def _verify_finished(
         self, ctx: StageContext, config: Mapping[str, Any], output_dir: Path, result: RunResult

@@ -105,6 +105,7 @@ def _ensure_folder(
         hows: list[str] = []
         try:
             for source in group:
+                tracker.check()
                 if isinstance(source, Built):
                     names += _build(source, staging, dest, tracker)
                     hows.append("built")
@@ -133,6 +134,7 @@ def _acquire(lock: FileLease, what: str, options: WeightsOptions, tracker: Track
     """Take the folder's lock, waiting (bounded, with a status line) while another holds it."""
     deadline = time.monotonic() + options.model_wait_s
     while True:
+        tracker.check()
         try:
             lock.acquire()
         except LeaseHeld as held:
@@ -142,7 +144,7 @@ def _acquire(lock: FileLease, what: str, options: WeightsOptions, tracker: Track
                     f"model folder {what!r} for over {options.model_wait_s:.0f}s; retry the job"
                 ) from None
             tracker.say(f"waiting for worker {held.owner} to finish downloading {what}")
-            time.sleep(min(1.0, options.model_lock_ttl_s / 4))
+            tracker.pause(min(1.0, options.model_lock_ttl_s / 4))
             continue
         lock.start_renewing()  # a long download keeps its lock; a dead process loses it
         return

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,7 +131,7 @@ def fetch(
                     f"{attempt} attempts: {exc}"
                 ) from exc
             tracker.say(f"download of {spec.repo_id} failed ({exc}); retrying")
-            time.sleep(wait)
+            tracker.pause(wait)
             wait *= 2
     raise AssertionError("unreachable")
 
@@ -213,6 +212,7 @@ def _download(
         tracker.add(0)
         bar = _bar_class(tracker)
         for path in todo:
+            tracker.check()
             tracker.say(f"downloading {spec.repo_id}/{path}")
             hf_hub_download(
                 spec.repo_id,

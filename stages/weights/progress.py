@@ -1,19 +1,23 @@
 """Download progress: bytes done of bytes expected, shared between the download thread and the
-stage, and turned into throttled PROGRESS facts."""
+stage, and turned into throttled PROGRESS facts. The tracker also carries the download's
+cancel: the download thread checks it at every byte count, file and pause."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
+from stages.errors import DownloadCancelled
 from stages.throttle import Throttle
 
 
 class Tracker:
-    """Bytes done / total and a status line, shared between the download thread and the stage."""
+    """Bytes done / total and a status line, shared between the download thread and the stage;
+    `cancel()` makes the download thread stop at its next `add`, `check` or `pause`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._cancelled = threading.Event()
         self.done = 0
         self.total = 0
         self.message = ""
@@ -21,6 +25,24 @@ class Tracker:
     def add(self, n: int) -> None:
         with self._lock:
             self.done += n
+        self.check()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def check(self) -> None:
+        """Raise DownloadCancelled once the download was cancelled."""
+        if self._cancelled.is_set():
+            raise DownloadCancelled("the model download was stopped: its job has ended")
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, unless the download is cancelled meanwhile (then raise at once)."""
+        self._cancelled.wait(seconds)
+        self.check()
 
     def expect(self, n: int) -> None:
         with self._lock:

@@ -3,7 +3,10 @@ record MODEL_READY.
 
 The download is a `ModelDownload`: the pipeline makes one per delivery and hands it to both the
 prepare stage, which starts it at STARTING so it overlaps the dataset download and captioning,
-and to `Weights`, which starts it if nobody did and waits for it (`ensure` does the work).
+and to `Weights`, which starts it if nobody did and waits for it (`ensure` does the work). The
+delivery cancels it when the job ends, however it ends: a job that failed in its dataset stage
+does not go on filling the volume and holding the model folder's lock. A stop request ends the
+wait at once (and the download with it).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from events.facts import ModelReady
 from events.vocabulary import Status
-from stages.contract import Stage, StageContext
+from stages.contract import Stage, StageContext, StopRequest
 from stages.weights.ensure import ModelResult, ensure_model
 from stages.weights.inputs import WeightsOptions
 from stages.weights.manifest import read_manifest
@@ -62,6 +65,11 @@ class ModelDownload:
         else:
             self.future.set_result(result)
 
+    def cancel(self) -> None:
+        """Stop at the next byte count, file, retry pause or lock wait: the folder's lock is
+        released and its staging removed; files already placed stay for the next try."""
+        self.tracker.cancel()
+
     def ready(self) -> bool:
         """Does every folder's manifest still match the files on disk?"""
         groups: dict[str, list[Source]] = {}
@@ -89,8 +97,11 @@ class Weights(Stage):
     name = "weights"
     status = Status.MODEL_DOWNLOAD
 
-    def __init__(self, download: ModelDownload, *, poll_s: float = 0.5) -> None:
+    def __init__(
+        self, download: ModelDownload, *, stop: StopRequest | None = None, poll_s: float = 0.5
+    ) -> None:
         self.download = download
+        self.stop = stop
         self.poll_s = poll_s
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
@@ -102,6 +113,9 @@ class Weights(Stage):
                 result = download.future.result(timeout=self.poll_s)
                 break
             except FutureTimeout:
+                if self.stop is not None and self.stop.requested:
+                    download.cancel()
+                    raise self.stop.error("stopped while the model downloaded") from None
                 done, total, message = download.tracker.snapshot()
                 if throttle.due(done, total, message):
                     ctx.progress(**progress_data(model_type, done, total, message))

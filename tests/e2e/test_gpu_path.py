@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -20,12 +21,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from events.lease import FileLease
 from events.store import EventStore
 from orchestrator.catalogue import ModelEntry, get_model
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle
 from stages.captions.joycaption import JoyCaptionSettings, load_captioner
 from stages.captions.stage import Captions
+from stages.weights.manifest import MANIFEST
 from tests.support.canary import CANARIES, scan
 from tests.support.dataserver import DataServer
 from tests.support.fake_trainer import install_deepspeed
@@ -207,3 +210,33 @@ def test_a_retry_after_a_trainer_failure_keeps_the_dataset_and_its_captions(
     assert [e.type for e in events].count("CAPTIONING") == 1  # not captioned again
     assert {p.name: p.read_text() for p in images.glob("*.txt")} == captions
     assert (images / "cache" / "qwen_image" / "metadata.json").is_file()  # the cache kept
+
+
+def test_a_job_that_fails_in_its_dataset_stage_stops_its_model_download(
+    tmp_path: Path,
+    hub: FakeHub,
+    data: DataServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entry = get_model("z_image_turbo")  # four files in two repos
+    root, options, _ = gpu_worker(tmp_path, hub, monkeypatch, entry)
+    hub.delay_s = 1.5  # each file is slow: the dataset fails while the model downloads
+    body = {
+        "model_type": "z_image_turbo",
+        "dataset": {"type": "precaptioned", "images_url": data.url + "/missing.zip"},
+        "output": {"method": "local", "local": {"path": str(tmp_path / "out")}},
+    }
+
+    response = asyncio.run(handle({"id": "fails-early", "input": body}, options))
+
+    assert response["status"] == "failed"
+    assert "dataset.images_url" in response["error"]
+    time.sleep(2 * hub.delay_s)  # what was in flight when the job ended lands or stops
+    fetched = hub.downloads()
+    time.sleep(2 * hub.delay_s)
+    assert hub.downloads() == fetched < 4  # no file asked for after the job ended
+    locks = [p.parent for p in (root / "models" / ".locks").rglob("lease")]
+    assert locks
+    for folder in locks:  # each model folder's lock is free for the next job at once
+        FileLease(folder, owner="next-job", ttl_s=5).acquire()
+    assert not list((root / "models").rglob(MANIFEST))

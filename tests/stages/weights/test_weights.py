@@ -17,8 +17,8 @@ import pytest
 from events.lease import FileLease
 from orchestrator.catalogue import get_model
 from orchestrator.settings import Settings
-from stages.contract import StageContext
-from stages.errors import StageFailed
+from stages.contract import StageContext, StopRequest
+from stages.errors import DownloadCancelled, JobCancelled, StageFailed
 from stages.throttle import Throttle
 from stages.weights.ensure import ensure_model
 from stages.weights.manifest import MANIFEST, read_manifest
@@ -365,3 +365,74 @@ def test_throttle() -> None:
         emitted += throttle.due(step, 1000, "downloading")
     assert 10 <= emitted <= 21
     assert throttle.due(1000, 1000, "downloading", final=True)
+
+
+# -- a job that ends stops its download ------------------------------------------------------
+MANY = {f"transformer/part-{i}.safetensors": WEIGHTS for i in range(6)}
+
+
+def _gets(hub: FakeHub) -> int:
+    return hub.count("GET", "/resolve/")
+
+
+def _until(check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_cancelled_download_stops_and_frees_its_folder(hub: FakeHub, settings: Settings) -> None:
+    hub.add_repo("org/big", MANY)
+    hub.delay_s = 0.5  # each file is slow: the cancel lands mid-download
+    spec = HubFiles("org/big", "big", allow_patterns=("transformer/*",))
+    download = start_model_download("big", [spec], options=settings.weights)
+    _until(lambda: _gets(hub) >= 1)
+    download.cancel()
+    with pytest.raises(DownloadCancelled, match="its job has ended"):
+        download.future.result(timeout=10)
+    fetched = _gets(hub)
+    time.sleep(1.0)
+    assert _gets(hub) == fetched < len(MANY)  # nothing more was asked for
+    lock = FileLease(settings.models_root / ".locks" / "big", owner="next-job", ttl_s=5)
+    lock.acquire()  # released at once, not after its TTL
+    lock.release()
+    assert not (settings.models_root / "big" / MANIFEST).exists()
+    assert not any((settings.models_root / ".staging").rglob("*.safetensors"))
+    placed = list((settings.models_root / "big").rglob("*.safetensors"))
+    hub.delay_s = 0.0
+    again = ensure_model("big", [spec], options=settings.weights)
+    assert again.source == "downloaded"
+    assert _gets(hub) == fetched + len(MANY) - len(placed)  # what had landed was kept
+
+
+def test_a_cancelled_download_stops_waiting_for_another_workers_lock(
+    hub: FakeHub, settings: Settings
+) -> None:
+    FileLease(settings.models_root / ".locks" / "m", owner="busy-worker", ttl_s=60).acquire()
+    download = start_model_download("m", [PATTERNS], options=settings.weights)
+    _until(lambda: "busy-worker" in download.tracker.snapshot()[2])
+    started = time.monotonic()
+    download.cancel()
+    with pytest.raises(DownloadCancelled):
+        download.future.result(timeout=10)
+    assert time.monotonic() - started < 5  # not the 20 s model_wait_s
+    assert hub.requests == []
+
+
+def test_a_stop_ends_the_wait_for_the_model_and_the_download(
+    hub: FakeHub, settings: Settings, tmp_path: Path
+) -> None:
+    hub.add_repo("org/big", MANY)
+    hub.delay_s = 0.5
+    spec = HubFiles("org/big", "big", allow_patterns=("transformer/*",))
+    stop = StopRequest()
+    stage = Weights(ModelDownload("big", (spec,), settings.weights), stop=stop, poll_s=0.05)
+    ctx, seen = _context(tmp_path)
+    threading.Timer(0.8, stop.set, args=("cancel", "cancelled by the client")).start()
+    with pytest.raises(JobCancelled, match="cancelled by the client; stopped while the model"):
+        stage.run(ctx)
+    with pytest.raises(DownloadCancelled):
+        stage.download.future.result(timeout=10)
+    assert "MODEL_READY" not in [kind for kind, _ in seen]
+    assert _gets(hub) < len(MANY)
