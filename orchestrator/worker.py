@@ -206,7 +206,10 @@ def _run(
                 stages=build_stages(delivery),
                 secrets=plan.secrets,
                 explicit_resume=plan.request.resume,
-                start_data={"model_type": plan.entry.model_type, "model_name": plan.entry.display_name},
+                start_data={
+                    "model_type": plan.entry.model_type,
+                    "model_name": plan.entry.display_name,
+                },
                 finish=finish(delivery),
                 observers=[reporter.on_event],
                 on_open=on_open,
