@@ -1,15 +1,18 @@
 """`LocalPod`: a local RunPod-compatible endpoint that runs the real SDK worker loop.
 
 A development and test tool, not a deployment target. It serves RunPod's client API and the
-worker protocol on one port, and keeps `workers` subprocesses of `python -u <handler>` in
-production mode pointed at itself. A worker that dies during a job is replaced and the job
-is delivered again with the same id and input, as RunPod's automatic retries do.
+worker protocol on one port, and keeps `workers` subprocesses of `python -u <handler>` (through
+worker_boot.py) in production mode pointed at itself. A worker that dies during a job is
+replaced and the job is delivered again with the same id and input, as RunPod's automatic
+retries do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +34,7 @@ SUPERVISE_EVERY_S = 0.2
 # error): replacing it at once would spin, so the replacement waits RESPAWN_BACKOFF_S.
 QUICK_DEATH_S = 3.0
 RESPAWN_BACKOFF_S = 2.0
+WORKER_BOOT = Path(__file__).with_name("worker_boot.py")
 
 
 @dataclass
@@ -52,6 +56,7 @@ class LocalPod:
         port: int = 0,
         workers: int = 1,
         api_key: str | None = None,
+        worker_secret: str | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         log_dir: Path | None = None,
@@ -78,8 +83,11 @@ class LocalPod:
         self.stop_hold_s = stop_hold_s
         self.stop_grace_s = stop_grace_s
         self.board = JobBoard(max_redeliveries=max_redeliveries)
-        # Workers authenticate with the endpoint's key; any non-empty one when it has none.
-        self._worker_key = api_key or "localpod-worker"
+        # Worker routes take only this secret, and client routes refuse it: a client must not
+        # read queued inputs or post results. External workers need it passed in.
+        self.worker_secret = worker_secret or secrets.token_urlsafe(32)
+        if self.worker_secret == api_key:
+            raise ValueError("the worker secret must differ from the client API key")
         self._procs: dict[str, _Proc] = {}
         self._lock = threading.Lock()
         self._spawned = 0
@@ -129,9 +137,10 @@ class LocalPod:
 
     def stop(self) -> None:
         """Terminate every worker (SIGTERM, then SIGKILL after the grace) and the server."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
+        with self._lock:  # the lock _spawn checks the flag under: no worker starts after this
+            if self._stopping.is_set():
+                return
+            self._stopping.set()
         if len(self._threads) > 1:
             self._threads[1].join()  # the supervisor: no respawn or redelivery from here on
         self.board.close()
@@ -169,6 +178,11 @@ class LocalPod:
     @property
     def events(self) -> Events:
         return self.board.events
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop() has begun: from then on no worker is started."""
+        return self._stopping.is_set()
 
     # ---- test helpers ------------------------------------------------------------------
 
@@ -225,12 +239,17 @@ class LocalPod:
 
     # ---- internals ---------------------------------------------------------------------
 
-    def _authorize(self, header: str | None) -> bool:
-        if not header:
-            return False
+    def _authorize(self, header: str | None, worker: bool) -> bool:
+        """Worker routes: the worker secret only. Client routes: the API key (any non-empty
+        key without one), never the worker secret."""
         # Clients send "Bearer <key>"; the SDK worker sends the bare key.
-        key = header.removeprefix("Bearer ").strip()
-        return bool(key) and (self.api_key is None or key in (self.api_key, self._worker_key))
+        key = (header or "").removeprefix("Bearer ").strip().encode()
+        is_secret = hmac.compare_digest(key, self.worker_secret.encode())
+        if worker:
+            return is_secret
+        if is_secret or not key:
+            return False
+        return self.api_key is None or hmac.compare_digest(key, self.api_key.encode())
 
     def _worker_counts(self) -> tuple[int, int]:
         with self.board.cond:
@@ -262,7 +281,6 @@ class LocalPod:
                 "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$RUNPOD_POD_ID/$ID{query}",
                 "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID{query}",
                 "RUNPOD_POD_ID": worker_id,
-                "RUNPOD_AI_API_KEY": self._worker_key,
                 "RUNPOD_ENDPOINT_ID": self.endpoint_id,
                 "RUNPOD_PING_INTERVAL": "1000",
                 # Offline boxes fail the 8.8.8.8 and GPU fitness checks.
@@ -273,23 +291,27 @@ class LocalPod:
             }
         )
         env.update(self.env)
+        # After the caller's env: a key it or the developer's shell exports must not replace it.
+        env["RUNPOD_AI_API_KEY"] = self.worker_secret
         return env
 
     def _spawn(self) -> None:
-        self._spawned += 1
-        worker_id = f"w{self._spawned}-{uuid.uuid4().hex[:6]}"
-        log_path = self.worker_log(worker_id)
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                [self.python, "-u", str(self.handler)],
-                cwd=self.cwd,
-                env=self._worker_env(worker_id),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group, so a kill reaches the heartbeat child
-            )
         with self._lock:
+            if self._stopping.is_set():  # a round that began before stop() spawns nothing
+                return
+            self._spawned += 1
+            worker_id = f"w{self._spawned}-{uuid.uuid4().hex[:6]}"
+            log_path = self.worker_log(worker_id)
+            with log_path.open("wb") as log:
+                popen = subprocess.Popen(
+                    [self.python, "-u", str(WORKER_BOOT), str(self.handler)],
+                    cwd=self.cwd,
+                    env=self._worker_env(worker_id),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own group: a kill reaches the heartbeat child
+                )
             self._procs[worker_id] = _Proc(worker_id, popen, log_path, time.monotonic())
 
     def _supervise(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import urllib.request
 from collections.abc import Callable
@@ -17,11 +18,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from localpod.board import FINAL_STATUSES, Job, JobBoard
+from localpod.board import FINAL_STATUSES, BadRequest, Job, JobBoard
 
 ROUTE = re.compile(r"^/v2/(?P<ep>[^/]+)/(?P<op>[a-z-]+)(?:/(?P<a>[^/]+))?(?:/(?P<b>[^/]+))?/?$")
 RUNSYNC_DEFAULT_MS = 90_000
 RUNSYNC_MAX_MS = 300_000
+# Far deeper than any real job input or result, far below where Python's JSON recursion gives
+# out: a body that parses near that limit may fail to encode in a reply (job-take) or to parse
+# in the SDK worker, and its job would never be delivered.
+MAX_JSON_DEPTH = 100
+WORKER_OPS = frozenset({"job-take", "job-take-batch", "job-stop", "job-done", "job-stream", "ping"})
 
 
 class EndpointServer(ThreadingHTTPServer):
@@ -33,7 +39,7 @@ class EndpointServer(ThreadingHTTPServer):
         *,
         board: JobBoard,
         endpoint_id: str,
-        authorize: Callable[[str | None], bool],
+        authorize: Callable[[str | None, bool], bool],  # (Authorization, worker route?)
         worker_counts: Callable[[], tuple[int, int]],
         on_final: Callable[[str, Job, bool], None],
         take_hold_s: float = 1.0,
@@ -52,6 +58,7 @@ class EndpointServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: EndpointServer
     server_version = "localpod"
+    replied = False  # per request: a late failure (on_final) must not send a second answer
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: job-stop and ping polls would flood the terminal every second."""
@@ -66,6 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, code: int, body: Any = None) -> None:
         data = b"" if body is None else json.dumps(body).encode()
+        self.replied = True
         self.send_response(code)
         if body is not None:
             self.send_header("Content-Type", "application/json")
@@ -76,11 +84,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:  # read(-1) would wait for an EOF the client never sends
+            raise BadRequest(f"bad Content-Length: {length}")
         raw = self.rfile.read(length) if length else b""
         if not raw.strip():
             return None
         # Workers send JSON labelled x-www-form-urlencoded: the content type is ignored.
-        return json.loads(raw)
+        try:
+            body = json.loads(raw)
+        except RecursionError:
+            raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        except ValueError as exc:  # bad syntax, bad UTF-8, an integer past the int-string limit
+            raise BadRequest(f"invalid JSON: {exc}") from None
+        if _depth_exceeds(body, MAX_JSON_DEPTH):
+            raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return body
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
@@ -88,18 +106,31 @@ class _Handler(BaseHTTPRequestHandler):
         if match is None or match["ep"] != self.server.endpoint_id:
             self._reply(404, {"error": f"no such route: {url.path}"})
             return
-        if not self.server.authorize(self.headers.get("Authorization")):
-            self._reply(401, {"error": "Unauthorized: send 'Authorization: Bearer <key>'"})
+        worker = match["op"] in WORKER_OPS
+        if not self.server.authorize(self.headers.get("Authorization"), worker):
+            need = "the worker secret" if worker else "'Authorization: Bearer <key>'"
+            self._reply(401, {"error": f"Unauthorized: this route takes {need}"})
             return
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         op, a, b = match["op"], match["a"], match["b"]
         try:
             body = self._body() if method == "POST" else None
             self._route(method, op, a=a, b=b, query=query, body=body)
-        except ValueError as exc:  # BadRequest, bad JSON, a bad ?wait= number
+        except OSError:
+            pass  # the client went away (a killed worker's long-poll): nobody to answer
+        except Exception as exc:
+            self._fail(exc, f"{method} {url.path}")
+
+    def _fail(self, exc: Exception, what: str) -> None:
+        """Answer an error as JSON: never a traceback and a dropped connection."""
+        if isinstance(exc, ValueError) and not self.replied:  # BadRequest, a bad ?wait=
             self._reply(400, {"error": str(exc)})
-        except KeyError as exc:
+        elif isinstance(exc, KeyError) and not self.replied:
             self._reply(404, {"error": f"job {exc.args[0]} not found"})
+        else:  # a bug, or a failure after the answer went out (on_final): one line, not a trace
+            print(f"localpod: {what}: {exc!r}", file=sys.stderr)
+            if not self.replied:
+                self._reply(500, {"error": f"internal error: {type(exc).__name__}"})
 
     def _route(
         self,
@@ -182,6 +213,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, {})
         else:
             self._reply(404, {"error": f"no such route: {method} {self.path}"})
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether JSON `value` nests containers deeper than `limit`; iterative, so any depth."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def send_webhook(url: str, body: dict[str, Any]) -> None:

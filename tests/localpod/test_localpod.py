@@ -10,9 +10,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,62 +21,7 @@ from typer.testing import CliRunner
 from localpod import LocalPod
 from localpod.board import IN_PROGRESS, BadRequest, JobBoard
 from orchestrator.cli.submit import submit
-from tests.support.paths import REPO
-
-HANDLER = REPO / "tests" / "support" / "localpod_handler.py"
-KEY = "test-key"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="module")
-def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPod]:
-    logs = tmp_path_factory.mktemp("localpod-logs")
-    local = LocalPod(HANDLER, api_key=KEY, cwd=REPO, log_dir=logs, stop_grace_s=5)
-    local.start()
-    try:
-        local.wait_ready(timeout=60)
-        yield local
-    finally:
-        local.stop()
-
-
-@pytest.fixture
-def http(pod: LocalPod) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=pod.url, headers=AUTH, timeout=30) as client:
-        yield client
-
-
-def run(http: httpx.Client, spec: dict[str, Any], **extra: Any) -> str:
-    answer = http.post("/run", json={"input": spec, **extra})
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["status"] == "IN_QUEUE"
-    return str(answer.json()["id"])
-
-
-def wait_progress(pod: LocalPod, job_id: str, count: int = 1, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with pod.board.cond:
-            if len(pod.events.progress.get(job_id, [])) >= count:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"no progress for {job_id}")
-
-
-def wait_file(path: Path, timeout: float = 10) -> str:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-    return path.read_text()
-
-
-def health(http: httpx.Client) -> dict[str, Any]:
-    answer = http.get("/health")
-    assert answer.status_code == 200
-    body: dict[str, Any] = answer.json()
-    return body
-
+from tests.support.localpod_client import AUTH, KEY, health, run, wait_file, wait_progress
 
 # ---- end to end through the SDK worker ---------------------------------------------------
 
@@ -239,21 +182,6 @@ def test_submit_wait_cli(pod: LocalPod, tmp_path: Path) -> None:
     result = runner.invoke(app, [str(bad), *args])
     assert result.exit_code == 1
     assert json.loads(result.stdout[result.stdout.index("{") :])["status"] == "FAILED"
-
-
-def test_stop_leaves_no_process(tmp_path: Path) -> None:
-    local = LocalPod(HANDLER, cwd=REPO, log_dir=tmp_path, workers=2, stop_grace_s=5)
-    with local:
-        local.wait_ready(timeout=60)
-        pids = local.worker_pids()
-        assert len(pids) == 2
-        answer = httpx.get(f"{local.url}/health", headers={"Authorization": "any"})
-        assert answer.json()["workers"] == {"idle": 2, "running": 0}
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.killpg(pid, 0)
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{local.url}/health", headers={"Authorization": "any"}, timeout=2)
 
 
 # ---- the board alone (no processes) ------------------------------------------------------
