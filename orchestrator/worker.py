@@ -218,26 +218,50 @@ def _run(
             ),
             settings,
             plan.job_dir,
+            delivery.stop,
         )
     finally:
         delivery.end()  # a failed job must not go on downloading its model
 
 
 def _run_when_free(
-    run: Callable[[FileLease], Outcome], settings: Settings, job_dir: Path
+    run: Callable[[FileLease], Outcome],
+    settings: Settings,
+    job_dir: Path,
+    stop: StopRequest | None = None,
 ) -> Outcome:
-    """Run once this job's lease is ours. A job delivered again after its worker died finds
-    that worker's lease still live for up to one TTL: wait it out rather than fail."""
-    deadline = time.monotonic() + 2 * settings.lease_ttl_s + 5
+    """Run once this job's lease is ours.
+
+    A job delivered again after its worker died finds that worker's lease live for up to one
+    TTL: wait it out. A lease that keeps being renewed is a live delivery of the same job (RunPod
+    delivered it twice): wait for it to end and then answer from the log, rather than post a
+    FAILED that could decide the job's status on the platform. Only a lease that is neither
+    renewed nor released within the patience, or a stop, ends the wait (LeaseHeld)."""
+    patience = 2 * settings.lease_ttl_s + 5
+    deadline = time.monotonic() + patience
+    seen_expiry = float("-inf")
+    next_log = 0.0
     while True:
         try:
             return run(FileLease(job_dir, worker=settings.worker_name, ttl_s=settings.lease_ttl_s))
         except LeaseHeld as held:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            expiry = time.time() + held.seconds_left
+            if expiry > seen_expiry + _RENEWAL_SLACK_S:
+                if seen_expiry != float("-inf"):  # renewed since we last looked: alive
+                    deadline = now + patience
+                seen_expiry = expiry
+            if now > deadline or (stop is not None and stop.requested):
                 raise
-            log.info(
-                "job is leased by another worker; waiting",
-                job_id=job_dir.name,
-                owner=held.owner,
-            )
+            if now >= next_log:
+                log.info(
+                    "job is leased by another worker; waiting",
+                    job_id=job_dir.name,
+                    owner=held.owner,
+                )
+                next_log = now + _WAIT_LOG_EVERY_S
             time.sleep(min(max(held.seconds_left, 0.2) + 0.2, 5.0))
+
+
+_RENEWAL_SLACK_S = 0.5  # an expiry that moved by more than this was renewed, not re-read
+_WAIT_LOG_EVERY_S = 60.0

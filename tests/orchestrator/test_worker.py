@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from events.audit import audit
+from events.lease import FileLease
 from events.store import EventStore
 from orchestrator.plan import publish_spec
 from orchestrator.settings import Settings
@@ -234,3 +237,51 @@ def test_a_recorded_s3_answer_gets_a_working_link_again() -> None:
     assert "***" not in url
     assert answer["output"]["safetensors_url"] == url
     assert "s3-secret-value-0000" not in url
+
+
+def test_a_duplicate_delivery_waits_while_the_first_keeps_its_lease(
+    tmp_path: Path, data: DataServer
+) -> None:
+    settings = Settings(root=tmp_path / "root", lease_ttl_s=1.0)
+    options = WorkerOptions(settings=settings, progress_every_s=0)
+    out = tmp_path / "outputs"
+    job = {
+        "id": "job-twice",
+        "input": _request(data.url + "/d.zip", {"method": "local", "local": {"path": str(out)}}),
+    }
+    first = FileLease(settings.root / "jobs" / "job-twice", owner="first-delivery", ttl_s=1.0)
+    first.acquire()
+    first.start_renewing(every_s=0.25)  # alive, well past the old 2 x TTL + 5 s give-up
+    held_for = 2 * settings.lease_ttl_s + 5 + 3
+    threading.Timer(held_for, first.release).start()
+    started = time.monotonic()
+
+    response = _run(job, options, [])
+
+    assert time.monotonic() - started >= held_for
+    assert response["status"] == "success", response  # not FAILED while the first one ran
+    events = EventStore.on_disk(settings.root).read("job-twice")
+    assert [e.status for e in events if e.type == e.status][-1] == "COMPLETE"
+
+
+def test_a_duplicate_delivery_gives_up_on_a_lease_nobody_renews_or_releases(
+    tmp_path: Path, data: DataServer
+) -> None:
+    settings = Settings(root=tmp_path / "root", lease_ttl_s=1.0)
+    options = WorkerOptions(settings=settings, progress_every_s=0)
+    job = {
+        "id": "job-stuck",
+        "input": _request(
+            data.url + "/d.zip", {"method": "local", "local": {"path": str(tmp_path)}}
+        ),
+    }
+    # A lease that claims to be live for an hour and is never renewed: a wrong clock, or a
+    # record written by hand. The wait is bounded; the answer names the holder.
+    stuck = FileLease(settings.root / "jobs" / "job-stuck", owner="stuck-worker", ttl_s=3600)
+    stuck.acquire()
+    started = time.monotonic()
+    response = _run(job, options, [])
+    assert response["status"] == "failed"
+    assert "stuck-worker" in response["error"]
+    assert time.monotonic() - started < 60
+    assert EventStore.on_disk(settings.root).read("job-stuck") == []
