@@ -15,7 +15,7 @@ import pytest
 from events.audit import audit
 from events.store import EventStore
 from localpod import LocalPod
-from tests.support.canary import TOKEN_CANARY
+from tests.support.canary import TOKEN_CANARY, scan, with_canaries
 from tests.support.dataserver import DataServer
 from tests.support.fakehub import FakeHub
 from tests.support.media import shades_zip
@@ -241,3 +241,35 @@ def test_a_bad_request_fails_fast_and_downloads_nothing(tmp_path: Path, data: Da
     assert "dataset.images_url" in final["error"]
     assert len(data.requests) == before
     assert not (tmp_path / "root" / "jobs").exists()
+
+
+def test_no_canary_leaks_with_the_worker_at_the_sdks_default_log_level(
+    tmp_path: Path, data: DataServer
+) -> None:
+    """The runpod SDK logs at DEBUG unless told otherwise (RUNPOD_LOG_LEVEL, then
+    RUNPOD_DEBUG_LEVEL, default DEBUG), and at DEBUG it prints every progress update it sends
+    and every URL it calls: a canary in every secret field must show in none of it."""
+    with (
+        FakeHub() as hub,
+        _pod(tmp_path, DPS_HUB_ENDPOINT=hub.url, RUNPOD_LOG_LEVEL="DEBUG") as pod,
+    ):
+        body = _body(data, tmp_path)
+        body["input"]["output"] = {"method": "huggingface", "huggingface": {"repo_id": "me/c"}}
+        body["input"] = with_canaries(body["input"])
+        job_id = _run(pod, body)
+        final = pod.wait_for(job_id, timeout=180)
+        progress = pod.events.progress.get(job_id, [])
+        hub_texts: list[Any] = []
+        for _kind, repo_id in list(hub.repos):
+            hub_texts += [*hub.files(repo_id).values(), hub.commits(repo_id)]
+    assert final["status"] == "COMPLETED", final
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").iterdir())
+    assert "Progress Update" in logs  # the SDK's chatty DEBUG level was on
+    assert scan([tmp_path / "logs"], [final, *progress, *hub_texts]) == []
+    # The one documented exception (see tests/e2e/test_canaries.py): the trainer's own TOML
+    # carries the passthrough wandb key on the job's volume, and nothing else does.
+    job = tmp_path / "root" / "jobs" / job_id
+    hits = scan([tmp_path / "root"])
+    assert all(h.endswith(": training.monitoring.wandb_api_key") for h in hits), hits
+    assert all(Path(h.rsplit(": ", 1)[0]).suffix == ".toml" for h in hits), hits
+    assert all(Path(h.rsplit(": ", 1)[0]).is_relative_to(job) for h in hits), hits
