@@ -53,9 +53,11 @@ RUN pip install "/app[worker]"
 
 # Models, datasets and Hub caches live on the network volume when one is mounted, so a second
 # job (or a retried one) finds them; without a volume they live in the container.
-# Nothing serves datasets on the worker's loopback: a dataset URL may not reach it.
+# Nothing serves datasets on the worker's loopback: no URL of a request may reach it.
+# `output.local.path` may only name a folder on the network volume (never the working folder).
 ENV DPS_DIFFUSION_PIPE_DIR=/opt/diffusion-pipe \
-    DPS_DATASET_ALLOW_LOOPBACK=0 \
+    DPS_ALLOW_LOOPBACK=0 \
+    DPS_LOCAL_OUTPUT_ROOTS=/runpod-volume \
     HF_HOME=/runpod-volume/huggingface \
     HF_HUB_DISABLE_TELEMETRY=1
 

@@ -6,7 +6,10 @@ import re
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
+from orchestrator.settings import Settings
+from stages.publish.local import target_problem
 from tests.support.paths import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
@@ -41,7 +44,21 @@ def test_the_worker_extra_installs_the_stages() -> None:
     assert 'pip install "/app[worker]"' in DOCKERFILE
 
 
-def test_the_image_refuses_loopback_dataset_urls() -> None:
-    env = re.search(r"^ENV DPS_DIFFUSION_PIPE_DIR=.*?(?=^\S)", DOCKERFILE, re.M | re.S)
-    assert env is not None
-    assert "DPS_DATASET_ALLOW_LOOPBACK=0" in env.group(0)
+def _image_env() -> dict[str, str]:
+    """The worker's DPS_* settings as the image's ENV instruction sets them."""
+    block = re.search(r"^ENV DPS_DIFFUSION_PIPE_DIR=.*?(?=^\S)", DOCKERFILE, re.M | re.S)
+    assert block is not None
+    pairs = re.findall(r"(DPS_\w+)=(\S+)", block.group(0))
+    return dict(pairs)
+
+
+def test_the_image_refuses_loopback_urls_and_publishes_only_to_the_volume(tmp_path: Path) -> None:
+    env = {**_image_env(), "DPS_ROOT": str(tmp_path / "root")}
+    settings = Settings.from_env(env)
+    assert settings.addresses.allow_loopback is False
+    assert settings.local_output_roots == (Path("/runpod-volume"),)
+    refused = target_problem(
+        Path("/etc"), "job", root=settings.root, allowed=settings.local_output_roots
+    )
+    assert refused is not None
+    assert "outside the folders this worker publishes to (/runpod-volume)" in refused
