@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from minipipe.config import DatasetConfig
 
@@ -41,18 +41,31 @@ def _to_tensor(image: Image.Image, side: int) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _open_rgb(path: Path) -> Image.Image | None:
+def _open_rgb(path: Path) -> Image.Image:
+    """Decode one image to RGB. Raises what Pillow raises: `UnidentifiedImageError`, `OSError`
+    for truncated data, `DecompressionBombError` when the header claims more than twice
+    `Image.MAX_IMAGE_PIXELS`, `ValueError`/`SyntaxError` for some malformed headers."""
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("RGBA", "LA", "P"):
+            # A transparent background becomes white, as in diffusion-pipe.
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return img.convert("RGB")
+
+
+def _pixels(path: Path, sides: list[int]) -> list[torch.Tensor] | str:
+    """The image at every bucket side, or why it cannot be used (the exception's text).
+
+    diffusion-pipe opens every media file inside `except Exception` and skips the ones that
+    fail (utils/dataset.py, `_metadata_map_fn`); Pillow has no single error type for a bad
+    file, so the same broad catch is the only one that never lets a file end the run."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("RGBA", "LA", "P"):
-                # A transparent background becomes white, as in diffusion-pipe.
-                rgba = img.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return Image.alpha_composite(white, rgba).convert("RGB")
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError):
-        return None
+        image = _open_rgb(path)
+        return [_to_tensor(image, side) for side in sides]
+    except Exception as exc:
+        return str(exc) or type(exc).__name__
 
 
 def load_items(cfg: DatasetConfig, log: Callable[[str], None]) -> dict[int, list[Item]]:
@@ -72,13 +85,17 @@ def load_items(cfg: DatasetConfig, log: Callable[[str], None]) -> dict[int, list
             else:
                 log(f"WARNING: Cound not find caption for {path}. Using empty caption.")
                 caption = ""
-            image = _open_rgb(path)
-            if image is None:
-                log(f"WARNING: media file {path} could not be opened (minipipe: images only)")
+            pixels = _pixels(path, sides)
+            if isinstance(pixels, str):
+                # diffusion-pipe's line (a DeepSpeed logger warning there); minipipe: images only.
+                log(
+                    f"WARNING: Media file {path} could not be opened. Skipping. "
+                    f"The exception was: {pixels}"
+                )
                 continue
             caption = directory.caption_prefix + caption
-            for side in sides:
-                item = Item(pixels=_to_tensor(image, side), caption=caption)
+            for side, tensor in zip(sides, pixels, strict=True):
+                item = Item(pixels=tensor, caption=caption)
                 buckets[side].extend([item] * directory.num_repeats)
     return buckets
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +21,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from minipipe.config import DatasetConfig, DirectoryConfig
+from minipipe.data import load_items
 from minipipe.model import build_tiny_model
+from stages.dataset.probe import probe_image
+from stages.training.driver import TAIL_LINES
+from stages.training.log_lines import classify_failure
 
 STEP_RE = re.compile(r"^steps: (\d+) loss: (\S+) iter time \(s\): (\S+) samples/sec: (\S+)$")
 EPOCHS = 3
@@ -254,3 +263,146 @@ def test_tiny_model_build_is_byte_identical(tmp_path: Path) -> None:
     build_tiny_model(tmp_path / "b")
     for name in ("config.json", "model.safetensors"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+# Images minipipe must skip, as diffusion-pipe does, instead of crashing. Each is built in a few
+# bytes or milliseconds; the name says what Pillow raises for it.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SKIP_LINE = "WARNING: Media file {path} could not be opened. Skipping. The exception was: "
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def _ihdr(width: int, height: int, bit_depth: int, colour_type: int) -> bytes:
+    return struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+
+
+def bilevel_png(width: int, height: int) -> bytes:
+    """A complete, valid all-black 1-bit PNG, compressed row by row: a 200-megapixel one
+    (over twice Pillow's MAX_IMAGE_PIXELS: DecompressionBombError) is about 25 KB."""
+    packer = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the row's bits
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return (
+        PNG_SIGNATURE
+        + _chunk(b"IHDR", _ihdr(width, height, 1, 0))
+        + _chunk(b"IDAT", data)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _rgb_png(size: tuple[int, int] = (40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def bomb_png() -> bytes:
+    return bilevel_png(20_000, 10_000)
+
+
+def truncated_png() -> bytes:  # OSError: image file is truncated
+    data = _rgb_png()
+    return data[: len(data) // 2]
+
+
+def short_header_png() -> bytes:  # ValueError: Truncated IHDR chunk (in Image.open)
+    return PNG_SIGNATURE + _chunk(b"IHDR", _ihdr(40, 30, 8, 2)[:4]) + _chunk(b"IEND", b"")
+
+
+def broken_chunk_png() -> bytes:  # SyntaxError: broken PNG file (while decoding)
+    pixels = zlib.compress(bytes(1 + 3 * 40) * 30)
+    garbage = struct.pack(">I", 5) + b'\xc0"\xbb\xde' + b"xxxxx" + bytes(4)
+    return (
+        PNG_SIGNATURE
+        + _chunk(b"IHDR", _ihdr(40, 30, 8, 2))
+        + _chunk(b"IDAT", pixels[:10])
+        + garbage
+        + _chunk(b"IEND", b"")
+    )
+
+
+UNUSABLE: dict[str, tuple[Callable[[], bytes], str]] = {
+    "bomb.png": (bomb_png, "could be decompression bomb DOS attack"),
+    "truncated.png": (truncated_png, "image file is truncated"),
+    "short_header.png": (short_header_png, "Truncated IHDR chunk"),
+    "broken_chunk.png": (broken_chunk_png, "broken PNG file"),
+}
+
+
+def _write_unusable(folder: Path) -> dict[Path, str]:
+    """Every UNUSABLE image, captioned, in `folder`; returns path -> expected error text."""
+    expected: dict[Path, str] = {}
+    for name, (build, error) in UNUSABLE.items():
+        path = folder / name
+        path.write_bytes(build())
+        path.with_suffix(".txt").write_text("an unusable image", encoding="utf-8")
+        expected[path] = error
+    return expected
+
+
+def _skip_lines(log: str, path: Path) -> list[str]:
+    return [line for line in log.splitlines() if line.startswith(SKIP_LINE.format(path=path))]
+
+
+def test_the_bomb_is_what_the_dataset_report_calls_too_large(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png())
+    assert path.stat().st_size < 100_000
+    assert probe_image(path).problem == "image_too_large"
+
+
+@pytest.mark.parametrize("name", sorted(UNUSABLE))
+def test_an_unusable_image_is_skipped_with_diffusion_pipes_warning(
+    tmp_path: Path, name: str
+) -> None:
+    for i in range(2):
+        Image.new("RGB", (40, 32), (i * 90, 100, 50)).save(tmp_path / f"good{i}.png")
+        (tmp_path / f"good{i}.txt").write_text(f"good {i}", encoding="utf-8")
+    build, error = UNUSABLE[name]
+    bad = tmp_path / name
+    bad.write_bytes(build())
+    bad.with_suffix(".txt").write_text("bad", encoding="utf-8")
+    cfg = DatasetConfig(
+        path=tmp_path / "dataset.toml",
+        resolutions=(32,),
+        directories=(DirectoryConfig(tmp_path, 1, True, ""),),
+    )
+    lines: list[str] = []
+    buckets = load_items(cfg, lines.append)
+    assert [item.caption for item in buckets[32]] == ["good 0", "good 1"]
+    assert [line for line in lines if error in line] == lines
+    assert len(_skip_lines("\n".join(lines), bad)) == 1
+
+
+def test_a_run_skips_unusable_images_and_trains_on_the_rest(tmp_path: Path) -> None:
+    setup = _write_setup(tmp_path, epochs=1)
+    expected = _write_unusable(setup.root / "images")
+    done = _run(setup.config)
+    assert done.returncode == 0, done.stderr
+    assert "TRAINING COMPLETE!" in done.stdout.splitlines()
+    for path, error in expected.items():
+        (line,) = _skip_lines(done.stdout, path)
+        assert error in line
+    # The 4 good images x 2 repeats / global batch 2, as if the bad ones were not there.
+    assert [s for s, _ in _steps(done.stdout)] == list(range(1, STEPS_PER_EPOCH + 1))
+    assert (_run_dir(setup.output_dir) / "epoch1" / "adapter_model.safetensors").is_file()
+
+
+def test_a_dataset_of_only_unusable_images_is_the_empty_dataset_failure(tmp_path: Path) -> None:
+    setup = _write_setup(tmp_path, epochs=1)
+    images = setup.root / "images"
+    for good in images.glob("img*.png"):
+        good.unlink()
+    expected = _write_unusable(images)
+    done = _run(setup.config)
+    assert done.returncode == 1
+    assert not _steps(done.stdout)
+    for path in expected:
+        assert len(_skip_lines(done.stdout, path)) == 1
+    assert "RuntimeError: Processed dataset was empty." in done.stderr
+    tail = (done.stdout + done.stderr).splitlines()[-TAIL_LINES:]
+    assert classify_failure(done.returncode, False, tail).reason == "empty_dataset"
