@@ -103,6 +103,23 @@ def _refusal(key: str, reason: str) -> str:
     )
 
 
+def _table_problems(path: str, table: Mapping[Any, Any], owned: Mapping[str, str]) -> list[Problem]:
+    """One passthrough table (`model`, `adapter`, `optimizer`...): owned keys and TOML values."""
+    if len(table) > _MAX_ITEMS:
+        return [(path, f"more than {_MAX_ITEMS} entries is not a setting")]
+    problems: list[Problem] = []
+    for sub, item in table.items():
+        if not isinstance(sub, str):
+            problems.append((path, f"keys must be strings, got {echo(sub)}"))
+        elif sub in owned:
+            problems.append((f"{path}.{echo(sub)}", _refusal(sub, owned[sub])))
+        elif len(sub) > _MAX_KEY:
+            problems.append((path, f"keys must be at most {_MAX_KEY} characters"))
+        else:
+            problems += _toml_problems(f"{path}.{echo(sub)}", item)
+    return problems
+
+
 def training_problems(
     raw: Mapping[Any, Any],
     *,
@@ -127,24 +144,8 @@ def training_problems(
             continue
         path = f"{prefix}.{echo(key)}"
         if key in TABLES:
-            if value is None:
-                continue
-            if not isinstance(value, Mapping):
-                continue  # pydantic reports the type
-            owned = OWNED_TABLES[key]
-            if len(value) > _MAX_ITEMS:
-                problems.append((path, f"more than {_MAX_ITEMS} entries is not a setting"))
-                continue
-            for sub, item in value.items():
-                sub_path = f"{path}.{echo(sub)}"
-                if isinstance(sub, str) and sub in owned:
-                    problems.append((sub_path, _refusal(sub, owned[sub])))
-                elif isinstance(sub, str) and len(sub) > _MAX_KEY:
-                    problems.append((path, f"keys must be at most {_MAX_KEY} characters"))
-                elif isinstance(sub, str):
-                    problems += _toml_problems(sub_path, item)
-                else:
-                    problems.append((path, f"keys must be strings, got {echo(sub)}"))
+            if isinstance(value, Mapping):  # else pydantic reports the type (None: not set)
+                problems += _table_problems(path, value, OWNED_TABLES[key])
             continue
         if key in documented or key in fields:
             continue  # pydantic validates documented fields
