@@ -65,6 +65,25 @@ def check_peer(
     check_address(str(peer[0]), host, field, policy, error=error, what=what)
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix
+
+
+def _embedded_ipv4(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, NAT64, 6to4, Teredo), if any: Python 3.11
+    calls `64:ff9b::a9fe:a9fe` global although a NAT64 gateway sends it to 169.254.169.254."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    return ip.teredo[1] if ip.teredo is not None else None
+
+
 def check_address(
     address: str,
     host: str,
@@ -75,6 +94,9 @@ def check_address(
     what: str = "URLs",
 ) -> None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
+    inner = _embedded_ipv4(ip)
+    if inner is not None and not inner.is_global:
+        ip = inner  # a translated or tunnelled IPv4 address reaches that address
     if ip.is_global or (ip.is_loopback and policy.allow_loopback):
         return
     raise error(
