@@ -13,6 +13,7 @@ from events.errors import ServiceError
 from events.redact import Redactor
 
 Problem = tuple[str, str]  # (dotted field path, message)
+SHOWN_PROBLEMS = 50  # an answer lists this many; a hostile body can make thousands
 
 
 class RequestError(ServiceError, ValueError):
@@ -24,12 +25,10 @@ class RequestError(ServiceError, ValueError):
 
     def __init__(self, problems: Sequence[Problem], secrets: Iterable[str] = ()) -> None:
         redactor = Redactor(secrets, shapes=False)
-        cleaned: list[Problem] = []
+        cleaned: dict[Problem, None] = {}  # ordered, and a hostile request's 10,000 are linear
         for path, message in problems:
-            item = (redactor.text(path), redactor.text(message))
-            if item not in cleaned:
-                cleaned.append(item)
-        self.problems: list[Problem] = cleaned
+            cleaned[(redactor.text(path), redactor.text(message))] = None
+        self.problems: list[Problem] = list(cleaned)
         super().__init__(self._render())
 
     def _render(self) -> str:
@@ -37,8 +36,10 @@ class RequestError(ServiceError, ValueError):
         lines = [f"invalid request ({n} problem{'' if n == 1 else 's'}):"]
         lines += [
             f"  - {path}: {message}" if path else f"  - {message}"
-            for path, message in self.problems
+            for path, message in self.problems[:SHOWN_PROBLEMS]
         ]
+        if n > SHOWN_PROBLEMS:
+            lines.append(f"  - ... and {n - SHOWN_PROBLEMS} more; fix these first")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -91,9 +91,11 @@ def _check_http_url(value: str) -> str:
     if not host:
         raise custom(f"{scheme} URL has no host")
     try:
-        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+        port = parts.port  # urlsplit checks the port only when it is read
     except ValueError:
-        raise custom("has a port outside 1-65535") from None
+        port = -1
+    if port is not None and not 1 <= port <= 65535:  # urlsplit takes 0, which no server has
+        raise custom("has a port outside 1-65535")
     _check_host_name(host)
     return value
 

@@ -22,6 +22,7 @@ _INT64 = 2**63
 # the worker's memory (it is written to the TOML, the log and the model card).
 _MAX_TEXT = 65_536  # characters in a string value
 _MAX_ITEMS = 10_000  # entries in a list or a table
+_PER_VALUE = 20  # problems reported for one value (its first ones)
 _MAX_KEY = 256  # characters in a key
 DOCUMENTED: frozenset[str] = frozenset(BASE_DEFAULTS)
 
@@ -82,6 +83,8 @@ def _toml_problems(path: str, value: Any, depth: int = 0) -> list[Problem]:
         out: list[Problem] = []
         for i, item in enumerate(value):
             out += _toml_problems(f"{path}[{i}]", item, depth + 1)
+            if len(out) >= _PER_VALUE:  # a list of 10,000 nulls needs one answer, not 10,000
+                break
         return out
     if isinstance(value, Mapping):
         out = []
@@ -93,6 +96,8 @@ def _toml_problems(path: str, value: Any, depth: int = 0) -> list[Problem]:
                 out.append((path, f"keys must be at most {_MAX_KEY} characters"))
                 continue
             out += _toml_problems(f"{path}.{echo(key)}", item, depth + 1)
+            if len(out) >= _PER_VALUE:
+                break
         return out
     return [(path, f"unsupported value of type {type(value).__name__}")]
 

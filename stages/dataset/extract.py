@@ -157,9 +157,18 @@ def _add(
     plan.entries.append(Entry(found.idx, str(path), raw, folder, path.stem, ext, size))
 
 
+_RATIO_ADVICE = (
+    "Images and videos barely compress: zip the media files themselves (an operator can raise "
+    "DPS_DATASET_MAX_RATIO)"
+)
+
+
 def _check_ratio(src: Source, unpacked: int, packed: int, limits: ExtractLimits) -> None:
     if unpacked > RATIO_MIN_BYTES and unpacked > limits.max_ratio * max(1, packed):
-        raise _refuse(src, f"it expands more than {limits.max_ratio:.0f}x: a compression bomb?")
+        raise _refuse(
+            src,
+            f"it expands more than {limits.max_ratio:.0f}x: a compression bomb? {_RATIO_ADVICE}",
+        )
 
 
 def _check_has_media(src: Source, found: _Found) -> None:
@@ -196,7 +205,7 @@ def _plan_zip(
             raise _refuse(
                 src,
                 f'entry "{show(info.filename)}" expands {size // max(1, info.compress_size)}x '
-                f"(limit {limits.max_ratio:.0f}x): a compression bomb?",
+                f"(limit {limits.max_ratio:.0f}x): a compression bomb? {_RATIO_ADVICE}",
             )
         _add(plan, src, found, info.filename, path, size=size, limits=limits)
         found.unpacked += size

@@ -57,7 +57,11 @@ def refused(field: str, why: str) -> ArchiveRefused:
 
 
 def too_many_files(field: str, limits: ExtractLimits) -> ArchiveRefused:
-    return refused(field, f"more than {limits.max_files} files and folders")
+    return refused(
+        field,
+        f"more than {limits.max_files} files and folders: split the dataset or leave out what "
+        "is not media (an operator can raise DPS_DATASET_MAX_FILES)",
+    )
 
 
 # --- zip ---------------------------------------------------------------------------------------

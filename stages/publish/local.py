@@ -39,24 +39,41 @@ def target_problem(
     folder: Path, job_id: str, *, root: Path, allowed: Sequence[Path] = ()
 ) -> str | None:
     """Why the results of `job_id` may not be copied to `<folder>/<job_id>`, or None."""
+    try:
+        return _target_problem(folder, job_id, root=root, allowed=allowed)
+    except (OSError, RuntimeError, ValueError) as exc:  # NUL, ~nobody, a loop, a long name
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"{_shown(folder)} is not a usable folder path ({why}); choose another folder"
+
+
+def _shown(folder: Path) -> str:
+    """The path as the request spelt it, safe to show: control characters escaped, cut short."""
+    text = str(folder).encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _target_problem(
+    folder: Path, job_id: str, *, root: Path, allowed: Sequence[Path]
+) -> str | None:
+    shown = _shown(folder)
     resolved = folder.expanduser().resolve()  # `..` and symlinks, as the copy would follow them
     target, service = resolved / job_id, root.resolve()
     if target == service or service in target.parents or target in service.parents:
         return (
-            f"{folder} is inside the service's working folder ({root}), where the jobs live; "
+            f"{shown} is inside the service's working folder ({root}), where the jobs live; "
             "choose a folder outside it"
         )
     roots = [a.expanduser().resolve() for a in allowed]
     if roots and not any(target.is_relative_to(r) for r in roots):
-        shown = ", ".join(str(r) for r in roots)
-        return f"{folder} is outside the folders this worker publishes to ({shown})"
+        listed = ", ".join(str(r) for r in roots)
+        return f"{shown} is outside the folders this worker publishes to ({listed})"
     existing = resolved
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        return f"{folder} is not a folder"
+        return f"{shown} is not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{folder} cannot be written by the worker"
+        return f"{shown} cannot be written by the worker"
     return None
 
 
