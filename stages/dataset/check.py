@@ -95,6 +95,8 @@ class _Tally:
             self.add(img.problem, img.name)
             return
         assert img.size is not None
+        if img.huge:
+            self.add("huge_images", img.name)
         self.widths.append(img.size[0])
         self.heights.append(img.size[1])
         bucket = aspect_bucket(*img.size)

@@ -11,33 +11,38 @@ from typing import Any
 
 from PIL import Image
 
-MAX_PIXELS = 8192 * 8192  # larger than any training bucket by far; more is a decompression bomb
+# Past twice Image.MAX_IMAGE_PIXELS, Pillow's Image.open raises DecompressionBombError, and
+# diffusion-pipe (utils/dataset.py, which leaves the limit as it is) skips the image, as minipipe
+# does. Below that it trains on it: over HUGE_PIXELS that is worth a warning, not a skip.
+HUGE_PIXELS = 8192 * 8192  # far past any training bucket; every load decodes all of it
 
 
 @dataclass(frozen=True)
 class ImageProbe:
     name: str
     size: tuple[int, int] | None = None
-    problem: str | None = None  # a PROBLEMS key
+    problem: str | None = None  # a PROBLEMS key: the trainer will not use the image
+    huge: bool = False  # used, but over HUGE_PIXELS (not decoded here: the trainer will)
 
 
-def probe_image(path: Path, max_pixels: int = MAX_PIXELS) -> ImageProbe:
+def probe_image(path: Path, huge_pixels: int = HUGE_PIXELS) -> ImageProbe:
     """Open and fully decode one image (JPEGs at 1/8 scale: the same entropy data, 60x less
-    work), with Pillow's bomb warning turned into an error."""
+    work); one Pillow refuses to open as a decompression bomb is `image_too_large`, as it is
+    for the trainer."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the trainer's too
             with Image.open(path) as im:
                 size = im.size
-                if size[0] * size[1] > max_pixels:
-                    return ImageProbe(path.name, size, "image_too_large")
                 if getattr(im, "is_animated", False) and getattr(im, "n_frames", 1) > 1:
                     return ImageProbe(path.name, size, "animated")
+                if size[0] * size[1] > huge_pixels:
+                    return ImageProbe(path.name, size, huge=True)
                 if im.format == "JPEG":
                     im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
                 im.load()
         return ImageProbe(path.name, size)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         return ImageProbe(path.name, None, "image_too_large")
     except (OSError, SyntaxError, ValueError):  # Pillow's errors for unreadable/truncated data
         return ImageProbe(path.name, None, "corrupt_images")

@@ -22,9 +22,19 @@ NO_MEDIA = (
 )
 
 # Problem keys -> (severity, what it means for the user). "fatal" stops the job.
+STILL_USED = frozenset({"small_images", "huge_images"})  # warnings about media that is trained on
 PROBLEMS: Mapping[str, tuple[str, str]] = {
     "corrupt_images": ("warning", "cannot be decoded; diffusion-pipe skips them"),
-    "image_too_large": ("warning", "over the pixel limit (decompression bomb guard); skipped"),
+    "image_too_large": (
+        "warning",
+        "over twice Pillow's MAX_IMAGE_PIXELS: it refuses them as decompression bombs, so "
+        "diffusion-pipe skips them",
+    ),
+    "huge_images": (
+        "warning",
+        "over 67 megapixels: trained on, but every load decodes the whole image (slow, GBs of "
+        "memory); downscale them",
+    ),
     "animated": (
         "fatal",
         "animated WebP/GIF: diffusion-pipe raises NotImplementedError on "
@@ -127,7 +137,7 @@ class DatasetReport:
 
     def _nothing_usable(self) -> str:
         reasons = ", ".join(
-            f"{k} {self.problems[k][0]}" for k in self.problems if k != "small_images"
+            f"{k} {self.problems[k][0]}" for k in self.problems if k not in STILL_USED
         )
         return f"No usable images/videos in the dataset for {self.model_type} ({reasons})"
 

@@ -1,26 +1,28 @@
 """Hostile datasets end to end through the handler: each is served over loopback to a tiny
 precaptioned job run by `handle()`, and must end in a FAILED response naming the field or file,
 or in its line of the pre-flight report (the DATASET_REPORT event), with nothing written outside
-the job folder."""
+the job folder.
+
+Archives refused while they are unpacked (zip-slip, links, bombs of every kind, duplicate names,
+an archive of archives, a full disk) leave nothing in the job's dataset folder: not a file, not
+the folder. The tar header bombs are also held to a memory bound: the extraction's traced peak
+stays far below the header they declare (those jobs use a model without a CPU build, so nothing
+else allocates while they unpack)."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import io
 import socket
-import stat
-import tarfile
 import time
-import uuid
+import tracemalloc
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from events.model import Event
 from events.store import EventStore
@@ -29,161 +31,27 @@ from orchestrator.settings import Settings, address_policy
 from orchestrator.worker import WorkerOptions, handle
 from stages.addresses import AddressPolicy, check_host
 from stages.dataset.download import download
+from stages.dataset.extract import extract_dataset
 from stages.dataset.limits import DownloadLimits
 from stages.errors import DownloadFailed
 from tests.support.dataserver import DataServer
 from tests.support.fakehub import FakeHub
-from tests.support.media import make_zip
+from tests.support.hostile_archives import (
+    EVIL,
+    NOT_UNPACKED,
+    Case,
+    cases,
+    empty_video,
+    hostile_archives,
+    png,
+    served_files,
+)
 
 av: Any
 try:
     av = importlib.import_module("av")
 except ImportError:  # pragma: no cover - PyAV is optional
     av = None
-
-FIELD = "dataset.images_url"
-# A name no product code would ever write: if it shows up anywhere, an entry escaped.
-EVIL = f"evil-{uuid.uuid4().hex[:8]}.png"
-
-
-def png(size: tuple[int, int] = (8, 8), mode: str = "RGB") -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, size).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def symlink_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("ok.png", png())
-        zf.writestr("ok.txt", "a caption")
-        info = zipfile.ZipInfo("link.png")
-        info.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(info, "/etc/passwd")
-    return buf.getvalue()
-
-
-def device_tar() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        info = tarfile.TarInfo("null.png")
-        info.type = tarfile.CHRTYPE
-        info.devmajor, info.devminor = 1, 3
-        tf.addfile(info)
-    return buf.getvalue()
-
-
-def empty_video() -> bytes | None:
-    """An MP4 with a video stream and no frames, or None when PyAV cannot write one."""
-    if av is None:
-        return None
-    path = Path(f"/tmp/{uuid.uuid4().hex}.mp4")
-    try:
-        container = av.open(str(path), "w")
-        stream = container.add_stream("mpeg4", rate=16)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        container.start_encoding()
-        for packet in stream.encode():
-            container.mux(packet)
-        container.close()
-        return path.read_bytes() if path.stat().st_size else None
-    except Exception:
-        return None
-    finally:
-        path.unlink(missing_ok=True)
-
-
-@dataclass
-class Case:
-    """One hostile dataset and what the job must say about it."""
-
-    serve: Callable[[DataServer], None]  # puts the dataset at /d.zip (or sets up a redirect)
-    error: list[str]  # substrings of the FAILED error, all required
-    report: dict[str, str] = field(default_factory=dict)  # report problem -> a file it names
-    fatal: str | None = None  # a substring of the report's "fatal" list
-    model_type: str = "tiny"
-    url_field: str = "images_url"
-    env: dict[str, str] = field(default_factory=dict)
-
-
-def _files(entries: dict[str, bytes]) -> Callable[[DataServer], None]:
-    data = make_zip(entries)
-    return lambda srv: srv.files.__setitem__("/d.zip", data)
-
-
-def _raw(data: bytes) -> Callable[[DataServer], None]:
-    return lambda srv: srv.files.__setitem__("/d.zip", data)
-
-
-def _truncated() -> bytes:
-    data = make_zip({"a.png": png((64, 64)) * 20, "a.txt": b"cap"})
-    return data[: len(data) // 2]
-
-
-def _absolute_zip(target: Path) -> bytes:
-    return make_zip({"ok.png": png(), "ok.txt": b"cap", str(target / EVIL): png()})
-
-
-def _bomb_png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("1", (10_000, 10_000)).save(buf, "PNG")  # 100 MP in a few KiB
-    return buf.getvalue()
-
-
-def _redirect(target: str) -> Callable[[DataServer], None]:
-    return lambda srv: srv.redirects.__setitem__("/d.zip", target)
-
-
-REFUSED = "the archive was refused"
-
-
-def cases(tmp: Path) -> dict[str, Case]:
-    bomb = make_zip({"bomb.png": b"\0" * (8 << 20)}, method=zipfile.ZIP_DEFLATED)
-    return {
-        "zip_slip": Case(
-            _files({"ok.png": png(), "ok.txt": b"cap", "../" * 8 + EVIL: png()}),
-            [FIELD, REFUSED, "points outside the archive", EVIL],
-        ),
-        "absolute_path": Case(
-            _raw(_absolute_zip(tmp)), [FIELD, REFUSED, "has an absolute path", EVIL]
-        ),
-        "symlink_entry": Case(_raw(symlink_zip()), [FIELD, REFUSED, '"link.png" is a symbolic']),
-        "ratio_bomb": Case(_raw(bomb), [FIELD, REFUSED, '"bomb.png" expands', "bomb?"]),
-        "too_many_files": Case(
-            _files({f"{i}.txt": b"c" for i in range(30)}),
-            [FIELD, REFUSED, "more than 20 files"],
-            env={"DPS_DATASET_MAX_FILES": "20"},
-        ),
-        "truncated_zip": Case(_raw(_truncated()), [FIELD, "damaged or truncated"]),
-        "no_media": Case(
-            _files({"notes.txt": b"just text", "readme.md": b"# hi", "data.csv": b"a,b"}),
-            ["No images/videos found in the dataset"],
-            fatal="No images/videos found",
-        ),
-        "tar_device_file": Case(_raw(device_tar()), [FIELD, REFUSED, '"null.png" is a device']),
-        "decompression_bomb_png": Case(
-            _files({"huge.png": _bomb_png(), "huge.txt": b"a huge image"}),
-            ["No usable images/videos", "image_too_large"],
-            report={"image_too_large": "huge.png"},
-        ),
-        # PyAV opens a PNG as a one-frame stream: a video model drops it as too short.
-        "image_named_mp4": Case(
-            _files({"clip.mp4": png(), "clip.txt": b"not a video"}),
-            ["No usable images/videos", "wan13", "short_videos"],
-            report={"short_videos": "clip.mp4"},
-            model_type="wan13",
-            url_field="videos_url",
-        ),
-        "captions_invalid_utf8": Case(
-            _files({"a.png": png((32, 32)), "a.txt": b"caf\xe9 \xff\xfe broken"}),
-            ["not UTF-8", "a.png"],
-            report={"captions_not_utf8": "a.png"},
-            fatal="not UTF-8",
-        ),
-        "redirect_to_file_url": Case(
-            _redirect("file:///etc/passwd"), [FIELD, 'redirected to a "file" URL']
-        ),
-    }
 
 
 @pytest.fixture
@@ -216,6 +84,47 @@ def snapshot(tmp: Path, job_dir: Path, models: Path) -> dict[str, tuple[bool, in
     return out
 
 
+@dataclass
+class Traced:
+    """The traced memory peak of each extraction (`trace_extraction`)."""
+
+    peaks: list[int] = field(default_factory=list)
+
+
+def trace_extraction(monkeypatch: pytest.MonkeyPatch) -> Traced:
+    """Trace the memory of the dataset stage's extraction (planning and writing), nothing else."""
+    traced = Traced()
+
+    def extract(*args: Any, **kwargs: Any) -> Any:
+        started = not tracemalloc.is_tracing()
+        if started:
+            tracemalloc.start()
+        tracemalloc.reset_peak()
+        try:
+            return extract_dataset(*args, **kwargs)
+        finally:
+            traced.peaks.append(tracemalloc.get_traced_memory()[1])
+            if started:
+                tracemalloc.stop()
+
+    monkeypatch.setattr("stages.dataset.stage.extract_dataset", extract)
+    return traced
+
+
+def count_directory_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every zip whose central directory zipfile parses (its whole list of entries, in
+    memory), from now on."""
+    read: list[str] = []
+    real = vars(zipfile.ZipFile)["_RealGetContents"]
+
+    def parse(self: zipfile.ZipFile) -> None:
+        read.append(str(self.filename))
+        real(self)
+
+    monkeypatch.setattr("zipfile.ZipFile._RealGetContents", parse)
+    return read
+
+
 def run_job(
     tmp: Path, servers: tuple[DataServer, FakeHub], case: Case, job_id: str
 ) -> tuple[dict[str, Any], list[Event], float]:
@@ -234,7 +143,7 @@ def run_job(
             case.url_field: data.url + "/d.zip",
             "trigger_word": "sqr",
         },
-        "training": {"epochs": 1, "resolution": 32},
+        "training": {"epochs": 1, "resolution": 32, **case.training},
         "output": {"method": "local", "local": {"path": str(tmp / "outputs")}},
     }
     job_dir = root / "jobs" / job_id
@@ -271,6 +180,7 @@ CASE_NAMES = [
     "image_named_mp4",
     "captions_invalid_utf8",
     "redirect_to_file_url",
+    *hostile_archives(),
 ]
 
 
@@ -287,25 +197,43 @@ def test_hostile_dataset(
     case = cases(tmp_path)[name]
     for key, value in case.env.items():
         monkeypatch.setenv(key, value)
-    response, events, _ = run_job(tmp_path, servers, case, f"hostile-{name}")
+    job_id = f"hostile-{name}"
+    dataset = tmp_path / "root" / "jobs" / job_id / "dataset"
+    if case.patch is not None:
+        case.patch(dataset, monkeypatch)
+    traced = trace_extraction(monkeypatch)
+    directories = count_directory_reads(monkeypatch)
+    response, events, _ = run_job(tmp_path, servers, case, job_id)
     assert response["status"] == "failed", response
     error = response["error"]
     assert isinstance(error, str)
     assert "Traceback" not in error
+    assert not error.startswith("internal error"), error
+    assert str(tmp_path / "root") not in error  # the worker's paths are not the user's business
+    if case.names_field:
+        assert error.startswith(f"dataset.{case.url_field}: "), error
     for part in case.error:
         assert part in error, (part, error)
     assert events[-1].status == "ERROR", [e.type for e in events]
     report = _report(events)
-    if case.report or case.fatal:
+    if case.report or case.fatal or case.extracted:
         assert report is not None, "no DATASET_REPORT event"
         for problem, file in case.report.items():
             assert file in report["problems"][problem]["examples"], report["problems"]
         if case.fatal:
             assert any(case.fatal in line for line in report["fatal"]), report
-    if REFUSED in case.error or "damaged" in " ".join(case.error):
-        # Refused archives: nothing was extracted, so there is nothing to report on.
+    for file, content in case.extracted.items():
+        assert content in (dataset / "images" / file).read_bytes(), file
+    if any(marker in part for part in case.error for marker in NOT_UNPACKED):
+        # Refused archives: nothing was extracted, so there is nothing to report on, and the
+        # dataset folder (which the extraction would have created) is not there at all.
         assert report is None
-        assert not (tmp_path / "root" / "jobs" / f"hostile-{name}" / "dataset" / "images").exists()
+        assert not dataset.exists(), sorted(str(p) for p in dataset.rglob("*"))
+    if case.before_zipfile:
+        assert directories == [], "zipfile parsed the central directory of a refused zip"
+    if case.max_traced is not None:
+        assert len(traced.peaks) == 1, traced.peaks
+        assert traced.peaks[0] < case.max_traced, f"{traced.peaks[0]} bytes traced"
 
 
 @pytest.mark.usefixtures("quick")
@@ -314,7 +242,7 @@ def test_video_with_no_frames(tmp_path: Path, servers: tuple[DataServer, FakeHub
     if video is None:
         pytest.skip("PyAV is not installed or cannot write a video without frames")
     case = Case(
-        _files({"empty.mp4": video, "empty.txt": b"a clip with no frames"}),
+        served_files({"empty.mp4": video, "empty.txt": b"a clip with no frames"}),
         ["No usable images/videos", "wan13"],
         model_type="wan13",  # a video model: the frame count matters
         url_field="videos_url",
@@ -342,7 +270,7 @@ def test_ten_thousand_tiny_images(tmp_path: Path, servers: tuple[DataServer, Fak
     reported; without captions the precaptioned job stops at the report, before any training."""
     one = png((2, 2))
     entries = {f"set/{i:05d}.png": one for i in range(10_000)}
-    case = Case(_files(entries), ["10000 media file(s) have no caption", "00000.png"])
+    case = Case(served_files(entries), ["10000 media file(s) have no caption", "00000.png"])
     response, events, _ = run_job(tmp_path, servers, case, "hostile-10k")
     assert response["status"] == "failed", response
     for part in case.error:

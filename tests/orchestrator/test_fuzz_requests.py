@@ -1,262 +1,144 @@
 """Fuzzed requests through the worker's validation path and through the whole handler.
 
-Hypothesis builds valid, near-valid and garbage request bodies (wrong types, missing fields,
-huge and unicode strings, nested junk, negative numbers, unknown model types, keys the service
-owns passed through `training`), each with a canary in every secret field. Every body must end
-in either a valid job or a FAILED response whose string error names a field, with no traceback
-and no secret in anything the caller sees.
+Hypothesis builds valid, near-valid, hostile and garbage request bodies (wrong types, missing
+fields, huge and unicode strings, nested junk, negative numbers, unknown model types, keys the
+service owns passed through `training`), each with a canary in every secret field. Every body
+must end in either a valid job or a FAILED response whose string error names a field, with no
+traceback and no secret in anything the caller sees.
+
+The hostile bodies are valid ones with one or two values from `HOSTILE`: one class per rule the
+service was hardened with (where results may be copied, which hosts a URL may reach, what a host,
+a trigger word, an S3 key prefix or a Hub repo id may look like, how big a passthrough key or
+value may be, 5000-digit integers and 20,000-deep nesting). Each says which field its refusal
+must name, and under which worker settings it must be refused: "strict" is a worker with
+`DPS_LOCAL_OUTPUT_ROOTS` set and loopback turned off (as the GPU image runs), the default is one
+with neither. `test_every_hostile_value_is_refused_naming_its_field` runs every value once, so
+each has its own test id; the fuzz tests mix them with the rest.
 
 The bulk goes through `validate` (fast); a few hundred go through `handle` itself, where a
-valid request's dataset URL is a loopback 404 so it fails at once in the dataset stage.
+valid request's dataset URL is a loopback 404 so it fails at once in the dataset stage. There,
+nothing may be written outside the service's folder (the output folder stays empty), no refused
+request may reach the dataset server, and no hostile URL may reach it at all (hostile dataset
+URLs point at it through other spellings of loopback, so a hole in the address policy shows).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
 import itertools
 import json
+import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.catalogue import ALL_MODEL_TYPES, CATALOGUE
 from orchestrator.progress import ProgressReporter
 from orchestrator.request import RequestError, TrainingRequest
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle, validate
+from stages.addresses import AddressPolicy
 from stages.dataset.limits import DownloadLimits
 from stages.errors import ConfigError
-from stages.training.owned_keys import OWNED_ADAPTER, OWNED_MODEL, OWNED_OPTIMIZER, OWNED_TOP_LEVEL
 from tests.support.canary import CANARIES, find, scan, with_canaries
 from tests.support.dataserver import DataServer
 from tests.support.fakehub import FakeHub
+from tests.support.hostile_requests import (
+    GROUPS,
+    HOSTILE,
+    Applied,
+    Drawn,
+    Hostile,
+    apply_hostile,
+    bodies,
+    required_fields,
+)
+from tests.support.request_bodies import (
+    FIELD,
+    JOB_PREFIX,
+    LOCAL_OUT,
+    OUT,
+    PLACEHOLDER_URL,
+    PORT,
+    REL,
+    ROOT,
+    TMP,
+    copy_body,
+    rebuild,
+)
 
 VALIDATE_EXAMPLES = 1200
-HANDLE_EXAMPLES = 300
-PLACEHOLDER_URL = "http://127.0.0.1:9/missing.zip"  # replaced by the 404 server in handle()
-# A field path as the errors print it: dotted names, [index], unicode-escaped user keys.
-FIELD = re.compile(r"^[A-Za-z_][\w.\[\]\\-]*")
-TOP_LEVEL = ("model_type", "dataset", "training", "api_keys", "output", "resume", "input")
+HANDLE_EXAMPLES = 360
 
-# --- strategies --------------------------------------------------------------------------------
-
-json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=30),
-    st.text(alphabet=st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF), max_size=10),
-    st.sampled_from(["", " ", "\x00", "\n", "../../etc/passwd", "${HOME}", "{0}", "%s", "***"]),
-    st.builds(lambda n: "x" * n, st.integers(min_value=1_000, max_value=20_000)),
-)
-junk = st.recursive(
-    json_scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+# --- the worker's folders and settings ----------------------------------------------------------
 
 
-def _int_or_none(lo: int, hi: int) -> st.SearchStrategy[int | None]:
-    return st.none() | st.integers(min_value=lo, max_value=hi)
+@dataclass(frozen=True)
+class Site:
+    """A service root, an output root (the only one allowed in strict settings) and the links
+    the hostile destinations use, all under one temporary folder."""
 
+    tmp: Path
+    root: Path
+    out: Path
 
-@st.composite
-def valid_bodies(draw: st.DrawFn) -> dict[str, Any]:
-    """A request the schema accepts (before the canaries are added)."""
-    model_type = draw(st.sampled_from(list(ALL_MODEL_TYPES)))
-    entry = CATALOGUE[model_type]
-    dataset: dict[str, Any] = {"type": "precaptioned"}
-    fields = [
-        name
-        for name, ok in (("images_url", entry.trains_images), ("videos_url", entry.trains_videos))
-        if ok
-    ]
-    for name in draw(st.lists(st.sampled_from(fields), min_size=1, unique=True)):
-        dataset[name] = PLACEHOLDER_URL
-    if draw(st.booleans()):
-        # Any printable text: control characters are refused (they would reach every caption).
-        word = draw(
-            st.text(st.characters(blacklist_categories=["Cc", "Cs"]), min_size=1, max_size=20)
-        ).strip()
-        dataset["trigger_word"] = (word.splitlines() or ["ohwx"])[0].strip() or "ohwx"
-    if draw(st.booleans()):
-        dataset["image_repeats"] = draw(st.integers(1, 10_000))
-    training: dict[str, Any] = {}
-    options: dict[str, st.SearchStrategy[Any]] = {
-        "epochs": _int_or_none(1, 1000),
-        "learning_rate": st.floats(1e-8, 1.0),
-        "batch_size": _int_or_none(1, 8),
-        "gradient_accumulation_steps": _int_or_none(1, 8),
-        "warmup_steps": _int_or_none(0, 1000),
-        "lora_rank": _int_or_none(1, 128),
-        "lora_dtype": st.sampled_from(["float32", "float16", "bfloat16"]),
-        "resolution": _int_or_none(16, 2048),
-        "save_every_n_epochs": _int_or_none(1, 100),
-        "optimizer_type": st.sampled_from(["adamw_optimi", "adamw8bit", "Prodigy"]),
-        "activation_checkpointing": st.sampled_from([True, False, "unsloth"]),
-        "max_steps": st.integers(1, 10_000),  # a known passthrough key
-        "model": st.just({"transformer_dtype": "float8"}),
-        "adapter": st.just({"dropout": 0.05}),
-    }
-    for key in draw(st.lists(st.sampled_from(sorted(options)), unique=True, max_size=5)):
-        training[key] = draw(options[key])
-    method = draw(st.sampled_from(["auto", "huggingface", "s3", "local"]))
-    output: dict[str, Any] = {"method": method}
-    if method == "huggingface" and draw(st.booleans()):
-        output["huggingface"] = {"repo_id": "me/fuzz-lora", "private": draw(st.booleans())}
-    if method == "local":
-        output["local"] = {"path": "LOCAL_OUT"}  # replaced with a folder under tmp
-    body: dict[str, Any] = {"model_type": model_type, "dataset": dataset, "output": output}
-    if training:
-        body["training"] = training
-    return body
+    @classmethod
+    def make(cls, tmp: Path) -> Site:
+        root, out = tmp / "root", tmp / "out"
+        (root / "jobs").mkdir(parents=True)
+        out.mkdir()
+        (out / "a-file").write_text("a file, not a folder")
+        (tmp / "link-to-jobs").symlink_to(root / "jobs")
+        (tmp / "link-b").symlink_to(root)
+        (tmp / "link-a").symlink_to(tmp / "link-b")
+        (tmp / "loop-a").symlink_to(tmp / "loop-b")
+        (tmp / "loop-b").symlink_to(tmp / "loop-a")
+        return cls(tmp, root, out)
 
+    def settings(self, *, strict: bool, **kw: Any) -> Settings:
+        if not strict:
+            return Settings(root=self.root, **kw)
+        return Settings(
+            root=self.root,
+            local_output_roots=(self.out,),
+            # The data server is on 127.0.0.1: allowed by name, every other loopback refused.
+            addresses=AddressPolicy(allow_hosts=frozenset({"127.0.0.1"}), allow_loopback=False),
+            **kw,
+        )
 
-# Keys the service owns, anywhere a user can pass them through.
-_UNSAFE: list[tuple[tuple[str, ...], str]] = [
-    *((("training",), k) for k in OWNED_TOP_LEVEL),
-    *((("training", "model"), k) for k in OWNED_MODEL),
-    *((("training", "adapter"), k) for k in OWNED_ADAPTER),
-    *((("training", "optimizer"), k) for k in OWNED_OPTIMIZER),
-]
-# Where a mutation may strike, and a few values that are wrong for each in an interesting way.
-_TARGETS: list[tuple[str, ...]] = [
-    ("model_type",),
-    ("dataset",),
-    ("dataset", "type"),
-    ("dataset", "images_url"),
-    ("dataset", "videos_url"),
-    ("dataset", "trigger_word"),
-    ("dataset", "image_repeats"),
-    ("dataset", "video_repeats"),
-    ("training",),
-    ("training", "epochs"),
-    ("training", "learning_rate"),
-    ("training", "lora_rank"),
-    ("training", "optimizer_betas"),
-    ("training", "frame_buckets"),
-    ("training", "video_clip_mode"),
-    ("training", "activation_checkpointing"),
-    ("training", "model"),
-    ("api_keys",),
-    ("api_keys", "huggingface_token"),
-    ("api_keys", "gemini_api_key"),
-    ("output",),
-    ("output", "method"),
-    ("output", "huggingface"),
-    ("output", "huggingface", "token"),
-    ("output", "huggingface", "repo_id"),
-    ("output", "s3", "bucket"),
-    ("output", "s3", "endpoint_url"),
-    ("output", "local", "path"),
-    ("resume",),
-]
-bad_values = st.one_of(
-    junk,
-    st.integers(max_value=-1),
-    st.sampled_from(
-        [
-            "wan13b",
-            "FLUX",
-            "file:///etc/passwd",
-            "ftp://h/x.zip",
-            "javascript:alert(1)",
-            "http://",
-            "http://[::1",
-            "hf://models/x",
-            "hf://datasets/",
-            "http://user:" + CANARIES["output.s3.secret_key"] + "@h/x.zip",
-            "line\nbreak",
-            "tok en",
-            "\u202e\u0000\ufeff",
-            [0.9],
-            [0.9, 1.5],
-            [0, 5000],
-            "multiple_overlapping",
-            float("inf"),
-            float("nan"),
-            2**64,
-            "100",
-            1.5,
-            {"$ref": "#"},
-        ]
-    ),
-)
+    def fill(self, raw: Any, *, url: str = PLACEHOLDER_URL, port: int = 9) -> Any:
+        """A copy of `raw` (any depth) with the placeholders filled in."""
+        marks = {ROOT: str(self.root), OUT: str(self.out), TMP: str(self.tmp), PORT: str(port)}
 
+        def leaf(value: Any) -> Any:
+            if not isinstance(value, str):
+                return value
+            if value == LOCAL_OUT:
+                return str(self.out)
+            value = value.replace(PLACEHOLDER_URL, url)
+            for mark, real in marks.items():
+                value = value.replace(mark, real)
+            return value
 
-def _set(body: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    node: Any = body
-    for part in path[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[path[-1]] = value
+        return rebuild(raw, leaf)
 
-
-def _delete(body: dict[str, Any], path: tuple[str, ...]) -> None:
-    node: Any = body
-    for part in path[:-1]:
-        node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-        node.pop(path[-1], None)
-
-
-@st.composite
-def near_valid_bodies(draw: st.DrawFn) -> dict[str, Any]:
-    """A valid body with one to three things wrong with it."""
-    body = draw(valid_bodies())
-    for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["set", "delete", "unsafe", "unknown", "secret"]))
-        if kind == "set":
-            _set(body, draw(st.sampled_from(_TARGETS)), draw(bad_values))
-        elif kind == "delete":
-            _delete(body, draw(st.sampled_from(_TARGETS)))
-        elif kind == "unsafe":
-            where, key = draw(st.sampled_from(_UNSAFE))
-            _set(body, (*where, key), draw(st.sampled_from(["/tmp/evil", "../../x", 1, {}])))
-        elif kind == "unknown":
-            section = draw(st.sampled_from([(), ("dataset",), ("output",), ("api_keys",)]))
-            name = draw(st.sampled_from(["epoch", "tokn", "images_ur", "typ", "x" * 300, "ü"]))
-            _set(body, (*section, name), draw(junk))
-        else:  # a credential under a passthrough key that is not a documented secret
-            _set(body, ("training", "monitoring"), {"wandb_api_key": draw(junk)})
-    return body
-
-
-garbage_bodies = st.one_of(
-    junk,
-    st.dictionaries(st.sampled_from(TOP_LEVEL), junk, max_size=6),
-    st.builds(lambda inner: {"input": inner}, junk),
-)
-
-
-@st.composite
-def bodies(draw: st.DrawFn) -> tuple[str, Any]:
-    """(kind, body) with canaries in every secret field where the body has room for them."""
-    kind = draw(st.sampled_from(["valid", "near", "near", "garbage"]))
-    if kind == "garbage":
-        raw = draw(garbage_bodies)
-        if isinstance(raw, dict) and draw(st.booleans()):
-            # A section that is not an object has no room for a canary: leave it as it is.
-            with contextlib.suppress(AttributeError, TypeError):
-                raw = with_canaries(raw)
-        return kind, raw
-    body = draw(valid_bodies() if kind == "valid" else near_valid_bodies())
-    with contextlib.suppress(AttributeError, TypeError):
-        body = with_canaries(body)
-    if draw(st.integers(0, 9)) == 0:
-        body = {"input": body, "id": "runpod-sends-this", "webhook": "http://x"}
-    return kind, body
+    def outside_root(self) -> dict[str, tuple[bool, int]]:
+        """Everything under tmp but the service's root (links not followed)."""
+        found: dict[str, tuple[bool, int]] = {}
+        for top, dirs, files in os.walk(self.tmp):
+            here = Path(top)
+            if here == self.tmp and "root" in dirs:
+                dirs.remove("root")
+            for name in dirs + files:
+                path = here / name
+                info = path.lstat()
+                found[str(path.relative_to(self.tmp))] = (path.is_dir(), info.st_size)
+        return found
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -268,6 +150,7 @@ def check_error(error: Any) -> None:
     assert isinstance(error, str), error
     assert "Traceback" not in error
     assert 'File "' not in error
+    assert not error.startswith("internal error"), error
     assert find(error.encode("utf-8", "surrogateescape")) == [], error
     if error.startswith("invalid request"):
         problems = error.splitlines()[1:]
@@ -278,15 +161,17 @@ def check_error(error: Any) -> None:
         assert ":" in error.split(" ", 1)[0], error
 
 
-VALIDATE_SETTINGS = Settings(root=Path("/fuzz-root"))  # validation touches no folder
+class Refused(NamedTuple):
+    text: str
+    problems: list[tuple[str, str]]
 
 
-def run_validate(raw: Any) -> TrainingRequest | str:
-    """The request, or the error string the handler would answer with; every problem of a
-    refused request names the field it is about."""
+def run_validate(raw: Any, settings_: Settings) -> TrainingRequest | Refused:
+    """The request, or the error the handler would answer with; every problem of a refused
+    request names the field it is about. Anything else raised fails the test."""
     problems: list[tuple[str, str]] = []
     try:
-        return validate(raw, VALIDATE_SETTINGS, "fuzz-job").request
+        return validate(raw, settings_, "fuzz-job").request
     except RequestError as exc:
         problems, text = exc.problems, str(exc)
     except ConfigError as exc:
@@ -295,7 +180,28 @@ def run_validate(raw: Any) -> TrainingRequest | str:
     for path, _message in problems:
         assert path.strip(), problems
         assert f"{path}: " in text, (path, text)
-    return text
+    return Refused(text, problems)
+
+
+def _names(path: str, field_: str) -> bool:
+    return path == field_ or path.startswith((f"{field_}.", f"{field_}["))
+
+
+def check_hostile(
+    result: TrainingRequest | Refused, applied: tuple[Applied, ...], strict: bool
+) -> None:
+    """Each hostile value that must be refused under these settings is, naming its field."""
+    required = required_fields(applied, strict)
+    if not required:
+        return
+    assert isinstance(result, Refused), f"accepted: {[a.hostile for a in applied]}"
+    for applied_ in applied:
+        if applied_.field not in required:
+            continue
+        named = [(p, m) for p, m in result.problems if _names(p, applied_.field)]
+        assert named, (applied_.hostile, applied_.field, result.problems)
+        says = applied_.hostile.says
+        assert not says or any(says in m for _p, m in named), (applied_.hostile, named)
 
 
 def check_request(request: TrainingRequest) -> None:
@@ -307,9 +213,12 @@ def check_request(request: TrainingRequest) -> None:
 # --- tests --------------------------------------------------------------------------------------
 
 
-def test_validate_fuzzed_bodies() -> None:
-    seen = {"valid": 0, "near": 0, "garbage": 0}
+def test_validate_fuzzed_bodies(tmp_path: Path) -> None:
+    site = Site.make(tmp_path)
+    variants = {True: site.settings(strict=True), False: site.settings(strict=False)}
+    seen = {"valid": 0, "near": 0, "garbage": 0, "hostile": 0}
     outcome = {"accepted": 0, "refused": 0}
+    labels: dict[str, set[str]] = {g: set() for g in GROUPS}
 
     @settings(
         max_examples=VALIDATE_EXAMPLES,
@@ -317,19 +226,21 @@ def test_validate_fuzzed_bodies() -> None:
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(bodies())
-    @example(("garbage", {"": None, " ": 1, "dataset": {"": 2}}))  # blank keys are still named
-    def one(case: tuple[str, Any]) -> None:
-        kind, raw = case
-        seen[kind] += 1
-        result = run_validate(copy.deepcopy(raw))
-        if isinstance(result, str):
+    @given(bodies(), st.booleans())
+    @example(Drawn("garbage", {"": None, " ": 1, "dataset": {"": 2}}), False)  # blank keys named
+    def one(case: Drawn, strict: bool) -> None:
+        seen[case.kind] += 1
+        for applied in case.applied:
+            labels[applied.hostile.group].add(applied.hostile.label)
+        result = run_validate(site.fill(case.raw), variants[strict])
+        if isinstance(result, Refused):
             outcome["refused"] += 1
-            check_error(result)
-            assert kind != "valid", result
+            check_error(result.text)
+            assert case.kind != "valid", result.text
         else:
             outcome["accepted"] += 1
             check_request(result)
+        check_hostile(result, case.applied, strict)
 
     one()
     print(f"validate: {sum(seen.values())} bodies {seen} -> {outcome}")
@@ -337,6 +248,8 @@ def test_validate_fuzzed_bodies() -> None:
     assert min(seen.values()) > 0, seen
     assert outcome["accepted"] >= 100, outcome
     assert outcome["refused"] >= 300, outcome
+    # The generators reach every hostile class with more than one of its values.
+    assert all(len(found) >= 2 for found in labels.values()), labels
 
 
 @pytest.fixture
@@ -347,36 +260,79 @@ def servers() -> Iterator[tuple[DataServer, FakeHub]]:
         yield data, hub
 
 
-def _point_at(body: Any, url: str, local_out: Path) -> Any:
-    """The body with every placeholder URL swapped for `url` and the local output in tmp."""
-    text = json.dumps(body)
-    text = text.replace(PLACEHOLDER_URL, url).replace('"LOCAL_OUT"', json.dumps(str(local_out)))
-    return json.loads(text)
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reporter's 2 s pause before answering (for RunPod's late progress updates) is
+    # irrelevant here and would make hundreds of jobs take ten minutes.
+    original = ProgressReporter.quiet
+    monkeypatch.setattr(ProgressReporter, "quiet", lambda self, gap_s=2.0: original(self, 0.0))
 
 
+class Worker:
+    """`handle()` on a strict worker over a `Site`, with every invariant of one delivery."""
+
+    def __init__(self, site: Site, data: DataServer, hub: FakeHub) -> None:
+        self.site, self.data = site, data
+        self.settings = site.settings(
+            strict=True,
+            hub_endpoint=hub.url,
+            download_attempts=1,
+            retry_wait_s=0,
+            # A dataset host that never answers fails at once.
+            download_limits=DownloadLimits(attempts=1, retry_wait_s=0),
+        )
+        self.options = WorkerOptions(settings=self.settings, progress_every_s=0, mirror_close_s=10)
+        self.port = int(data.url.rsplit(":", 1)[1])
+        self.ids = itertools.count()
+        self.before = site.outside_root()
+
+    def run(self, raw: Any, applied: tuple[Applied, ...]) -> tuple[bool, dict[str, Any]]:
+        """(refused at validation, the response) for one delivery of `raw`."""
+        site, data = self.site, self.data
+        raw = site.fill(raw, url=f"{data.url}/missing.zip", port=self.port)
+        job_id = f"{JOB_PREFIX}{next(self.ids)}"
+        expected = run_validate(copy_body(raw), self.settings)
+        check_hostile(expected, applied, strict=True)
+        requests_before = len(data.requests)
+        response = asyncio.run(handle({"id": job_id, "input": copy_body(raw)}, self.options))
+        assert response["status"] == "failed", response
+        assert set(response) == {"status", "error"}, response
+        check_error(response["error"])
+        assert scan([], [response]) == []
+        # No hostile URL reaches the data server, refused or not; no file appears outside the
+        # service's folder (the output root stays as it was); no relative destination appears.
+        assert not [r for r in data.requests if "hostile" in r[1]], data.requests
+        assert site.outside_root() == self.before, "written outside the service's folder"
+        assert not Path(REL).exists()
+        if isinstance(expected, Refused):  # refused before anything ran: the same error
+            assert response["error"] == expected.text
+            assert not (site.root / "jobs" / job_id).exists()
+            assert len(data.requests) == requests_before, "a refused request downloaded"
+            return True, response
+        # A valid job: it ran and failed on the dataset download, naming the field. Most point
+        # at the 404 server; a drawn URL such as http://user:pw@h/x.zip fails to connect
+        # instead. Either way the error names the field.
+        assert re.match(r"dataset\.(images|videos)_url: ", response["error"]), response
+        assert (site.root / "jobs" / job_id / "events.jsonl").is_file()
+        return False, response
+
+    def check_nothing_published(self) -> None:
+        """No job folder anywhere a hostile destination pointed (they are all refused, and no
+        job got as far as publishing)."""
+        for folder in (Path("/etc"), Path("/"), Path.cwd(), Path.home(), self.site.out):
+            assert not list(folder.glob(f"{JOB_PREFIX}*")), folder
+
+
+@pytest.mark.usefixtures("quick")
 def test_handle_fuzzed_bodies(
     tmp_path: Path,
     servers: tuple[DataServer, FakeHub],
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    data, hub = servers
-    # The reporter's 2 s pause before answering (for RunPod's late progress updates) is
-    # irrelevant here and would make 300 jobs take ten minutes.
-    original = ProgressReporter.quiet
-    monkeypatch.setattr(ProgressReporter, "quiet", lambda self, gap_s=2.0: original(self, 0.0))
-    root = tmp_path / "root"
-    settings_ = Settings(
-        root=root,
-        hub_endpoint=hub.url,
-        download_attempts=1,
-        retry_wait_s=0,
-        # A dataset host that never answers fails at once.
-        download_limits=DownloadLimits(attempts=1, retry_wait_s=0),
-    )
-    options = WorkerOptions(settings=settings_, progress_every_s=0, mirror_close_s=10)
-    ids = itertools.count()
+    site = Site.make(tmp_path)
+    worker = Worker(site, *servers)
     counts = {"ran": 0, "refused": 0, "dataset_404": 0}
+    kinds = {"valid": 0, "near": 0, "garbage": 0, "hostile": 0}
 
     @settings(
         max_examples=HANDLE_EXAMPLES,
@@ -386,7 +342,7 @@ def test_handle_fuzzed_bodies(
     )
     @given(bodies())
     @example(  # a valid job whose URL carries a secret and a host that does not resolve
-        (
+        Drawn(
             "near",
             {
                 "model_type": "flux",
@@ -395,38 +351,87 @@ def test_handle_fuzzed_bodies(
                     "images_url": "http://user:" + CANARIES["output.s3.secret_key"] + "@h/x.zip",
                 },
                 "api_keys": {"huggingface_token": CANARIES["api_keys.huggingface_token"]},
-                "output": {"method": "local", "local": {"path": "LOCAL_OUT"}},
+                "output": {"method": "local", "local": {"path": LOCAL_OUT}},
             },
         )
     )
-    def one(case: tuple[str, Any]) -> None:
-        _kind, raw = case
-        raw = _point_at(raw, f"{data.url}/missing.zip", tmp_path / "out")
-        job_id = f"fuzz-{next(ids)}"
-        expected = run_validate(copy.deepcopy(raw))
-        response = asyncio.run(handle({"id": job_id, "input": copy.deepcopy(raw)}, options))
+    def one(case: Drawn) -> None:
+        refused, _response = worker.run(case.raw, case.applied)
         counts["ran"] += 1
-        assert response["status"] == "failed", response
-        assert set(response) == {"status", "error"}, response
-        check_error(response["error"])
-        assert scan([], [response]) == []
-        if isinstance(expected, str):  # refused before anything ran: the same error
-            counts["refused"] += 1
-            assert response["error"] == expected
-            assert not (root / "jobs" / job_id).exists()
-        else:  # a valid job: it ran and failed on the dataset download, naming the field
-            counts["dataset_404"] += 1
-            # Most point at the 404 server; a drawn URL such as http://user:pw@h/x.zip fails
-            # to connect instead. Either way the error names the field.
-            assert re.match(r"dataset\.(images|videos)_url: ", response["error"]), response
-            assert (root / "jobs" / job_id / "events.jsonl").is_file()
+        kinds[case.kind] += 1
+        counts["refused" if refused else "dataset_404"] += 1
 
     one()
+    worker.check_nothing_published()
     with capsys.disabled():
-        print(f"handle: {counts}")
+        print(f"handle: {counts} {kinds}")
     assert counts["ran"] >= 200, counts
     assert counts["dataset_404"] >= 30, counts
     assert counts["refused"] >= 100, counts
+    assert kinds["hostile"] >= 20, kinds
     # Nothing the jobs wrote, nothing they logged, holds a secret.
     captured = capsys.readouterr()
-    assert scan([root], [captured.out, captured.err]) == []
+    assert scan([site.root], [captured.out, captured.err]) == []
+
+
+@pytest.mark.usefixtures("quick")
+@pytest.mark.parametrize("hostile", HOSTILE, ids=[h.id for h in HOSTILE])
+def test_every_hostile_value_is_refused_naming_its_field(
+    hostile: Hostile,
+    tmp_path: Path,
+    servers: tuple[DataServer, FakeHub],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each value on its own, in a valid tiny job: validated on a default and a strict worker,
+    then delivered to the strict one."""
+    site = Site.make(tmp_path)
+    body = with_canaries(
+        {
+            "model_type": "tiny",
+            "dataset": {"type": "precaptioned", "images_url": PLACEHOLDER_URL},
+            "output": {"method": "local", "local": {"path": LOCAL_OUT}},
+        }
+    )
+    _, field_, _ = apply_hostile(body, hostile)
+    applied = (Applied(hostile, field_),)
+    for strict in (False, True):
+        result = run_validate(site.fill(body), site.settings(strict=strict))
+        if isinstance(result, Refused):
+            check_error(result.text)
+        else:
+            check_request(result)
+        check_hostile(result, applied, strict)
+    worker = Worker(site, *servers)
+    refused, response = worker.run(body, applied)
+    if hostile.must_refuse(strict=True):
+        assert refused, response
+        assert f"  - {field_}" in response["error"], response
+    worker.check_nothing_published()
+    captured = capsys.readouterr()
+    assert scan([site.root], [captured.out, captured.err]) == []
+
+
+@pytest.mark.usefixtures("quick")
+def test_a_huge_passthrough_list_is_refused_with_a_bounded_answer(
+    tmp_path: Path, servers: tuple[DataServer, FakeHub]
+) -> None:
+    """10,000 nulls (a 60 KB body; within the 10,000-entry bound) are each a problem: the answer
+    must still be bounded, never larger than the request. Every problem adds a line, and the
+    error's work grows with their square (a 10 MB body would hold a worker for hours), so it is
+    the size of the answer that says whether the refusal is bounded."""
+    site = Site.make(tmp_path)
+    body = with_canaries(
+        {
+            "model_type": "tiny",
+            "dataset": {"type": "precaptioned", "images_url": PLACEHOLDER_URL},
+            "output": {"method": "local", "local": {"path": LOCAL_OUT}},
+            "training": {"xs": [None] * 10_000},
+        }
+    )
+    refused, response = Worker(site, *servers).run(body, ())
+    assert refused, response
+    assert "  - training.xs[0]: null cannot be written" in response["error"], response["error"][
+        :300
+    ]
+    size, limit = len(response["error"]), len(json.dumps(body))
+    assert size <= limit, f"a {limit}-byte request got a {size}-byte answer"

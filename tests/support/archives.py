@@ -43,9 +43,11 @@ def tar_padded(data: bytes) -> bytes:
     return data + b"\0" * (-len(data) % tarfile.BLOCKSIZE)
 
 
-def tar_block(kind: bytes, size: int, name: str = "././@PaxHeader") -> bytes:
-    """One 512-byte header; GNU format writes a size past 8 GiB in base-256."""
-    info = tarfile.TarInfo(name)
+def tar_block(kind: bytes, size: int, name: str = "") -> bytes:
+    """One 512-byte header; GNU format writes a size past 8 GiB in base-256. A header member's
+    name defaults to the one GNU tar and pax writers give it."""
+    long_name = kind in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+    info = tarfile.TarInfo(name or ("././@LongLink" if long_name else "././@PaxHeader"))
     info.type = kind
     info.size = size
     return info.tobuf(tarfile.GNU_FORMAT)
@@ -57,3 +59,12 @@ def tar_header(kind: bytes, payload: bytes) -> bytes:
 
 def tar_member(name: str, data: bytes) -> bytes:
     return tar_block(tarfile.REGTYPE, len(data), name) + tar_padded(data)
+
+
+def pax_record(key: str, value: str) -> bytes:
+    """A PAX record, "<length> <key>=<value>\\n", the length counting itself."""
+    body = f" {key}={value}\n".encode()
+    n = len(body) + 1
+    while len(str(n)) + len(body) != n:
+        n = len(str(n)) + len(body)
+    return str(n).encode() + body

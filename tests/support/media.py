@@ -1,8 +1,9 @@
-"""Media and archives made by code: JPEGs, a fading video, zips of captioned images."""
+"""Media and archives made by code: JPEGs, a fading video, zips and tars of files."""
 
 from __future__ import annotations
 
 import io
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,17 @@ def make_zip(entries: dict[str, bytes], *, method: int = zipfile.ZIP_STORED) -> 
     with zipfile.ZipFile(buf, "w", method) as zf:
         for name, data in entries.items():
             zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def make_tar(entries: dict[str, bytes], *, gz: bool = False) -> bytes:
+    """A tar (or tar.gz) of regular files, in the given order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tf:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 

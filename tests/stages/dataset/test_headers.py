@@ -17,6 +17,7 @@ from stages.dataset.extract import Source, extract_dataset
 from stages.dataset.limits import ExtractLimits
 from tests.support.archives import (
     TAR_END,
+    pax_record,
     refusal,
     tar_block,
     tar_header,
@@ -31,18 +32,9 @@ from tests.support.media import make_zip
 X, G = tarfile.XHDTYPE, tarfile.XGLTYPE
 
 
-def _record(key: str, value: str) -> bytes:
-    """A PAX record, "<length> <key>=<value>\\n", the length counting itself."""
-    body = f" {key}={value}\n".encode()
-    n = len(body) + 1
-    while len(str(n)) + len(body) != n:
-        n = len(str(n)) + len(body)
-    return str(n).encode() + body
-
-
 def _comment(size: int) -> bytes:
     """A PAX header payload of about `size` bytes: one long comment."""
-    return _record("comment", "a" * (size - 20))
+    return pax_record("comment", "a" * (size - 20))
 
 
 @pytest.mark.parametrize(
@@ -102,7 +94,7 @@ def test_tar_pax_header_memory_is_bounded(tmp_path: Path) -> None:
             id="chain-length",
         ),
         pytest.param(
-            tar_header(G, b"".join(_record(f"k{i}", "v") for i in range(100)))
+            tar_header(G, b"".join(pax_record(f"k{i}", "v") for i in range(100)))
             + tar_member("a.png", b"i")
             + TAR_END,
             "a tar global header with more than 64 fields",
@@ -123,7 +115,7 @@ def _old_sparse() -> bytes:
 
 def _pax_sparse_10() -> bytes:
     pax = b"".join(
-        _record(k, v)
+        pax_record(k, v)
         for k, v in {
             "GNU.sparse.major": "1",
             "GNU.sparse.minor": "0",
@@ -136,7 +128,7 @@ def _pax_sparse_10() -> bytes:
 
 
 def _pax_sparse_01() -> bytes:
-    pax = _record("GNU.sparse.map", "0,3") + _record("GNU.sparse.size", "3")
+    pax = pax_record("GNU.sparse.map", "0,3") + pax_record("GNU.sparse.size", "3")
     return tar_header(X, pax) + tar_member("a.png", b"img") + TAR_END
 
 

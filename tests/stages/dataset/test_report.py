@@ -123,15 +123,29 @@ def test_empty_dataset_uses_the_seed_wording(tmp_path: Path) -> None:
     assert report.fatal() == [NO_MEDIA]
 
 
-def test_decompression_bomb_guard(tmp_path: Path) -> None:
+def _bilevel(path: Path, size: tuple[int, int]) -> None:
+    buf = io.BytesIO()
+    Image.new("1", size).save(buf, "PNG")  # megapixels in a few KiB on disk
+    path.write_bytes(buf.getvalue())
+    path.with_suffix(".txt").write_text("x")
+
+
+def test_an_image_is_too_large_exactly_when_the_trainer_skips_it(tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
-    buf = io.BytesIO()
-    Image.new("1", (10000, 10000)).save(buf, "PNG")  # 100 MP, a few KiB on disk
-    (images / "bomb.png").write_bytes(buf.getvalue())
-    (images / "bomb.txt").write_text("x")
+    _bilevel(images / "bomb.png", (20_000, 10_000))  # 200 MP: Pillow refuses to open it
+    _bilevel(images / "huge.png", (10_000, 10_000))  # 100 MP: opened (with a warning), trained on
+    for i in range(2):
+        Image.new("RGB", (64, 64)).save(images / f"ok{i}.png")
+        (images / f"ok{i}.txt").write_text("x")
     report = build_report(images, None, dataset_rules_for(request()))
     assert report.problems["image_too_large"] == (1, ("bomb.png",))
+    assert report.problems["huge_images"] == (1, ("huge.png",))
+    assert report.usable_images == 3  # what diffusion-pipe and minipipe train on
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(images / "bomb.png")
+    with pytest.warns(Image.DecompressionBombWarning), Image.open(images / "huge.png") as im:
+        assert im.size == (10_000, 10_000)
 
 
 @pytest.mark.skipif(av is None, reason="PyAV is not installed")
