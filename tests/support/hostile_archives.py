@@ -8,7 +8,6 @@ import errno
 import functools
 import importlib
 import io
-import os
 import stat
 import struct
 import tarfile
@@ -26,6 +25,7 @@ from PIL import Image
 
 from tests.support.archives import TAR_END, pax_record, tar_block, tar_member, tar_padded
 from tests.support.dataserver import DataServer
+from tests.support.full_disk import fill_volume, written
 from tests.support.media import make_tar, make_zip
 
 av: Any
@@ -249,41 +249,18 @@ def _zip_names(names: list[str]) -> bytes:
 # --- a full disk -----------------------------------------------------------------------------
 
 
-class _FullDisk:
-    """A file on a volume that takes a few bytes and then is full (`code`: ENOSPC, EDQUOT)."""
-
-    def __init__(self, real: Any, code: int) -> None:
-        self.real, self.code = real, code
-
-    def write(self, data: bytes) -> int:
-        self.real.write(data[:2])
-        raise OSError(self.code, os.strerror(self.code), self.real.name)
-
-    def __enter__(self) -> _FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.real.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
 def _disk_full(code: int, suffix: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
     """Every file written under the job's dataset folder whose name ends with `suffix` finds
     the volume full after two bytes: what the OS answers, at the call the product makes."""
 
     def patch(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        real_open = Path.open
-
-        def open_(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-            f = real_open(path, mode, *args, **kwargs)
-            writing = "w" in mode or "x" in mode
-            if writing and dataset in path.parents and path.name.endswith(suffix):
-                return _FullDisk(f, code)
-            return f
-
-        monkeypatch.setattr(Path, "open", open_)
+        fill_volume(
+            monkeypatch,
+            code,
+            lambda path, mode: (
+                written(mode) and dataset in path.parents and path.name.endswith(suffix)
+            ),
+        )
 
     return patch
 

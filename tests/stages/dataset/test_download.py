@@ -8,7 +8,6 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from stages.dataset.limits import DownloadLimits
 from stages.errors import DownloadFailed
 from tests.support.dataserver import DataServer
 from tests.support.fakehub import FakeHub
+from tests.support.full_disk import fill_volume, written
 from tests.support.media import make_zip
 
 FAST = DownloadLimits(attempts=3, retry_wait_s=0.0, connect_timeout_s=2, read_timeout_s=2)
@@ -211,34 +211,13 @@ def test_one_byte_per_range_request_stops_at_max_tries(srv: DataServer, tmp_path
 # --- a full disk --------------------------------------------------------------------------------
 
 
-class _FullDisk:
-    """A file whose writes fail as on a full volume (or an exhausted quota)."""
-
-    def __init__(self, code: int) -> None:
-        self.code = code
-
-    def __enter__(self) -> _FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def write(self, data: bytes) -> int:
-        raise OSError(self.code, os.strerror(self.code))
-
-
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
 def test_a_full_disk_is_a_download_failure(
     srv: DataServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
 ) -> None:
-    real_open = Path.open
-
-    def full_disk(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if self.name.endswith(".part") and "a" in mode:
-            return _FullDisk(code)
-        return real_open(self, mode, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", full_disk)
+    fill_volume(
+        monkeypatch, code, lambda path, mode: path.name.endswith(".part") and "a" in mode, 0
+    )
     message = _refused(srv.url + "/d.zip?sig=topsecret", tmp_path, FAST)
     assert "the volume is full" in message, message
     assert "free space, or use a smaller dataset" in message
@@ -285,14 +264,13 @@ def test_hf_dataset_that_fails_midway_is_removed(tmp_path: Path) -> None:
 def test_hf_dataset_on_a_full_disk_is_a_download_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_open = Path.open
-
-    def full_disk(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if self.name.endswith(".incomplete") and mode[0] in "wa":  # huggingface_hub's temp file
-            return _FullDisk(errno.ENOSPC)
-        return real_open(self, mode, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", full_disk)
+    # huggingface_hub's temp file
+    fill_volume(
+        monkeypatch,
+        errno.ENOSPC,
+        lambda path, mode: path.name.endswith(".incomplete") and written(mode),
+        0,
+    )
     with FakeHub() as hub:
         hub.add_repo("me/faces", {"set.zip": DATA}, repo_type="dataset")
         with pytest.raises(DownloadFailed) as exc:

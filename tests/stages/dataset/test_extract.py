@@ -11,7 +11,6 @@ import tarfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import IO, Any
 
 import pytest
 
@@ -26,6 +25,7 @@ from tests.support.archives import (
     tar_member,
     write_input,
 )
+from tests.support.full_disk import fill_volume, written
 from tests.support.media import make_zip
 
 
@@ -296,26 +296,6 @@ def test_unreadable_entry_datarefusal(tmp_path: Path, data: bytes) -> None:
 # --- a full disk ----------------------------------------------------------------------------
 
 
-class _FullDisk:
-    """A file that takes a few bytes and then finds the volume full."""
-
-    def __init__(self, real: IO[Any], code: int) -> None:
-        self.real, self.code = real, code
-
-    def write(self, data: bytes) -> int:
-        self.real.write(data[:2])
-        raise OSError(self.code, os.strerror(self.code), self.real.name)
-
-    def __enter__(self) -> _FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.real.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT], ids=["ENOSPC", "EDQUOT"])
 def test_full_disk_is_a_stage_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
@@ -324,15 +304,7 @@ def test_full_disk_is_a_stage_failure(
     dataset = tmp_path / "job" / "dataset"
     dataset.parent.mkdir()
     before = files_under(tmp_path)
-    real_open = Path.open
-
-    def open_(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        f = real_open(path, mode, *args, **kwargs)
-        if dataset in path.parents and ("w" in mode or "x" in mode):
-            return _FullDisk(f, code)
-        return f
-
-    monkeypatch.setattr(Path, "open", open_)
+    fill_volume(monkeypatch, code, lambda path, mode: dataset in path.parents and written(mode))
     with pytest.raises(StageFailed) as exc:
         extract_dataset([Source(archive, "dataset.images_url")], dataset)
     msg = str(exc.value)
