@@ -91,10 +91,13 @@ class FileLease:
         """Take the lease (new, expired, or already ours); raise LeaseHeld if someone else's."""
         self.dir.mkdir(parents=True, exist_ok=True)
         now = self._clock()
-        current = self.current()
+        # One listing decides both whether the lease is free and the token to claim: listing
+        # again could see a claim that landed meanwhile and take the next token past it.
+        tokens = self._tokens()
+        current = self._read(tokens[-1]) if tokens else None
         if current is not None and current.live(now) and current.owner != self.owner:
             raise LeaseHeld(self.job, current.owner, current.expires_at - now)
-        token = (current.token if current else max(self._tokens(), default=0)) + 1
+        token = (current.token if current else max(tokens, default=0)) + 1
         record = LeaseRecord(self.owner, token, now + self.ttl_s)
         tmp = self.dir / f".claim-{token}-{uuid.uuid4().hex}"
         write_new(tmp, json.dumps(record.__dict__).encode())

@@ -182,3 +182,27 @@ def test_a_failed_renewal_keeps_the_old_record_and_no_temp_file(
     monkeypatch.undo()
     assert sorted(p.name for p in (job_dir / "lease").iterdir()) == ["0000000001.json"]
     assert (job_dir / "lease" / "0000000001.json").read_text() == before
+
+
+def test_a_claim_racing_the_first_claim_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b finds no lease; a's claim lands before b claims: b must lose, not take the next token
+    past a's (two writers; a loaded machine once showed it in the test above)."""
+    a = FileLease(tmp_path / "job", owner="a", ttl_s=30)
+    b = FileLease(tmp_path / "job", owner="b", ttl_s=30)
+    real = FileLease._tokens
+    raced: list[bool] = []
+
+    def a_claims_right_after_b_looks(self: FileLease) -> list[int]:
+        found = real(self)
+        if self is b and not raced:
+            raced.append(True)
+            a.acquire()
+        return found
+
+    monkeypatch.setattr(FileLease, "_tokens", a_claims_right_after_b_looks)
+    with pytest.raises(LeaseHeld):
+        b.acquire()
+    assert a.token == 1
+    a.check()  # a still holds it
