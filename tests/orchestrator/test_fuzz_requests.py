@@ -220,10 +220,13 @@ def test_validate_fuzzed_bodies(tmp_path: Path) -> None:
     outcome = {"accepted": 0, "refused": 0}
     labels: dict[str, set[str]] = {g: set() for g in GROUPS}
 
+    # Derandomized: the class-coverage check below must not depend on the draw (one run here
+    # drew no malformed_host value); the sweep test covers every value anyway.
     @settings(
         max_examples=VALIDATE_EXAMPLES,
         deadline=None,
         database=None,
+        derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(bodies(), st.booleans())
