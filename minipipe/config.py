@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 DTYPES: Mapping[str, torch.dtype] = {
@@ -29,6 +31,7 @@ _TOP_KEYS = {
     "save_every_n_steps",
     "checkpoint_every_n_minutes",
     "checkpoint_every_n_epochs",
+    "max_steps",
     "activation_checkpointing",
     "save_dtype",
     "resume_from_checkpoint",
@@ -39,9 +42,20 @@ _TOP_KEYS = {
 _MODEL_KEYS = {"type", "path", "dtype"}
 _ADAPTER_KEYS = {"type", "rank", "dtype", "dropout", "init_from_existing"}
 _OPTIMIZER_KEYS = {"type", "lr", "betas", "weight_decay", "eps"}
-_DATASET_KEYS = {"resolutions", "enable_ar_bucket", "frame_buckets", "num_repeats", "directory"}
-_DATASET_KEYS |= {"skip_empty_caption", "caption_prefix"}
-_DIRECTORY_KEYS = {"path", "num_repeats", "skip_empty_caption", "caption_prefix"}
+# Bucket keys diffusion-pipe reads from a [[directory]] first, then from the dataset file.
+_BUCKET_KEYS = {
+    "resolutions",
+    "enable_ar_bucket",
+    "min_ar",
+    "max_ar",
+    "num_ar_buckets",
+    "ar_buckets",
+    "frame_buckets",
+}
+_DATASET_KEYS = {"num_repeats", "directory", "skip_empty_caption", "caption_prefix"}
+_DATASET_KEYS |= _BUCKET_KEYS
+_DIRECTORY_KEYS = {"path", "num_repeats", "skip_empty_caption", "caption_prefix", *_BUCKET_KEYS}
+ROUND_DECIMAL_DIGITS = 3  # diffusion-pipe rounds aspect ratios and resolutions to this
 
 
 class ConfigError(ValueError):
@@ -54,12 +68,16 @@ class DirectoryConfig:
     num_repeats: int
     skip_empty_caption: bool
     caption_prefix: str
+    # Deduplicated and sorted as diffusion-pipe's DirectoryDataset holds them; empty
+    # resolutions: the dataset's.
+    resolutions: tuple[float, ...] = ()
+    ars: tuple[float, ...] = (1.0,)  # the aspect-ratio buckets (1.0 alone: AR bucketing off)
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
     path: Path
-    resolutions: tuple[int, ...]
+    resolutions: tuple[float, ...]  # as given (side, or sqrt(w * h) of a pair), not deduplicated
     directories: tuple[DirectoryConfig, ...]
 
 
@@ -78,6 +96,7 @@ class TrainConfig:
     save_every_n_steps: int | None
     checkpoint_every_n_minutes: float | None
     checkpoint_every_n_epochs: int | None
+    max_steps: int | None  # train.py: checked after the end of the last epoch
     save_dtype: torch.dtype | None
     resume_from_checkpoint: bool | str | None
     model_path: Path
@@ -144,26 +163,75 @@ def _load_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} file {path} is not valid TOML: {exc}") from None
 
 
+def dedup_and_sort(values: Sequence[Any]) -> tuple[float, ...]:
+    """diffusion-pipe's dedup_and_sort: rounded to 3 decimals (numpy's rounding for numpy
+    floats, as there), unique, ascending."""
+    return tuple(sorted({float(round(x, ROUND_DECIMAL_DIGITS)) for x in values}))
+
+
+def _resolutions(raw: Any, where: str) -> list[float]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"'resolutions' in {where} must be a non-empty list")
+    resolutions: list[float] = []
+    for res in raw:
+        # [w, h] pairs are areas, as in diffusion-pipe: side = sqrt(w * h).
+        if isinstance(res, list) and len(res) == 2 and all(_is_number(v) for v in res):
+            resolutions.append(math.sqrt(res[0] * res[1]))
+        elif _is_number(res) and res > 0:
+            resolutions.append(float(res))
+        else:
+            raise ConfigError(f"bad entry {res!r} in 'resolutions' in {where}")
+    return resolutions
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _ars(entry: Mapping[str, Any], raw: Mapping[str, Any], where: str) -> tuple[float, ...]:
+    """The aspect-ratio buckets, as DirectoryDataset builds them: [1.0] without AR bucketing,
+    else `ar_buckets` (numbers or [w, h] pairs), else geomspace(min_ar, max_ar, num_ar_buckets).
+    The three are read from the dataset file (a directory may override them), and diffusion-pipe
+    fails with a KeyError where the dataset file lacks one."""
+    if not entry.get("enable_ar_bucket", raw.get("enable_ar_bucket", False)):
+        return (1.0,)
+    ars: list[float] = []
+    for ar in entry.get("ar_buckets", raw.get("ar_buckets")) or []:
+        if isinstance(ar, list) and len(ar) == 2 and all(_is_number(v) and v > 0 for v in ar):
+            ars.append(ar[0] / ar[1])
+        elif _is_number(ar) and ar > 0:
+            ars.append(float(ar))
+        else:
+            raise ConfigError(f"bad entry {ar!r} in 'ar_buckets' in {where}")
+    if not ars:
+        bounds = []
+        for key in ("min_ar", "max_ar"):
+            _require(raw, key, f"{where} (enable_ar_bucket needs min_ar, max_ar, num_ar_buckets)")
+            value = entry.get(key, raw[key])
+            if not _is_number(value) or value <= 0:
+                raise ConfigError(f"'{key}' in {where} must be a number > 0, got {value!r}")
+            bounds.append(float(value))
+        _require(raw, "num_ar_buckets", f"{where} (enable_ar_bucket needs num_ar_buckets)")
+        num = _positive_int(entry, "num_ar_buckets", where, raw["num_ar_buckets"])
+        return dedup_and_sort(list(np.geomspace(bounds[0], bounds[1], num=num)))
+    return dedup_and_sort(ars)
+
+
+def _frame_buckets(entry: Mapping[str, Any], raw: Mapping[str, Any], where: str) -> tuple[int, ...]:
+    """Frame buckets with 1 always added (diffusion-pipe keeps an image bucket), ascending."""
+    buckets = entry.get("frame_buckets", raw.get("frame_buckets", [1]))
+    if not isinstance(buckets, list) or not all(
+        isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in buckets
+    ):
+        raise ConfigError(f"'frame_buckets' in {where} must be a list of frame counts >= 1")
+    return tuple(sorted({*buckets, 1}))
+
+
 def load_dataset_config(path: Path) -> tuple[DatasetConfig, list[str]]:
     raw = _load_toml(path, "dataset")
     where = str(path)
     warnings = _warn_unknown(raw, _DATASET_KEYS, where)
-    resolutions_raw = _require(raw, "resolutions", where)
-    if not isinstance(resolutions_raw, list) or not resolutions_raw:
-        raise ConfigError(f"'resolutions' in {where} must be a non-empty list")
-    resolutions: list[int] = []
-    for res in resolutions_raw:
-        # [w, h] pairs are areas, as in diffusion-pipe: side = sqrt(w * h).
-        if isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) for v in res):
-            resolutions.append(round((res[0] * res[1]) ** 0.5))
-        elif isinstance(res, int) and not isinstance(res, bool) and res > 0:
-            resolutions.append(res)
-        else:
-            raise ConfigError(f"bad entry {res!r} in 'resolutions' in {where}")
-    if raw.get("enable_ar_bucket", False):
-        warnings.append("WARNING: minipipe trains square buckets only; enable_ar_bucket ignored")
-    if any(f != 1 for f in raw.get("frame_buckets", [1])):
-        warnings.append("WARNING: minipipe trains images only; frame_buckets ignored")
+    resolutions = _resolutions(_require(raw, "resolutions", where), where)
     dirs_raw = _require(raw, "directory", where)
     if not isinstance(dirs_raw, list) or not dirs_raw:
         raise ConfigError(f"'directory' in {where} must be a non-empty [[directory]] list")
@@ -174,6 +242,12 @@ def load_dataset_config(path: Path) -> tuple[DatasetConfig, list[str]]:
         dpath = Path(_typed(_require(entry, "path", dwhere), str, "path", dwhere))
         if not dpath.is_dir():
             raise ConfigError(f"'path' in {dwhere} is not a directory: {dpath}")
+        own = _resolutions(entry["resolutions"], dwhere) if "resolutions" in entry else resolutions
+        if _frame_buckets(entry, raw, dwhere) != (1,):
+            warnings.append(
+                f"WARNING: minipipe trains images only; videos in {dpath} are skipped, so "
+                "frame_buckets above 1 stay empty"
+            )
         directories.append(
             DirectoryConfig(
                 path=dpath,
@@ -182,6 +256,8 @@ def load_dataset_config(path: Path) -> tuple[DatasetConfig, list[str]]:
                     entry.get("skip_empty_caption", raw.get("skip_empty_caption", True))
                 ),
                 caption_prefix=str(entry.get("caption_prefix", raw.get("caption_prefix", ""))),
+                resolutions=dedup_and_sort(own),
+                ars=_ars(entry, raw, dwhere),
             )
         )
     cfg = DatasetConfig(path=path, resolutions=tuple(resolutions), directories=tuple(directories))
@@ -262,6 +338,7 @@ def _schedule(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
         "save_every_n_steps": save_n_steps,
         "checkpoint_every_n_minutes": minutes,
         "checkpoint_every_n_epochs": _optional_int(raw, "checkpoint_every_n_epochs", where),
+        "max_steps": _optional_int(raw, "max_steps", where),
     }
 
 

@@ -7,7 +7,9 @@ import io
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -26,6 +28,14 @@ SEED = 42
 # Seconds to sleep per step: lets tests and local demos act mid-run (kill, `save_quit`) as they
 # would against a GPU run whose steps take seconds.
 STEP_SLEEP_ENV = "MINIPIPE_STEP_SLEEP"
+# Seconds of start-up before the run folder exists (diffusion-pipe caches the dataset and loads
+# the model first), so that tests can stop a run in that window.
+STARTUP_SLEEP_ENV = "MINIPIPE_STARTUP_SLEEP"
+# `epochN`/`stepN`: SIGKILL this process during that save, after `tmp/` was made.
+DIE_IN_SAVE_ENV = "MINIPIPE_DIE_IN_SAVE"
+# Set: an exception while caching text embeddings, whose traceback is printed while the trainer
+# goes on waiting for the cache, as diffusion-pipe does (it never exits).
+HANG_IN_CACHING_ENV = "MINIPIPE_HANG_IN_CACHING"
 LAYER_FILE = "layer_00-model_states.pt"
 STATES_FILE = "mp_rank_00_model_states.pt"
 
@@ -53,12 +63,12 @@ def _noise_schedule(steps: int) -> torch.Tensor:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: TrainConfig) -> None:
         # peft pulls in transformers (seconds); import only once the config is known good.
         from peft import LoraConfig, inject_adapter_in_model  # noqa: PLC0415
 
         self.cfg = cfg
-        self.run_dir = run_dir
+        self.run_dir = cfg.output_dir  # set by main once the run folder exists, as there
         torch.manual_seed(SEED)
         self.model: TinyModel = load_tiny_model(cfg.model_path, cfg.model_dtype)
         self.model.requires_grad_(False)
@@ -172,24 +182,25 @@ class Trainer:
             own[name].data.copy_(value)
 
     def save_model(self, name: str) -> None:
-        """`<run_dir>/<name>/` with adapter files; built in `<name>/tmp/` and moved in, the
-        safetensors file last, so its presence means the folder is complete."""
+        """`<run_dir>/<name>/` as diffusion-pipe's saver.save_adapter writes it: `tmp/` made with
+        `exist_ok=False` (a leftover from a killed save makes this raise FileExistsError, as
+        there), the state dict staged in it, the adapter files written in place, then `tmp/`
+        removed. A folder that still holds `tmp/` is an unfinished save."""
         log(f"Saving model to directory {name}")
         folder = self.run_dir / name
         tmp = folder / "tmp"
-        if tmp.exists():
-            log(f"WARNING: removing leftover {tmp} from an interrupted save")
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        os.makedirs(tmp, exist_ok=False)
         state = self.lora_state_dict()
         if self.cfg.save_dtype is not None:
             state = {k: v.to(self.cfg.save_dtype) for k, v in state.items()}
-        self.lora_config.save_pretrained(str(tmp))
-        shutil.copy2(self.cfg.path, tmp / self.cfg.path.name)
-        save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-        for entry in sorted(tmp.iterdir(), key=lambda p: p.name == "adapter_model.safetensors"):
-            os.replace(entry, folder / entry.name)
-        tmp.rmdir()
+        torch.save(state, tmp / "state_dict_0.bin")
+        if os.environ.get(DIE_IN_SAVE_ENV) == name:  # a worker killed mid-save, on request
+            os.kill(os.getpid(), signal.SIGKILL)
+        state = torch.load(tmp / "state_dict_0.bin", weights_only=True)
+        self.lora_config.save_pretrained(str(folder))
+        save_file(state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+        shutil.copy(self.cfg.path, folder)
+        shutil.rmtree(tmp)
 
     def save_checkpoint(self, step: int, epoch: int, position: int, examples: int) -> None:
         """`global_step<step>/` written under a temporary name, renamed, then `latest`."""
@@ -241,19 +252,20 @@ class Trainer:
 
     def _process_step(
         self, step: int, epoch: int, position: int, examples: int, checkpointed: bool
-    ) -> tuple[bool, bool]:
-        """Step saves, the minutes timer and the user's signal files, as diffusion-pipe's
-        saver.process_step. Returns (checkpointed, quit)."""
+    ) -> tuple[bool, bool, bool]:
+        """The user's signal files, step saves and the minutes timer, as diffusion-pipe's
+        saver.process_step. Returns (checkpointed, saved, quit)."""
         cfg = self.cfg
-        if cfg.save_every_n_steps and step % cfg.save_every_n_steps == 0:
-            self.save_model(f"step{step}")
-        manual_save = manual_quit = False
-        if (self.run_dir / "save").exists():
+        manual_save = manual_quit = saved = False
+        if (self.run_dir / "save").is_file():
             manual_save = True
             (self.run_dir / "save").unlink()
-        elif (self.run_dir / "save_quit").exists():
+        elif (self.run_dir / "save_quit").is_file():
             manual_save = manual_quit = True
             (self.run_dir / "save_quit").unlink()
+        if cfg.save_every_n_steps and step % cfg.save_every_n_steps == 0:
+            self.save_model(f"step{step}")
+            saved = True
         timed = False
         if cfg.checkpoint_every_n_minutes is not None:
             now = time.monotonic()
@@ -261,12 +273,17 @@ class Trainer:
                 self.last_checkpoint = now  # the timer starts at the first check, as there
             elif now - self.last_checkpoint >= cfg.checkpoint_every_n_minutes * 60:
                 timed = True
+        checkpointed_now = False
         if (timed or manual_save) and not checkpointed:
             self.save_checkpoint(step, epoch, position, examples)
-            checkpointed = True
-        return checkpointed, manual_quit
+            checkpointed_now = True
+        return checkpointed_now, saved, manual_quit
 
     def run(self, resume: bool) -> int:
+        """diffusion-pipe's loop (train.py): the end of the last epoch is checked before
+        `max_steps`, and the run's last save is whichever ended it. Resumed from the final
+        checkpoint (its loader state is the epoch after the last), it trains one more epoch,
+        as diffusion-pipe does."""
         cfg = self.cfg
         per_epoch = self.order.steps_per_epoch
         step, epoch, position, examples = 1, 1, 0, 0
@@ -274,10 +291,9 @@ class Trainer:
             last_step, epoch, position, examples = self.load_checkpoint()
             step = last_step + 1
             log(f"Resuming training from checkpoint. Resuming at epoch: {epoch}, step: {step}")
-        checkpointed = saved_final = False
         batches = self.order.epoch_batches(epoch)
         step_sleep = float(os.environ.get(STEP_SLEEP_ENV, "0"))
-        while epoch <= cfg.epochs:
+        while True:
             time.sleep(step_sleep)
             start = time.perf_counter()
             batch = batches[position]
@@ -291,34 +307,34 @@ class Trainer:
                 f"steps: {step} loss: {loss:0.4f} iter time (s): {elapsed:0.3f} "
                 f"samples/sec: {batch.size / elapsed:0.3f}"
             )
-            checkpointed = False
-            if position == per_epoch:  # process_epoch: the epoch just finished
+            checkpointed = saved = False
+            if position == per_epoch:  # saver.process_epoch: the epoch just finished
                 if cfg.checkpoint_every_n_epochs and epoch % cfg.checkpoint_every_n_epochs == 0:
                     self.save_checkpoint(step, epoch + 1, 0, examples)
                     checkpointed = True
                 if cfg.save_every_n_epochs and epoch % cfg.save_every_n_epochs == 0:
                     self.save_model(f"epoch{epoch}")
-                    saved_final = epoch == cfg.epochs
-                epoch, position = epoch + 1, 0
-                if epoch > cfg.epochs:
+                    saved = True
+                if epoch + 1 > cfg.epochs:
+                    final, epoch, position = f"epoch{epoch}", epoch + 1, 0
                     break
+                epoch, position = epoch + 1, 0
                 batches = self.order.epoch_batches(epoch)
                 log(f"Started new epoch: {epoch}")
-            checkpointed, quit_now = self._process_step(
+            checkpointed, saved, quit_now = self._process_step(
                 step, epoch, position, examples, checkpointed
             )
             if quit_now:
                 log("Manually quitting")
                 return 0
+            if cfg.max_steps and step >= cfg.max_steps:
+                final = f"step{step}"
+                break
             step += 1
-        else:
-            # Resumed from a checkpoint taken after the last step: nothing left to train.
-            checkpointed = True
-            step -= 1
         if not checkpointed:
             self.save_checkpoint(step, epoch, position, examples)
-        if not saved_final and not (self.run_dir / f"epoch{cfg.epochs}").is_dir():
-            self.save_model(f"epoch{cfg.epochs}")
+        if not saved:
+            self.save_model(final)
         log("TRAINING COMPLETE!")
         return 0
 
@@ -342,6 +358,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for warning in warnings:
         log(warning)
+    if len(cfg.dataset.resolutions) > 3:
+        log("WARNING: more than 3 resolutions; diffusion-pipe refuses to train (exit 0)")
+        return 0
+    _cache(float(os.environ.get(STARTUP_SLEEP_ENV, "0")))
+    trainer = Trainer(cfg)
+    # diffusion-pipe makes the run folder only after caching and loading the model (train.py).
     resume = args.resume_from_checkpoint
     if resume is None:
         resume = cfg.resume_from_checkpoint
@@ -355,8 +377,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(cfg.path, run_dir / cfg.path.name)
         shutil.copy2(cfg.dataset.path, run_dir / cfg.dataset.path.name)
-    if len(cfg.dataset.resolutions) > 3:
-        log("WARNING: more than 3 resolutions; diffusion-pipe refuses to train (exit 0)")
-        return 0
-    trainer = Trainer(cfg, run_dir)
+    trainer.run_dir = run_dir
     return trainer.run(resume=bool(resume))
+
+
+def _cache(seconds: float) -> None:
+    """The caching phase: `seconds` long; on request it fails the way diffusion-pipe's does."""
+    time.sleep(seconds)
+    if os.environ.get(HANG_IN_CACHING_ENV):
+
+        def encode() -> None:
+            raise RuntimeError("text encoder failed while caching embeddings")
+
+        worker = threading.Thread(target=encode, name="cache-text-embeddings")
+        worker.start()  # its traceback is printed; nothing ever fills the cache
+        worker.join()
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

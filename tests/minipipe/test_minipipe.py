@@ -373,7 +373,7 @@ def test_an_unusable_image_is_skipped_with_diffusion_pipes_warning(
     )
     lines: list[str] = []
     buckets = load_items(cfg, lines.append)
-    assert [item.caption for item in buckets[32]] == ["good 0", "good 1"]
+    assert [item.caption for item in buckets[1.0, 32, 32, 1]] == ["good 0", "good 1"]
     assert [line for line in lines if error in line] == lines
     assert len(_skip_lines("\n".join(lines), bad)) == 1
 
