@@ -22,9 +22,11 @@ from orchestrator.request import TrainingRequest, effective_training
 from orchestrator.request.schema import S3Output
 from orchestrator.settings import Settings
 from stages.captions.inputs import CaptionInputs
+from stages.dataset.buckets import AspectBuckets
 from stages.dataset.inputs import DatasetInputs, DatasetRules, DatasetSource
 from stages.publish.inputs import Destination, HubDestination, PublishSpec, S3Destination
-from stages.training.config import JobPaths, TrainerSpec
+from stages.training.command import visible_gpus
+from stages.training.config import AR_BUCKETS, JobPaths, TrainerSpec
 from stages.weights.sources import Source
 
 CAPTIONED_TYPES = frozenset({"images", "videos", "both"})
@@ -47,6 +49,7 @@ class JobPlan:
     trainer: TrainerSpec
     publish: PublishSpec
     shown_request: dict[str, Any]  # the request as kept on the volume: masked and redacted
+    keep_checkpoints: int  # complete checkpoints the training stage keeps per run folder
 
     @property
     def hub_token(self) -> str | None:
@@ -55,11 +58,15 @@ class JobPlan:
         return token.get_secret_value() if token is not None else None
 
 
-def plan_job(request: TrainingRequest, settings: Settings, job_id: str) -> JobPlan:
+def plan_job(
+    request: TrainingRequest, settings: Settings, job_id: str, *, num_gpus: int | None = None
+) -> JobPlan:
+    """`num_gpus`: the GPUs the trainer will use (None: this worker's, `training_gpus`)."""
     training = effective_training(request)
     secrets = tuple(request.secret_values())
     shown = Redactor(secrets).data(request.masked(training))
     trainer = trainer_spec(request, training)
+    gpus = training_gpus(request.model.model_type) if num_gpus is None else num_gpus
     return JobPlan(
         job_id=job_id,
         request=request,
@@ -68,17 +75,36 @@ def plan_job(request: TrainingRequest, settings: Settings, job_id: str) -> JobPl
         secrets=secrets,
         job_dir=job_path(settings.root, job_id),
         paths=JobPaths.for_job(settings.root, job_id),
-        dataset=replace(dataset_inputs(request, training, settings), trainer=trainer),
+        dataset=replace(dataset_inputs(request, training, settings, gpus), trainer=trainer),
         captions=caption_inputs(request),
         weights=request.model.sources(),
         trainer=trainer,
         publish=publish_spec(request, training),
         shown_request=shown,
+        keep_checkpoints=keep_checkpoints(request, settings),
     )
 
 
-def dataset_rules(request: TrainingRequest, training: Mapping[str, Any]) -> DatasetRules:
+def keep_checkpoints(request: TrainingRequest, settings: Settings) -> int:
+    """The request's `training.keep_checkpoints`, else the worker's DPS_KEEP_CHECKPOINTS."""
+    asked = request.training.keep_checkpoints
+    return asked if asked is not None else settings.keep_checkpoints
+
+
+def training_gpus(model_type: str) -> int:
+    """The GPUs the trainer runs on: minipipe (`tiny`) is one process; diffusion-pipe gets
+    `--num_gpus` from the same count (`stages.training.command`). At least 1: with none the
+    launch fails with its own message."""
+    return 1 if model_type == "tiny" else max(1, visible_gpus())
+
+
+def dataset_rules(
+    request: TrainingRequest, training: Mapping[str, Any], num_gpus: int = 1
+) -> DatasetRules:
+    """The report's rules; its buckets are the ones the renderer writes (`AR_BUCKETS`)."""
     spec = request.dataset
+    image_micro = training.get("image_micro_batch_size_per_gpu")
+    stages = training.get("pipeline_stages", 1)
     return DatasetRules(
         model=request.model.info,
         dataset_type=spec.type,
@@ -91,11 +117,24 @@ def dataset_rules(request: TrainingRequest, training: Mapping[str, Any]) -> Data
         gradient_accumulation_steps=int(training["gradient_accumulation_steps"]),
         epochs=int(training["epochs"]),
         video_clip_mode=str(training.get("video_clip_mode")),
+        aspect=AspectBuckets(
+            enabled=bool(AR_BUCKETS["enable_ar_bucket"]),
+            min_ar=float(AR_BUCKETS["min_ar"]),
+            max_ar=float(AR_BUCKETS["max_ar"]),
+            count=int(AR_BUCKETS["num_ar_buckets"]),
+        ),
+        image_batch_size=image_micro if _positive_int(image_micro) else None,
+        num_gpus=num_gpus,
+        pipeline_stages=stages if _positive_int(stages) else 1,
     )
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def dataset_inputs(
-    request: TrainingRequest, training: Mapping[str, Any], settings: Settings
+    request: TrainingRequest, training: Mapping[str, Any], settings: Settings, num_gpus: int = 1
 ) -> DatasetInputs:
     spec = request.dataset
     sources = tuple(
@@ -105,7 +144,7 @@ def dataset_inputs(
     )
     return DatasetInputs(
         sources=sources,
-        rules=dataset_rules(request, training),
+        rules=dataset_rules(request, training, num_gpus),
         hub_token=request.hf_download_token(),
         hub_endpoint=settings.hub_endpoint,
         download_limits=replace(settings.download_limits, addresses=settings.addresses),

@@ -2,8 +2,9 @@
 what diffusion-pipe will train on predicted (reference/diffusion-pipe.md §3): media without a
 caption (`skip_empty_caption` defaults to true), undecodable files, videos shorter than the
 smallest frame bucket above 1 at the model's frame rate, images given to a video-only model,
-animated WebP/GIF. Steps per epoch are counted the way diffusion-pipe does, per directory:
-`floor(count x repeats / global batch)`. `build_report` returns the `report.DatasetReport`.
+animated WebP/GIF. Steps per epoch are counted the way diffusion-pipe does, per size bucket
+(`buckets`), and the items its trimming drops are a warning. `build_report` returns the
+`report.DatasetReport`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stages.captions.text import has_trigger
+from stages.dataset.buckets import Bucket, Member, size_buckets
 from stages.dataset.folder import CAPTION_EXT, IMAGE_EXTS, VIDEO_EXTS, iter_media
 from stages.dataset.inputs import DatasetRules
 from stages.dataset.probe import ImageProbe, VideoProbe, load_av, probe_image, probe_video
@@ -66,6 +68,8 @@ class _Tally:
     frames: list[float] = field(default_factory=list)
     fps: list[float] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)  # what the trainer buckets
+    guessed: int = 0  # usable videos bucketed without their frames or size (not probed)
 
     def add(self, key: str, name: str) -> None:
         self.problems.setdefault(key, []).append(name)
@@ -108,6 +112,7 @@ class _Tally:
             self.add("unused_images", img.name)
         elif captioned:
             self.usable_images += 1
+            self.members.append(Member(img.name, *img.size, 1, self.rules.image_repeats))
 
     def video(self, path: Path, vid: VideoProbe) -> None:
         captioned = self.caption_of(path, self.rules.captions_videos)
@@ -134,7 +139,10 @@ class _Tally:
             return
         if captioned:
             self.usable_videos += 1
-            self.clips += _clip_count(vid, self.rules)
+            members = _video_members(vid, seen, self.rules)
+            self.clips += len(members)
+            self.members += members
+            self.guessed += vid.size is None or seen is None
 
 
 def _min_frames(rules: DatasetRules) -> int | None:
@@ -179,15 +187,17 @@ def _probe(
     return images, videos, notes
 
 
-def _steps(tally: _Tally, rules: DatasetRules) -> tuple[int, int]:
-    """(global batch, steps per epoch), counted per directory as diffusion-pipe does."""
-    global_batch = rules.batch_size * rules.gradient_accumulation_steps
-    steps = 0
-    if rules.model.trains_images:
-        steps += tally.usable_images * rules.image_repeats // global_batch
-    if rules.model.trains_videos:
-        steps += tally.clips * rules.video_repeats // global_batch
-    return global_batch, steps
+def _buckets(tally: _Tally, rules: DatasetRules) -> list[Bucket]:
+    return size_buckets(
+        tally.members, aspect=rules.aspect, frame_buckets=rules.frame_buckets, batch=rules.batch
+    )
+
+
+def _bucket_problems(buckets: Sequence[Bucket], tally: _Tally) -> None:
+    """The items the per-bucket trimming drops, as one warning naming the buckets."""
+    for bucket in buckets:
+        if bucket.dropped:
+            tally.add("bucket_dropped", bucket.describe())
 
 
 def build_report(
@@ -207,7 +217,15 @@ def build_report(
         tally.image(path, img)
     for path, vid in zip(video_paths, videos, strict=True):
         tally.video(path, vid)
-    global_batch, steps = _steps(tally, rules)  # no steps: `DatasetReport.fatal` says so
+    buckets = _buckets(tally, rules)
+    _bucket_problems(buckets, tally)
+    steps = sum(b.steps for b in buckets)  # no steps: `DatasetReport.fatal` says so
+    dropped = sum(b.dropped for b in buckets)
+    if tally.guessed:
+        notes.append(
+            f"{tally.guessed} video(s) without a measured size or frame count: the step count "
+            "takes each as square and in the smallest frame bucket"
+        )
     return DatasetReport(
         model_type=rules.model.model_type,
         dataset_type=rules.dataset_type,
@@ -221,27 +239,45 @@ def build_report(
         captions_not_utf8=tally.captions["not_utf8"],
         captions_with_trigger=tally.with_trigger,
         skipped_no_caption=tally.skipped,
-        problems={k: (len(v), tuple(v[:EXAMPLES])) for k, v in tally.problems.items()},
+        problems={
+            k: (dropped if k == "bucket_dropped" else len(v), tuple(v[:EXAMPLES]))
+            for k, v in tally.problems.items()
+        },
         width=Spread.of(tally.widths),
         height=Spread.of(tally.heights),
         aspect_buckets=dict(sorted(tally.aspects.items())),
         frames=Spread.of(tally.frames),
         fps=Spread.of(tally.fps),
         duration_s=Spread.of(tally.durations),
-        global_batch=global_batch,
+        global_batch=rules.batch.default_global_batch,
         epochs=rules.epochs,
         steps_per_epoch=steps,
         total_steps=steps * rules.epochs,
         notes=tuple(notes),
         video_clips=tally.clips,
+        num_gpus=rules.num_gpus,
+        data_parallel=rules.data_parallel,
+        buckets=tuple(buckets),
+        dropped_items=dropped,
     )
 
 
-def _clip_count(vid: VideoProbe, rules: DatasetRules) -> int:
-    """Training items one usable video gives: 1, or its overlapping clips (training.clips)."""
+def _video_members(vid: VideoProbe, seen: int | None, rules: DatasetRules) -> list[Member]:
+    """What one usable video trains as: itself, or its overlapping clips (training.clips), each
+    with its frame count at the model's rate. Unprobed: square, in the smallest frame bucket."""
+    width, height = vid.size or (1, 1)
+    repeats = rules.video_repeats
     model_fps = rules.model.video_fps
+    if seen is None:
+        seen = _min_frames(rules) or 1
     if rules.video_clip_mode != "multiple_overlapping" or not (
         vid.frames and vid.fps and model_fps
     ):
-        return 1
-    return max(1, len(plan_clips(vid.frames, vid.fps, model_fps, rules.frame_buckets)))
+        return [Member(vid.name, width, height, seen, repeats)]
+    clips = plan_clips(vid.frames, vid.fps, model_fps, rules.frame_buckets)
+    if len(clips) <= 1:  # the video is used as it is
+        return [Member(vid.name, width, height, seen, repeats)]
+    return [
+        Member(f"{vid.name}#{i}", width, height, model_frames(c.count, vid.fps, model_fps), repeats)
+        for i, c in enumerate(clips)
+    ]

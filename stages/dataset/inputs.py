@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
+from stages.dataset.buckets import AspectBuckets, BatchRule
 from stages.dataset.limits import DownloadLimits, ExtractLimits
 from stages.model_info import ModelInfo
 from stages.training.config import TrainerSpec
@@ -28,6 +29,27 @@ class DatasetRules:
     gradient_accumulation_steps: int = 1
     epochs: int = 1
     video_clip_mode: str = "single_middle"
+    # What diffusion-pipe buckets and batches with: the dataset config's aspect-ratio keys,
+    # `image_micro_batch_size_per_gpu` when the request sets one, and the GPUs the worker
+    # trains on, of which `pipeline_stages` make one data-parallel rank.
+    aspect: AspectBuckets = field(default_factory=AspectBuckets)
+    image_batch_size: int | None = None
+    num_gpus: int = 1
+    pipeline_stages: int = 1
+
+    @property
+    def data_parallel(self) -> int:
+        """diffusion-pipe's data-parallel world size: GPUs / pipeline_stages."""
+        return max(1, self.num_gpus // max(1, self.pipeline_stages))
+
+    @property
+    def batch(self) -> BatchRule:
+        return BatchRule(
+            batch_size=self.batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            data_parallel=self.data_parallel,
+            image_batch_size=self.image_batch_size,
+        )
 
     @property
     def captions_images(self) -> bool:

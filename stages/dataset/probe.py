@@ -55,6 +55,7 @@ class VideoProbe:
     fps: float | None = None
     duration: float | None = None
     problem: str | None = None
+    size: tuple[int, int] | None = None  # (width, height): its aspect-ratio bucket
 
 
 def load_av() -> Any:
@@ -83,6 +84,8 @@ def probe_video(path: Path, av: Any) -> VideoProbe:
                 frames = sum(1 for p in container.demux(stream) if p.size)
             if duration is None and fps:
                 duration = frames / fps
-            return VideoProbe(path.name, frames, fps, duration)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            size = (int(width), int(height)) if width and height else None
+            return VideoProbe(path.name, frames, fps, duration, size=size)
     except Exception:  # PyAV raises many error types for broken files
         return VideoProbe(path.name, problem="corrupt_videos")

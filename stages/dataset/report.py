@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stages.dataset.buckets import Bucket
+
 EXAMPLES = 20
 NO_MEDIA = (
     "No images/videos found in the dataset: ensure your zip file contains actual media files "
@@ -59,6 +61,14 @@ PROBLEMS: Mapping[str, tuple[str, str]] = {
         "caption is not UTF-8 text; diffusion-pipe would crash reading it; save it as UTF-8",
     ),
     "small_images": ("warning", "smaller than the training resolution; they are upscaled"),
+    "bucket_dropped": (
+        "warning",
+        "training items (media x repeats) diffusion-pipe leaves out of every epoch: it trims "
+        "each size bucket (aspect ratio and frame count) to a multiple of the global batch and "
+        "drops a bucket smaller than that whole; lower training.batch_size or "
+        "training.gradient_accumulation_steps, raise dataset.image_repeats/video_repeats, or "
+        "crop the media to fewer aspect ratios",
+    ),
 }
 
 
@@ -109,6 +119,10 @@ class DatasetReport:
     total_steps: int = 0
     notes: tuple[str, ...] = ()
     video_clips: int = 0  # training items from the usable videos (more with multiple_overlapping)
+    num_gpus: int = 1  # the GPUs the worker trains on
+    data_parallel: int = 1  # diffusion-pipe's data-parallel world size (GPUs / pipeline_stages)
+    buckets: tuple[Bucket, ...] = ()  # the size buckets the steps are counted over
+    dropped_items: int = 0  # items per epoch the per-bucket trimming leaves out
 
     def fatal(self) -> list[str]:
         """Messages for the problems that must stop the job now."""
@@ -127,11 +141,14 @@ class DatasetReport:
                 count, names = self.problems[key]
                 out.append(f"{count} file(s) {meaning}: {_few(names)}")
         if self.usable_images + self.usable_videos and not self.steps_per_epoch:
+            gpus = f" on {self.data_parallel} GPUs" if self.data_parallel > 1 else ""
             out.append(
-                f"training.batch_size: 0 steps per epoch: the global batch ({self.global_batch}) "
-                "is larger than the dataset, so diffusion-pipe would drop every bucket; lower "
-                "training.batch_size or training.gradient_accumulation_steps, or raise "
-                "dataset.image_repeats/video_repeats"
+                f"training.batch_size: 0 steps per epoch: every size bucket (aspect ratio and "
+                f"frame count) holds fewer items than the global batch ({self.global_batch}"
+                f'{gpus}), so diffusion-pipe would drop them all ("Processed dataset was '
+                'empty"); lower training.batch_size or training.gradient_accumulation_steps, '
+                "raise dataset.image_repeats/video_repeats, or crop the media to fewer aspect "
+                "ratios"
             )
         return out
 
@@ -166,6 +183,10 @@ class DatasetReport:
             "epochs": self.epochs,
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps,
+            "num_gpus": self.num_gpus,
+            "data_parallel": self.data_parallel,
+            "dropped_items": self.dropped_items,
+            "buckets": [b.as_dict() for b in self.buckets],
         }
         for name in ("width", "height", "frames", "fps", "duration_s"):
             spread = getattr(self, name)

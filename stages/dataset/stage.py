@@ -58,6 +58,7 @@ class Dataset(Stage):
             "captions_missing": report.captions_missing,
             "steps_per_epoch": report.steps_per_epoch,
             "total_steps": report.total_steps,
+            "data_parallel": report.data_parallel,  # the batch check at training uses it too
             "files": [f"dataset/{COMPLETE_MARKER}", "dataset/images", "dataset/videos"],
         }
 
@@ -71,6 +72,7 @@ class Dataset(Stage):
                 self.inputs.trainer,
                 image_count=report.usable_images,
                 video_count=report.video_clips,
+                num_gpus=report.data_parallel,
             )
         except ConfigError as exc:
             raise StageFailed(str(exc)) from None
