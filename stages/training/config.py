@@ -23,7 +23,7 @@ from events.atomic import write_atomic
 from events.store import job_path
 from stages.errors import ConfigError
 from stages.model_info import ModelInfo
-from stages.training.model_table import model_table
+from stages.training.model_table import model_key, model_table
 from stages.training.owned_keys import (
     OWNED_ADAPTER,
     OWNED_MODEL,
@@ -224,10 +224,19 @@ def render_main(spec: TrainerSpec, paths: JobPaths) -> dict[str, Any]:
         ("adapter", _adapter(eff), OWNED_ADAPTER),
         ("optimizer", _optimizer(eff), OWNED_OPTIMIZER),
     ):
+        given: dict[str, str] = {}  # rendered key -> the request's key
         for key, value in (eff.get(name) or {}).items():
             if key in owned:
                 raise ConfigError(f"training.{name}.{key}", _owned_reason(key, owned))
-            table[key] = value
+            dp_key = model_key(spec.model.diffusion_pipe_type, key) if name == "model" else key
+            if dp_key in given:  # transformer_dtype and diffusion_model_dtype, both given
+                raise ConfigError(
+                    f"training.{name}.{key}",
+                    f'"{key}" and "{given[dp_key]}" both set {spec.model.display_name}\'s '
+                    f'"{dp_key}"; give one',
+                )
+            given[dp_key] = key
+            table[dp_key] = value
         main[name] = table
     return main
 

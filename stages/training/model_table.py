@@ -30,6 +30,28 @@ def fill(value: Any, models_root: str) -> Any:
     return value
 
 
+# The `[model]` key that holds the diffusion model's own dtype (e.g. "float8") differs by model
+# family: flux, wan and qwen_image read `transformer_dtype`; ComfyUI-based models (z_image) read
+# `diffusion_model_dtype` (models/base.py:664) and would silently ignore `transformer_dtype`.
+TRANSFORMER_DTYPE = "transformer_dtype"
+DIFFUSION_MODEL_DTYPE = "diffusion_model_dtype"
+_DTYPE_KEYS = frozenset({TRANSFORMER_DTYPE, DIFFUSION_MODEL_DTYPE})
+_READS: dict[str, str] = {
+    "flux": TRANSFORMER_DTYPE,
+    "wan": TRANSFORMER_DTYPE,
+    "qwen_image": TRANSFORMER_DTYPE,
+    "z_image": DIFFUSION_MODEL_DTYPE,
+}
+
+
+def model_key(diffusion_pipe_type: str, key: str) -> str:
+    """The `[model]` key diffusion-pipe reads for a request's `training.model` key: either
+    spelling of the diffusion model's dtype becomes the one this model type reads."""
+    if key in _DTYPE_KEYS:
+        return _READS.get(diffusion_pipe_type, key)
+    return key
+
+
 def model_table(
     diffusion_pipe_type: str, template: Mapping[str, Any], models_root: str
 ) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 (symlinks, no request), else from the Hub with `huggingface_hub` into a staging folder, file by
 file, each moved into place as it lands; files already in `dest` with the right size are kept.
 Network errors and 5xx are retried; a refusal (gated, not found, 401/403) says what to do.
+An `hf_cache` source lands as a Hugging Face cache entry (plain files under
+`snapshots/<commit>/`, the layout huggingface_hub itself writes where symlinks are unsupported,
+then `refs/<revision>`), so the trainer resolves it by repo id with the Hub offline.
 """
 
 from __future__ import annotations
@@ -42,11 +45,11 @@ def place(staging: Path, dest: Path, moves: Iterable[tuple[str, str]]) -> None:
         os.replace(staging / staged, final)
 
 
-def _targets(spec: HubFiles, paths: Sequence[str]) -> dict[str, str]:
+def _targets(spec: HubFiles, paths: Sequence[str], commit: str) -> dict[str, str]:
     """repo path -> dest-relative name; flattening must not merge two files into one."""
     out: dict[str, str] = {}
     for path in paths:
-        name = spec.target(path)
+        name = spec.target(path, commit)
         if name in out.values():
             raise StageFailed(f"{spec.repo_id}: flattening gives two files the name {name!r}")
         out[path] = name
@@ -86,14 +89,26 @@ def _link_from_cache(
     repo_dir = options.hf_cache_dir / f"models--{spec.repo_id.replace('/', '--')}"
     ref = repo_dir / "refs" / spec.revision
     sha = ref.read_text().strip() if ref.is_file() else spec.revision
-    targets = _targets(spec, paths)
+    targets = _targets(spec, paths, sha)
     for path, name in targets.items():
         link = staging / "linked" / name
         link.parent.mkdir(parents=True, exist_ok=True)
         # Link to the blob itself: snapshot entries are relative symlinks into ../../blobs.
         link.symlink_to(os.path.realpath(repo_dir / "snapshots" / sha / path))
     place(staging / "linked", dest, ((n, n) for n in targets.values()))
-    return list(targets.values())
+    return list(targets.values()) + _write_ref(spec, sha, staging, dest)
+
+
+def _write_ref(spec: HubFiles, sha: str, staging: Path, dest: Path) -> list[str]:
+    """For a Hugging Face cache download, `refs/<revision>` naming the commit (as
+    huggingface_hub writes it, no newline), placed last; returns its name, or nothing."""
+    if not spec.hf_cache:
+        return []
+    staged = staging / ".ref" / spec.revision
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_text(sha, encoding="ascii")
+    place(staging, dest, [(staged.relative_to(staging).as_posix(), spec.ref)])
+    return [spec.ref]
 
 
 class _Retryable(Exception):
@@ -206,7 +221,7 @@ def _download(
         tracker.say(f"listing {spec.repo_id}")
         sha, listing = _listing(api, spec)
         wanted = _select(spec, listing)
-        targets = _targets(spec, wanted)
+        targets = _targets(spec, wanted, sha)
         todo = [p for p in wanted if not _same_size(dest / targets[p], listing[p])]
         tracker.expect(sum(listing[p] for p in todo))
         tracker.add(0)
@@ -224,7 +239,7 @@ def _download(
                 tqdm_class=bar,
             )
             place(staging, dest, [(path, targets[path])])
-        return [targets[p] for p in wanted]
+        return [targets[p] for p in wanted] + _write_ref(spec, sha, staging, dest)
 
 
 def _select(spec: HubFiles, listing: Mapping[str, int]) -> list[str]:

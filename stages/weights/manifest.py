@@ -23,7 +23,7 @@ def _fingerprint(sources: Iterable[Source]) -> list[str]:
 
 
 def _spec_dict(spec: HubFiles) -> dict[str, Any]:
-    return {
+    spec_dict: dict[str, Any] = {
         "repo_id": spec.repo_id,
         "revision": spec.revision,
         "files": spec.files,
@@ -31,6 +31,9 @@ def _spec_dict(spec: HubFiles) -> dict[str, Any]:
         "ignore": spec.ignore_patterns,
         "flatten": spec.flatten,
     }
+    if spec.hf_cache:  # only then: the folders already on volumes keep their fingerprint
+        spec_dict["hf_cache"] = True
+    return spec_dict
 
 
 def read_manifest(dest: Path, sources: Sequence[Source]) -> dict[str, int] | None:

@@ -20,7 +20,10 @@ class HubFiles:
     `files` names repo files to fetch (all must exist); otherwise the whole repo at `revision`,
     filtered by `allow_patterns` / `ignore_patterns` (fnmatch, as `snapshot_download`). With
     `flatten`, each file lands as `<dest>/<basename>` (Z-Image's `split_files/...`). `gated`
-    marks a licence-gated repo, so a missing token is reported before any request.
+    marks a licence-gated repo, so a missing token is reported before any request. With
+    `hf_cache`, `dest` is the repo's folder in a Hugging Face cache (`hub_cache_files`): files
+    land as `snapshots/<commit>/<path>` and `refs/<revision>` names the commit, the layout
+    `huggingface_hub` resolves offline.
     """
 
     repo_id: str
@@ -31,17 +34,42 @@ class HubFiles:
     revision: str = "main"
     gated: bool = False
     ignore_patterns: tuple[str, ...] | None = None
+    hf_cache: bool = False
 
-    def target(self, path: str) -> str:
-        """Where a repo file lands, relative to `dest` (its bare name when flattened)."""
+    def target(self, path: str, commit: str = "") -> str:
+        """Where a repo file lands, relative to `dest` (its bare name when flattened, under the
+        commit's snapshot in a Hugging Face cache)."""
+        if self.hf_cache:
+            return f"snapshots/{commit}/{path}"
         return PurePosixPath(path).name if self.flatten else path
+
+    @property
+    def ref(self) -> str:
+        """The cache's file naming the commit of `revision` (hf_cache only), relative to dest."""
+        return f"refs/{self.revision}"
 
     def targets(self) -> tuple[str, ...]:
         """The paths (relative to the models root) this download leaves behind: one per named
         file, else the destination folder."""
-        if not self.files:
+        if not self.files or self.hf_cache:
             return (self.dest,)
         return tuple(str(PurePosixPath(self.dest) / self.target(f)) for f in self.files)
+
+
+# The folder under the models root that the trainer uses as its Hugging Face cache
+# (HF_HUB_CACHE): files a loader resolves by repo id at training time go there.
+HUB_CACHE = "hub"
+
+
+def hub_cache_files(
+    repo_id: str, allow_patterns: tuple[str, ...], *, revision: str = "main"
+) -> HubFiles:
+    """A download into the trainer's Hugging Face cache, `<HUB_CACHE>/models--owner--name`, for
+    a loader that asks the Hub for `repo_id` by name (it then finds it there offline)."""
+    folder = f"{HUB_CACHE}/models--{repo_id.replace('/', '--')}"
+    return HubFiles(
+        repo_id, folder, allow_patterns=allow_patterns, revision=revision, hf_cache=True
+    )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import subprocess
+import sys
 import time
 import tomllib
 import zipfile
@@ -28,15 +31,22 @@ from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle
 from stages.captions.joycaption import JoyCaptionSettings, load_captioner
 from stages.captions.stage import Captions
+from stages.training import command as trainer
+from stages.training.command import TrainerCommand
 from stages.weights.manifest import MANIFEST
 from tests.support.canary import CANARIES, scan
 from tests.support.dataserver import DataServer
 from tests.support.fake_trainer import install_deepspeed
-from tests.support.fakehub import FakeHub
+from tests.support.fakehub import SDXL_BASE_CONFIG_FILES, FakeHub, sdxl_base_files
 from tests.support.media import fade_video
 from tests.support.tiny_llava import tiny_llava_dir
 
 HF_TOKEN = CANARIES["api_keys.huggingface_token"]  # the gated repo's key; must never show
+# The repo diffusers' from_single_file infers for an SDXL checkpoint (single_file_utils.py,
+# DIFFUSERS_DEFAULT_PIPELINE_PATHS["xl_base"]) and the patterns it fetches of it
+# (loaders/single_file.py, _download_diffusers_model_config_from_hub), diffusers 0.42.1.
+SDXL_BASE_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
+SINGLE_FILE_CONFIG_PATTERNS = ["**/*.json", "*.json", "*.txt", "**/*.txt", "**/*.model"]
 
 
 def images_zip(n: int = 4, *, captions: bool = True) -> bytes:
@@ -68,6 +78,9 @@ def placeholder_weights(entry: ModelEntry) -> dict[str, dict[str, bytes]]:
     repos: dict[str, dict[str, bytes]] = {}
     for download in entry.downloads:
         files = repos.setdefault(download.repo_id, {})
+        if download.repo_id == SDXL_BASE_REPO:  # fetched by pattern: the repo's real layout
+            files.update(sdxl_base_files())
+            continue
         for name in download.files or ("config.json", "transformer/model.safetensors"):
             files[name] = b"{}" if name.endswith(".json") else b"\0" * 16
     return repos
@@ -153,7 +166,9 @@ def test_a_job_reaches_the_trainer_with_configs_it_accepts(
     assert lora.name == entry.lora_file
     assert lora.is_file()
     argv = argv_file.read_text().split()
-    assert argv[:3] == ["--num_gpus=1", "train.py", "--deepspeed"]
+    # CUDA_VISIBLE_DEVICES=0 (the stand-in's one "GPU"): named, never --num_gpus, which
+    # would make deepspeed drop the variable and pick GPUs 0..N-1 itself.
+    assert argv[:4] == ["--include", "localhost:0", "train.py", "--deepspeed"]
     config_dir = root / "jobs" / "gpu-path" / "config"
     main = tomllib.loads((config_dir / f"{model_type}.toml").read_text())
     listed = tomllib.loads((config_dir / "dataset.toml").read_text())["directory"]
@@ -240,3 +255,80 @@ def test_a_job_that_fails_in_its_dataset_stage_stops_its_model_download(
     for folder in locks:  # each model folder's lock is free for the next job at once
         FileLease(folder, owner="next-job", ttl_s=5).acquire()
     assert not list((root / "models").rglob(MANIFEST))
+
+
+# What diffusers' from_single_file runs to find the SDXL base configs (loaders/single_file.py,
+# _download_diffusers_model_config_from_hub: snapshot_download with no cache_dir or revision),
+# in the trainer's environment; then the same with an empty cache.
+RESOLVE = """
+import json, sys
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+found = snapshot_download(sys.argv[1], allow_patterns=json.loads(sys.argv[2]))
+print(found)
+try:
+    snapshot_download(sys.argv[1], cache_dir=sys.argv[3], allow_patterns=json.loads(sys.argv[2]))
+except LocalEntryNotFoundError as exc:
+    print("missing:", type(exc).__name__)
+"""
+
+
+def test_sdxl_trains_offline_on_base_configs_fetched_with_the_weights(
+    tmp_path: Path,
+    hub: FakeHub,
+    data: DataServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entry = get_model("sdxl")
+    root, options, _ = gpu_worker(tmp_path, hub, monkeypatch, entry)
+    hub.add_repo(SDXL_BASE_REPO, sdxl_base_files())  # on the Hub, as the real one is
+    commands: list[TrainerCommand] = []
+    real = trainer.trainer_command
+
+    def recording(**kw: Any) -> TrainerCommand:
+        commands.append(real(**kw))
+        return commands[-1]
+
+    monkeypatch.setattr(trainer, "trainer_command", recording)
+    body = {
+        "model_type": "sdxl",
+        "dataset": {"type": "precaptioned", "images_url": data.url + "/images.zip"},
+        "training": {"epochs": 1},
+        "output": {"method": "local", "local": {"path": str(tmp_path / "out")}},
+    }
+
+    response = asyncio.run(handle({"id": "sdxl", "input": body}, options))
+
+    assert response.get("status") == "success", response
+    fetched = sorted(
+        seen.path.split("/resolve/", 1)[1].split("/", 1)[1]
+        for seen in hub.requests
+        if seen.method == "GET" and seen.path.startswith(f"/{SDXL_BASE_REPO}/resolve/")
+    )
+    assert fetched == sorted(SDXL_BASE_CONFIG_FILES)  # every config, no weights
+    base = root / "models" / "hub" / f"models--{SDXL_BASE_REPO.replace('/', '--')}"
+    sha = (base / "refs" / "main").read_text()
+    snapshot = base / "snapshots" / sha
+    placed = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+    assert placed == sorted(SDXL_BASE_CONFIG_FILES)
+    assert json.loads((snapshot / "model_index.json").read_text())["_class_name"] == (
+        "StableDiffusionXLPipeline"
+    )
+    (command,) = commands
+    assert command.env["HF_HUB_OFFLINE"] == "1"
+    assert command.env["HF_HUB_CACHE"] == str(root / "models" / "hub")
+
+    requests_before = len(hub.requests)
+    patterns = json.dumps(SINGLE_FILE_CONFIG_PATTERNS)
+    empty = tmp_path / "empty-cache"
+    resolved = subprocess.run(
+        [sys.executable, "-c", RESOLVE, SDXL_BASE_REPO, patterns, str(empty)],
+        env={**command.env, "HF_ENDPOINT": hub.url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.splitlines()
+
+    assert resolved == [str(snapshot), "missing: LocalEntryNotFoundError"]
+    assert len(hub.requests) == requests_before  # offline: the Hub was never asked

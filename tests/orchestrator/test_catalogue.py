@@ -299,7 +299,7 @@ def test_download_repos() -> None:
     repos = {t: [d.repo_id for d in get_model(t).downloads] for t in ALL_MODEL_TYPES}
     assert repos == {
         "flux": ["black-forest-labs/FLUX.1-dev"],
-        "sdxl": ["timoshishi/sdXL_v10VAEFix"],
+        "sdxl": ["timoshishi/sdXL_v10VAEFix", "stabilityai/stable-diffusion-xl-base-1.0"],
         "wan13": ["Wan-AI/Wan2.1-T2V-1.3B"],
         "wan14b_t2v": ["Wan-AI/Wan2.1-T2V-14B"],
         "wan14b_i2v": ["Wan-AI/Wan2.1-I2V-14B-480P"],

@@ -486,3 +486,91 @@ def _tree(files: dict[str, bytes], under: str, recursive: bool) -> Iterator[dict
     if prefix and not entries:
         raise HubError(404, "EntryNotFound", f"{under} does not exist")
     yield from (entries[p] for p in sorted(entries))
+
+
+# -- repo layouts ---------------------------------------------------------------------------------
+# The file names of stabilityai/stable-diffusion-xl-base-1.0 (a public listing of the repo), the
+# repo diffusers' from_single_file asks the Hub for when it loads an SDXL checkpoint. Configs are
+# small real-shaped JSON; every other file is a placeholder: only names and which are fetched
+# matter. Its weights (tens of GB) must never be fetched.
+_SDXL_CONFIGS = (
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json",
+    "text_encoder_2/config.json",
+    "tokenizer/special_tokens_map.json",
+    "tokenizer/tokenizer_config.json",
+    "tokenizer/vocab.json",
+    "tokenizer_2/special_tokens_map.json",
+    "tokenizer_2/tokenizer_config.json",
+    "tokenizer_2/vocab.json",
+    "unet/config.json",
+    "vae/config.json",
+    "vae_1_0/config.json",
+    "vae_decoder/config.json",
+    "vae_encoder/config.json",
+)
+_SDXL_TEXT = ("tokenizer/merges.txt", "tokenizer_2/merges.txt")
+_SDXL_OTHER = (
+    ".gitattributes",
+    "01.png",
+    "comparison.png",
+    "pipeline.png",
+    "LICENSE.md",
+    "README.md",
+    "sd_xl_base_1.0.safetensors",
+    "sd_xl_base_1.0_0.9vae.safetensors",
+    "sd_xl_offset_example-lora_1.0.safetensors",
+    "text_encoder/flax_model.msgpack",
+    "text_encoder/model.fp16.safetensors",
+    "text_encoder/model.onnx",
+    "text_encoder/model.safetensors",
+    "text_encoder/openvino_model.bin",
+    "text_encoder/openvino_model.xml",
+    "text_encoder_2/flax_model.msgpack",
+    "text_encoder_2/model.fp16.safetensors",
+    "text_encoder_2/model.onnx",
+    "text_encoder_2/model.onnx_data",
+    "text_encoder_2/model.safetensors",
+    "text_encoder_2/openvino_model.bin",
+    "text_encoder_2/openvino_model.xml",
+    "unet/diffusion_flax_model.msgpack",
+    "unet/diffusion_pytorch_model.fp16.safetensors",
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet/model.onnx",
+    "unet/model.onnx_data",
+    "unet/openvino_model.bin",
+    "unet/openvino_model.xml",
+    "vae/diffusion_flax_model.msgpack",
+    "vae/diffusion_pytorch_model.fp16.safetensors",
+    "vae/diffusion_pytorch_model.safetensors",
+    "vae_1_0/diffusion_pytorch_model.fp16.safetensors",
+    "vae_1_0/diffusion_pytorch_model.safetensors",
+    "vae_decoder/model.onnx",
+    "vae_decoder/openvino_model.bin",
+    "vae_encoder/model.onnx",
+    "vae_encoder/openvino_model.bin",
+)
+SDXL_BASE_MODEL_INDEX = {
+    "_class_name": "StableDiffusionXLPipeline",
+    "_diffusers_version": "0.19.0.dev0",
+    "force_zeros_for_empty_prompt": True,
+    "add_watermarker": None,
+    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "tokenizer_2": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+# What from_single_file needs of that repo: its configs, tokenizers and vocabularies.
+SDXL_BASE_CONFIG_FILES = ("model_index.json", *_SDXL_CONFIGS, *_SDXL_TEXT)
+
+
+def sdxl_base_files() -> dict[str, bytes]:
+    """stabilityai/stable-diffusion-xl-base-1.0's layout, for `add_repo`."""
+    files = {"model_index.json": json.dumps(SDXL_BASE_MODEL_INDEX).encode()}
+    files |= {p: json.dumps({"_for": p}).encode() for p in _SDXL_CONFIGS}
+    files |= {p: b"#version: 0.2\n" for p in _SDXL_TEXT}
+    files |= {p: b"\0" * 32 for p in _SDXL_OTHER}
+    return files

@@ -270,7 +270,7 @@ def test_the_training_stage_cuts_then_launches_diffusion_pipe_on_the_clips(
 
     assert result["final_save"] == "epoch2"
     argv = argv_file.read_text().split()
-    assert argv[:3] == ["--num_gpus=1", "train.py", "--deepspeed"]
+    assert argv[:4] == ["--include", "localhost:0", "train.py", "--deepspeed"]
     main = tomllib.loads((job / "config" / "wan13.toml").read_text())
     dataset = tomllib.loads((job / "config" / "dataset.toml").read_text())
     assert main["video_clip_mode"] == "single_beginning"
