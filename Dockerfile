@@ -20,26 +20,34 @@ RUN apt-get update \
     && python3.12 -m venv /opt/venv
 
 # torch first (diffusion-pipe's requirements do not list it); the README's tested pairing is
-# torch 2.9 + CUDA 12.8 with flash-attn 2.8.3.
+# torch 2.9 + CUDA 12.8 with flash-attn 2.8.3. docker/constraints.txt pins the same versions.
 ARG TORCH_VERSION=2.9.1
 ARG TORCHVISION_VERSION=0.24.1
 RUN pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
         "torchaudio==${TORCH_VERSION}" \
         --index-url https://download.pytorch.org/whl/cu128
 
+# Every later install resolves within the lock (`make constraints` writes it), so a rebuild
+# gets the same packages; `make lint` checks each pip install below passes it.
+COPY docker/constraints.txt /opt/constraints.txt
+
 # diffusion-pipe, driven and never modified: the commit the orchestrator's contract was read from.
 ARG DIFFUSION_PIPE_COMMIT=8f83dbf25d03219df705570ec03e62be04bc402f
 RUN git clone https://github.com/tdrussell/diffusion-pipe /opt/diffusion-pipe \
     && git -C /opt/diffusion-pipe checkout "${DIFFUSION_PIPE_COMMIT}" \
     && git -C /opt/diffusion-pipe submodule update --init --recursive \
-    && pip install -r /opt/diffusion-pipe/requirements.txt
+    && pip install -c /opt/constraints.txt -r /opt/diffusion-pipe/requirements.txt
 
-# flash-attn (Wan needs it) from a prebuilt wheel matching torch/CUDA/Python when one is given;
-# building it from source takes hours. Without one, the training driver reports it clearly.
-ARG FLASH_ATTN_WHEEL=""
+# flash-attn (every Wan model needs it) from the official prebuilt wheel for torch 2.9 / CUDA 12 /
+# Python 3.12 / cxx11 ABI; building it from source takes hours. pip checks the #sha256 (the
+# release asset's digest). Override with another wheel URL (keep a #sha256= fragment) when
+# TORCH_VERSION changes; an empty value builds without it, and Wan jobs are then refused at
+# STARTING. The import check fails the build on a wheel built for another torch.
+ARG FLASH_ATTN_WHEEL="https://github.com/Dao-AILab/flash-attention/releases/download/v2.8.3/flash_attn-2.8.3%2Bcu12torch2.9cxx11abiTRUE-cp312-cp312-linux_x86_64.whl#sha256=4e2f9e39313266b1544b68138b15b91ee6221eccf14f7902b7c6620351340810"
 # hadolint ignore=DL3013
-RUN if [ -n "${FLASH_ATTN_WHEEL}" ]; then pip install "${FLASH_ATTN_WHEEL}"; \
-    else echo "flash-attn: no prebuilt wheel given (FLASH_ATTN_WHEEL); Wan jobs will fail clearly"; fi
+RUN if [ -n "${FLASH_ATTN_WHEEL}" ]; then pip install -c /opt/constraints.txt "${FLASH_ATTN_WHEEL}" \
+        && python -c "import flash_attn; print('flash-attn', flash_attn.__version__)"; \
+    else echo "flash-attn: FLASH_ATTN_WHEEL is empty; Wan jobs will be refused at STARTING"; fi
 
 WORKDIR /app
 COPY pyproject.toml README.md /app/
@@ -49,7 +57,7 @@ COPY events /app/events
 COPY stages /app/stages
 COPY minipipe /app/minipipe
 COPY localpod /app/localpod
-RUN pip install "/app[worker]"
+RUN pip install -c /opt/constraints.txt "/app[worker]"
 
 # Models, datasets and Hub caches live on the network volume when one is mounted, so a second
 # job (or a retried one) finds them; without a volume they live in the container.

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from orchestrator.errors import UnknownModelTypeError
 from stages.model_info import ModelInfo, TrainsOn
 from stages.training.model_table import ModelPath, model_table
-from stages.weights.sources import Built, HubFiles, Source, build_tiny
+from stages.weights.sources import Built, HubFiles, Source, build_tiny, hub_cache_files
 
 Medium = Literal["images", "videos"]
 
@@ -81,6 +81,9 @@ class ModelEntry(TrainsOn):
     # The frame rate diffusion-pipe resamples videos to (models/wan/wan.py: 16 for Wan 2.1).
     video_fps: float | None = None
     licence: str | None = None  # the base model's licence, named in the model card
+    # diffusion-pipe's code for this model asserts flash-attn (Wan: models/wan/attention.py),
+    # so a worker that cannot import it refuses the job at STARTING, before any download.
+    needs_flash_attn: bool = False
 
     def model_table(self, models_root: str) -> dict[str, Any]:
         """diffusion-pipe's `[model]` table for weights under `models_root`."""
@@ -104,6 +107,7 @@ class ModelEntry(TrainsOn):
             video_fps=self.video_fps,
             base_repo=self.downloads[0].repo_id if self.downloads else None,
             licence=self.licence,
+            needs_flash_attn=self.needs_flash_attn,
         )
 
     def sources(self) -> tuple[Source, ...]:
@@ -128,6 +132,7 @@ def _entry(
     weights_dir: str = "",
     video_fps: float | None = None,
     licence: str | None = None,
+    needs_flash_attn: bool = False,
 ) -> ModelEntry:
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(BASE_DEFAULTS))
@@ -147,6 +152,7 @@ def _entry(
         weights_dir=weights_dir or (downloads[0].dest if downloads else model_type),
         video_fps=video_fps,
         licence=licence,
+        needs_flash_attn=needs_flash_attn,
     )
 
 
@@ -156,6 +162,11 @@ _IMAGE_LR = 2e-4  # Flux, SDXL, Qwen, Z-Image templates; the seed's single 2e-5 
 _WAN = {"epochs": 200, "save_every_n_epochs": 10, "gradient_accumulation_steps": 4}
 _WAN_MODEL = {"dtype": "bfloat16", "timestep_sample_method": "logit_normal"}
 _WAN_FPS = 16.0
+# What diffusers' from_single_file (loaders/single_file.py, _download_diffusers_model_config_
+# from_hub, 0.42.1) fetches of the base repo it infers for a checkpoint: every config, tokenizer
+# and vocabulary file, no weights. SDXL checkpoints map to this repo (single_file_utils.py).
+SINGLE_FILE_CONFIG_PATTERNS = ("**/*.json", "*.json", "*.txt", "**/*.txt", "**/*.model")
+SDXL_BASE_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 
 
 def _wan_download(repo: str) -> tuple[HubFiles, ...]:
@@ -208,6 +219,10 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         },
         downloads=(
             HubFiles("timoshishi/sdXL_v10VAEFix", "sdxl", files=("sdXL_v10VAEFix.safetensors",)),
+            # diffusion-pipe loads the checkpoint with from_single_file and no config=, so
+            # diffusers asks the Hub for the SDXL base repo's configs and tokenizers at training
+            # time. They are fetched here, into the trainer's HF cache, so training runs offline.
+            hub_cache_files(SDXL_BASE_REPO, SINGLE_FILE_CONFIG_PATTERNS),
         ),
         # diffusion-pipe's key is checkpoint_path (the existing port wrote ckpt_path).
         model={
@@ -225,6 +240,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         downloads=_wan_download("Wan-AI/Wan2.1-T2V-1.3B"),
         model={"ckpt_path": ModelPath("Wan/Wan2.1-T2V-1.3B"), **_WAN_MODEL},
         video_fps=_WAN_FPS,
+        needs_flash_attn=True,
     ),
     _entry(
         "wan14b_t2v",
@@ -236,6 +252,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         downloads=_wan_download("Wan-AI/Wan2.1-T2V-14B"),
         model={"ckpt_path": ModelPath("Wan/Wan2.1-T2V-14B"), **_WAN_MODEL},
         video_fps=_WAN_FPS,
+        needs_flash_attn=True,
     ),
     # diffusion-pipe asserts that i2v trains on videos only (the first frame is the condition).
     _entry(
@@ -248,6 +265,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         downloads=_wan_download("Wan-AI/Wan2.1-I2V-14B-480P"),
         model={"ckpt_path": ModelPath("Wan/Wan2.1-I2V-14B-480P"), **_WAN_MODEL},
         video_fps=_WAN_FPS,
+        needs_flash_attn=True,
     ),
     _entry(
         "qwen",

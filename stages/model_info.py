@@ -35,3 +35,4 @@ class ModelInfo(TrainsOn):
     video_fps: float | None = None
     base_repo: str | None = None  # the Hub repo the weights come from (named in the model card)
     licence: str | None = None  # the base model's licence, named in the model card
+    needs_flash_attn: bool = False  # the trainer's code for it asserts flash-attn (Wan)

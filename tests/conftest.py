@@ -7,6 +7,7 @@ import pytest
 
 from events.lease import FileLease
 from events.store import EventStore
+from tests.support.flash_attn_stub import stub_on_path
 
 
 @pytest.fixture(params=["jsonl", "memory"])
@@ -45,6 +46,14 @@ def moto_url() -> Iterator[str]:
     ).create_bucket(Bucket="loras")
     yield url
     server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flash_attn_as_in_the_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The default image has flash-attn, so Wan jobs pass STARTING; tests/support/flash_attn_stub
+    says why a stand-in, and how a test takes it away."""
+    with stub_on_path(tmp_path_factory.mktemp("flash_attn_stub")):
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

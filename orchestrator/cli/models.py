@@ -9,6 +9,9 @@ from orchestrator.catalogue import ALL_MODEL_TYPES, ModelEntry, get_model
 from orchestrator.cli.console import out
 from stages.weights.sources import HubFiles
 
+# "needs": what the worker's Python must import for the model (flash-attn for Wan).
+COLUMNS = ("model_type", "name", "dp type", "media", "gated", "needs", "LoRA file", "lr", "epochs")
+
 
 def download_text(download: HubFiles) -> str:
     if download.files:
@@ -31,9 +34,9 @@ def _sources(entry: ModelEntry) -> str:
 def models() -> None:
     """List the models a request can train, with their defaults and weights."""
     table = Table(title="model catalogue", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("model_type", "name", "dp type", "media", "gated", "LoRA file", "lr", "epochs"):
+    for column in COLUMNS:
         # Short columns never wrap; the long ones fold so the repos stay readable at 140 columns.
-        short = column in ("model_type", "gated", "lr", "epochs")
+        short = column in ("model_type", "gated", "needs", "lr", "epochs")
         table.add_column(column, no_wrap=short, overflow="ellipsis" if short else "fold")
     # Download sizes are not recorded (they change with the repos); the repos are shown instead.
     table.add_column("weights from", overflow="fold", ratio=3)
@@ -45,6 +48,7 @@ def models() -> None:
             entry.diffusion_pipe_type,
             "+".join(sorted(entry.media)),
             "yes" if entry.gated else "no",
+            "flash-attn" if entry.needs_flash_attn else "",
             entry.lora_file,
             f"{entry.defaults['learning_rate']:g}",
             str(entry.defaults["epochs"]),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from types import ModuleType
+from urllib.parse import unquote, urlsplit
 
 from orchestrator.settings import Settings
 from stages.publish.local import target_problem
@@ -41,7 +44,7 @@ def test_the_worker_extra_installs_the_stages() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     extras = project["project"]["optional-dependencies"]
     assert any("[stages]" in dep for dep in extras["worker"])
-    assert 'pip install "/app[worker]"' in DOCKERFILE
+    assert 'pip install -c /opt/constraints.txt "/app[worker]"' in DOCKERFILE
 
 
 def _image_env() -> dict[str, str]:
@@ -62,3 +65,94 @@ def test_the_image_refuses_loopback_urls_and_publishes_only_to_the_volume(tmp_pa
     )
     assert refused is not None
     assert "outside the folders this worker publishes to (/runpod-volume)" in refused
+
+
+def _lock_tool() -> ModuleType:
+    """docker/lock.py, the checker `make lint` runs (a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("docker_lock", REPO / "docker" / "lock.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args() -> dict[str, str]:
+    return {m[1]: m[2].strip('"') for m in re.finditer(r"^ARG (\w+)=(.*)$", DOCKERFILE, re.M)}
+
+
+def test_the_default_image_installs_a_flash_attn_wheel_pinned_by_its_checksum() -> None:
+    """Wan needs flash-attn: the default build installs a prebuilt wheel for the image's torch,
+    CUDA and Python, checked against its sha256, and fails if it does not import."""
+    args = _args()
+    url = urlsplit(args["FLASH_ATTN_WHEEL"])
+    assert url.scheme == "https"
+    assert re.fullmatch(r"sha256=[0-9a-f]{64}", url.fragment), "pip checks this digest"
+    wheel = unquote(url.path.rsplit("/", 1)[1])
+    torch = ".".join(args["TORCH_VERSION"].split(".")[:2])  # the wheel is built per torch minor
+    cuda = re.search(r"^FROM nvidia/cuda:(\d+)\.", DOCKERFILE, re.M)
+    assert cuda is not None
+    python = re.search(r"python3\.(\d+)-venv", DOCKERFILE)
+    assert python is not None
+    assert re.fullmatch(
+        rf"flash_attn-[\d.]+\+cu{cuda[1]}torch{re.escape(torch)}cxx11abiTRUE"
+        rf"-cp3{python[1]}-cp3{python[1]}-linux_x86_64\.whl",
+        wheel,
+    ), wheel
+    install = re.search(r'pip install -c /opt/constraints.txt "\$\{FLASH_ATTN_WHEEL\}"', DOCKERFILE)
+    assert install is not None
+    assert 'python -c "import flash_attn' in DOCKERFILE[install.end() :]
+
+
+def test_the_lock_check_passes_on_this_repository() -> None:
+    done = subprocess.run(
+        [sys.executable, "docker/lock.py", "check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout
+
+
+def test_the_lock_check_finds_an_install_outside_the_lock() -> None:
+    lock = _lock_tool()
+    inputs = (REPO / "docker" / "constraints.in").read_text()
+    pins = (REPO / "docker" / "constraints.txt").read_text()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert lock.problems(DOCKERFILE, inputs, pins, project) == []
+
+    unlocked = DOCKERFILE.replace('-c /opt/constraints.txt "/app[worker]"', '"/app[worker]"')
+    assert lock.problems(unlocked, inputs, pins, project) == [
+        'Dockerfile: `pip install "/app[worker]"` does not install with -c /opt/constraints.txt'
+    ]
+    newer_torch = DOCKERFILE.replace("ARG TORCH_VERSION=2.9.1", "ARG TORCH_VERSION=2.10.0")
+    found = lock.problems(newer_torch, inputs, pins, project)
+    assert any(p.startswith("docker/constraints.txt pins torch==2.9.1") for p in found), found
+    other_commit = DOCKERFILE.replace("8f83dbf25d03219df705570ec03e62be04bc402f", "0" * 40)
+    assert any(
+        "DIFFUSION_PIPE_COMMIT" in p for p in lock.problems(other_commit, inputs, pins, project)
+    )
+    project["project"]["dependencies"].append("orjson>=3")
+    assert lock.problems(DOCKERFILE, inputs, pins, project) == [
+        "docker/constraints.in lacks `orjson>=3` (pyproject.toml): run `make constraints`"
+    ]
+
+
+def test_the_lock_pins_every_input_and_the_dockerfiles_torch() -> None:
+    lock = _lock_tool()
+    pins = {
+        lock.canonical(m[1]): m[2]
+        for m in re.finditer(
+            r"^([\w.-]+)==(\S+)", (REPO / "docker" / "constraints.txt").read_text(), re.M
+        )
+    }
+    args = _args()
+    assert pins["torch"] == pins["torchaudio"] == args["TORCH_VERSION"]
+    assert pins["torchvision"] == args["TORCHVISION_VERSION"]
+    assert pins["deepspeed"] == "0.18.4"  # diffusion-pipe pins it; the lock must agree
+    names = [
+        lock.requirement_name(line)
+        for line in (REPO / "docker" / "constraints.in").read_text().splitlines()
+    ]
+    assert [n for n in names if n is not None and n not in pins] == []
