@@ -72,7 +72,8 @@ class Delivery:
 def build_stages(delivery: Delivery) -> list[Stage]:
     plan, settings = delivery.plan, delivery.settings
     download = delivery.model_download()
-    stages: list[Stage] = [Prepare(plan.shown_request, download), Dataset(plan.dataset)]
+    prepare = Prepare(plan.shown_request, download, plan.entry.info)
+    stages: list[Stage] = [prepare, Dataset(plan.dataset)]
     if plan.captions is not None:
         factory = delivery.captions_factory or Captions
         stages.append(factory(plan.captions))
@@ -83,6 +84,7 @@ def build_stages(delivery: Delivery) -> list[Stage]:
         stop=delivery.stop,
         stop_grace_s=delivery.stop_grace_s,
         on_progress=delivery.on_sample,
+        keep_checkpoints=plan.keep_checkpoints,
     )
     weights = Weights(download, stop=delivery.stop)
     stages += [weights, training, Publish(plan.publish, delivery.publish_opts())]

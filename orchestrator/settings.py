@@ -17,6 +17,7 @@ from typing import TypeVar
 from events.projections.base import MirrorSettings
 from stages.addresses import AddressPolicy
 from stages.dataset.limits import DownloadLimits, ExtractLimits, GiB
+from stages.training.checkpoints import DEFAULT_KEEP
 from stages.weights.inputs import HF_ENDPOINT, WeightsOptions
 
 VOLUME = Path("/runpod-volume")
@@ -53,6 +54,8 @@ class Settings:
     mirror: MirrorSettings = field(default_factory=MirrorSettings)
     download_limits: DownloadLimits = field(default_factory=DownloadLimits)
     extract_limits: ExtractLimits = field(default_factory=ExtractLimits)
+    # Complete checkpoints kept per run folder (a request's training.keep_checkpoints wins).
+    keep_checkpoints: int = DEFAULT_KEEP
 
     @property
     def models_root(self) -> Path:
@@ -93,6 +96,7 @@ class Settings:
             mirror=mirror_settings(env),
             download_limits=download_limits(env),
             extract_limits=extract_limits(env),
+            keep_checkpoints=read.integer("DPS_KEEP_CHECKPOINTS", DEFAULT_KEEP, minimum=1),
         )
 
 
@@ -108,8 +112,11 @@ class _Reader:
     def num(self, name: str, default: float) -> float:
         return self._typed(name, default, float)
 
-    def integer(self, name: str, default: int) -> int:
-        return self._typed(name, default, int)
+    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
+        value = self._typed(name, default, int)
+        if minimum is not None and value < minimum:
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        return value
 
     def _typed(self, name: str, default: T, kind: Callable[[str], T]) -> T:
         raw = self.env.get(name)

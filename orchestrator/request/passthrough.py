@@ -137,7 +137,8 @@ def training_problems(
     `field_home` says which section each schema field belongs to (for keys put in the wrong
     place); `fields` are the training section's own field names (validated by the schema)."""
     problems: list[Problem] = []
-    documented = set(DOCUMENTED)
+    # Our own fields too (keep_checkpoints): a misspelt one would pass through unseen.
+    documented = set(DOCUMENTED) | (set(fields) - set(TABLES))
     if len(raw) > _MAX_ITEMS:
         return [(prefix, f"more than {_MAX_ITEMS} keys is not a training configuration")]
     for key, value in raw.items():

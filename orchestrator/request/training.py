@@ -32,6 +32,7 @@ from orchestrator.request.fields import (
     OptimizerName,
     check_activation_checkpointing,
 )
+from stages.training.checkpoints import DEFAULT_KEEP
 from stages.training.owned_keys import TABLES
 
 
@@ -51,6 +52,9 @@ def _tf(description: str, key: str, **constraints: Any) -> Any:
         **constraints,
     )
 
+
+# A resume uses one checkpoint; a hundred is already tens of GB, so more is a mistake.
+MAX_KEEP_CHECKPOINTS = 100
 
 # Top-level diffusion-pipe keys that may pass through as they are. Known, so the typo check below
 
@@ -83,6 +87,15 @@ class TrainingConfig(BaseModel):
         "checkpoint_every_n_minutes",
         ge=1,
         le=10_000_000,
+    )
+    keep_checkpoints: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_KEEP_CHECKPOINTS,
+        description="Complete checkpoints (global_stepN/, for resume) kept per run folder; "
+        "older ones are deleted once a newer one is complete, as diffusion-pipe never deletes "
+        "any. Saved LoRAs (epochN/, stepN/) are never deleted. Default: the worker's "
+        f"DPS_KEEP_CHECKPOINTS ({DEFAULT_KEEP} unless the operator sets it).",
     )
     save_dtype: Dtype | None = _tf("Saved model precision", "save_dtype")
     optimizer_type: OptimizerName | None = _tf("Optimizer class", "optimizer_type")
