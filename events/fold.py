@@ -29,6 +29,7 @@ class JobView:
     checkpoints: tuple[dict[str, Any], ...] = ()
     epochs_saved: tuple[dict[str, Any], ...] = ()
     error: str | None = None
+    stop_message: str | None = None  # why the last attempt stopped (INTERRUPTED, CANCELLED)
     result: dict[str, Any] | None = None
     statuses: tuple[Status, ...] = ()  # every status entered, in order
 
@@ -46,6 +47,7 @@ def fold(events: Iterable[Event]) -> JobView:
     stages: dict[str, dict[str, Any]] = {}
     report = model = progress = result = None
     error: str | None = None
+    stop_message: str | None = None
     checkpoints: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
     statuses: list[Status] = []
@@ -72,7 +74,9 @@ def fold(events: Iterable[Event]) -> JobView:
             if status is Status.ERROR:
                 error = str(data.get("error", "unknown error"))
             elif status is Status.RESUMED:
-                error = None
+                error = stop_message = None
+            elif status in (Status.INTERRUPTED, Status.CANCELLED) and data.get("message"):
+                stop_message = str(data["message"])
             elif status is Status.COMPLETE:
                 result = data
     return JobView(
@@ -90,6 +94,7 @@ def fold(events: Iterable[Event]) -> JobView:
         checkpoints=tuple(checkpoints),
         epochs_saved=tuple(epochs),
         error=error,
+        stop_message=stop_message,
         result=result,
         statuses=tuple(statuses),
     )

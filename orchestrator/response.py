@@ -90,6 +90,14 @@ def respond(
             recorded = _with_fresh_s3_link(recorded, s3, outcome.job_id)
         return recorded
     if outcome.status is Status.INTERRUPTED:
+        # The stage's own account names what a retry resumes from, read from the volume; the
+        # last recorded step can be past the newest checkpoint.
+        said = outcome.view.stop_message
+        if said and "a retry" in said:
+            return failed_response(
+                f"the worker was stopped (scale-down or preemption): {said}; retry the same "
+                "job id to resume (the checkpoints are kept on the volume)"
+            )
         step = (outcome.view.progress or {}).get("step")
         where = f" at step {step}" if step else ""
         return failed_response(

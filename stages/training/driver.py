@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 
 from stages.contract import StopRequest
+from stages.training import launch
 from stages.training import log_lines as tl
 from stages.training.command import TrainerCommand
 from stages.training.run_folder import run_dirs
@@ -37,6 +38,11 @@ log = structlog.get_logger(__name__)
 TAIL_LINES = 40
 KILL_WAIT_S = 10.0  # after SIGTERM, and again after SIGKILL, for the process to exit
 READER_GRACE_S = 10.0  # after the process is gone, for the reader to reach the end of output
+# diffusion-pipe can print a traceback and never exit (an exception while caching text
+# embeddings): silence this long after a traceback ends the run. Model loading after a harmless
+# traceback can be quiet for minutes, so the bound is generous.
+HANG_AFTER_TRACEBACK_S = 900.0
+TRACEBACK_START = "Traceback (most recent call last):"
 
 
 @dataclass
@@ -51,6 +57,9 @@ class Progress:
     iter_time_s: float | None = None
     finished: bool = False
     first_step: int | None = None
+    last_save: str | None = None  # the last "Saving model to directory" name
+    final_save: str | None = None  # the last save before TRAINING COMPLETE!: the run's result
+    resumed_at: tuple[int, int] | None = None  # (epoch, step) diffusion-pipe resumed at
     started_at: float = field(default_factory=time.monotonic)
 
     def sample(self) -> dict[str, Any]:
@@ -81,6 +90,7 @@ class RunResult:
     tail: list[str]
     progress: Progress
     log_error: OSError | None = None  # why train.log is incomplete, if it is
+    hung: bool = False  # stopped: silent too long after printing a traceback
 
 
 class TrainerRun:
@@ -90,6 +100,8 @@ class TrainerRun:
         self.log_error: OSError | None = None  # the first failed write to train.log
         self.lines_not_logged = 0
         self.read_error: Exception | None = None  # the first error the reader survived
+        self.last_output_at = time.monotonic()
+        self.traceback_seen = False
         self._log_fd = self._open_log(log_path)
         # Through `stages.training.launch`, so the trainer dies with this worker instead of
         # training on as an orphan (a killed worker process on a machine that stays up).
@@ -149,6 +161,9 @@ class TrainerRun:
             self.facts.put(None)  # end of output
 
     def _take(self, line: str) -> None:
+        self.last_output_at = time.monotonic()
+        if TRACEBACK_START in line:
+            self.traceback_seen = True
         try:
             self._write_log(line)
             with self._tail_lock:
@@ -192,6 +207,14 @@ class TrainerRun:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
+    def kill_tree(self) -> None:
+        """SIGKILL every process of the trainer: the launcher is the tree's subreaper, so its
+        descendants are all of it, even one that left the process group; then the group."""
+        for pid in launch.descendants(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        self.signal_group(signal.SIGKILL)
+
     def wait_exit(self, timeout: float) -> bool:
         try:
             self.proc.wait(timeout)
@@ -221,11 +244,14 @@ def follow(
     on_fact: Callable[[tl.LogFact, Progress], None],
     stop: StopRequest,
     stop_grace_s: float,
+    hang_after_traceback_s: float = HANG_AFTER_TRACEBACK_S,
 ) -> RunResult:
     """Drain the trainer's facts until it has exited and its output has ended; on a stop
-    request, save_quit, then SIGTERM and SIGKILL the group once the grace has passed. Never
-    waits on the reader alone: once the process is gone (exited, or killed after a stop), the
-    reader gets `READER_GRACE_S` to reach the end, then the run ends with what it has."""
+    request, save_quit, then SIGTERM and SIGKILL the group once the grace has passed (at once
+    when the run has no folder yet: nothing to save). A trainer silent for
+    `hang_after_traceback_s` after printing a traceback is stopped too. Never waits on the
+    reader alone: once the process is gone (exited, or killed), the reader gets
+    `READER_GRACE_S` to reach the end, then the run ends with what it has."""
     try:
         return _follow(
             run,
@@ -236,9 +262,10 @@ def follow(
             on_fact=on_fact,
             stop=stop,
             stop_grace_s=stop_grace_s,
+            hang_after_traceback_s=hang_after_traceback_s,
         )
     except BaseException:
-        run.signal_group(signal.SIGKILL)  # a driver that failed must not leave it training
+        run.kill_tree()  # a driver that failed must not leave it training
         raise
 
 
@@ -252,9 +279,10 @@ def _follow(
     on_fact: Callable[[tl.LogFact, Progress], None],
     stop: StopRequest,
     stop_grace_s: float,
+    hang_after_traceback_s: float,
 ) -> RunResult:
     stop_deadline: float | None = None
-    output_ended = killed = False
+    output_ended = killed = hung = False
     gone_at: float | None = None  # when the process exited, or was killed
     while True:
         try:
@@ -268,11 +296,21 @@ def _follow(
                 _apply(fact, progress)
                 on_fact(fact, progress)
         if stop.requested and stop_deadline is None:
-            _ask_to_save_and_quit(output_dir, runs_before, resumed)
-            stop_deadline = time.monotonic() + stop_grace_s
+            asked = _ask_to_save_and_quit(output_dir, runs_before, resumed)
+            # Before its run folder exists, diffusion-pipe is caching or loading the model:
+            # there is nothing to checkpoint yet, so it is stopped at once.
+            stop_deadline = time.monotonic() + (stop_grace_s if asked else 0.0)
         if stop_deadline is not None and not killed and time.monotonic() > stop_deadline:
             _kill(run)
             killed = True
+        if (
+            not killed
+            and run.traceback_seen
+            and time.monotonic() - run.last_output_at > hang_after_traceback_s
+        ):
+            log.warning("the trainer printed a traceback and went silent; stopping it")
+            _kill(run)
+            killed = hung = True
         if run.proc.poll() is not None or killed:
             if output_ended:
                 break
@@ -283,7 +321,7 @@ def _follow(
     if not output_ended:
         # Something still holds the output open (a rank that outlived its launcher): stop it,
         # so that the reader reaches the end and nothing trains on unwatched.
-        run.signal_group(signal.SIGKILL)
+        run.kill_tree()
     run.close(timeout=10.0 if output_ended else 1.0)
     for _ in range(run.facts.qsize()):  # what the reader had read by now; no more waiting
         late = run.facts.get_nowait()
@@ -291,24 +329,34 @@ def _follow(
             _apply(late, progress)
             on_fact(late, progress)
     return RunResult(
-        run.proc.poll(), progress.finished, stop.requested, run.tail, progress, run.log_error
+        run.proc.poll(),
+        progress.finished,
+        stop.requested,
+        run.tail,
+        progress,
+        run.log_error,
+        hung=hung,
     )
 
 
-def _ask_to_save_and_quit(output_dir: Path, runs_before: set[str], resumed: str | None) -> None:
-    """Acted on at the next step boundary: checkpoint, then exit 0. Best effort: where the file
-    cannot be made (a full volume), the grace passes and the process group is stopped."""
+def _ask_to_save_and_quit(output_dir: Path, runs_before: set[str], resumed: str | None) -> bool:
+    """Acted on at the next step boundary: checkpoint, then exit 0. False when the run has no
+    folder yet. Best effort: where the file cannot be made (a full volume), the grace passes
+    and the process group is stopped."""
+    run_dir = _current_run_dir(output_dir, runs_before, resumed)
+    if run_dir is None or not run_dir.is_dir():
+        return False
     with contextlib.suppress(OSError):
-        run_dir = _current_run_dir(output_dir, runs_before, resumed)
-        if run_dir is not None and run_dir.is_dir():
-            (run_dir / "save_quit").touch()
+        (run_dir / "save_quit").touch()
+    return True
 
 
 def _kill(run: TrainerRun) -> None:
-    """SIGTERM the group, then SIGKILL it; each waits a bounded time, then it returns anyway."""
+    """SIGTERM the group, then SIGKILL the tree; each waits a bounded time, then it returns
+    anyway."""
     run.signal_group(signal.SIGTERM)
     if not run.wait_exit(KILL_WAIT_S):
-        run.signal_group(signal.SIGKILL)
+        run.kill_tree()
         run.wait_exit(KILL_WAIT_S)
 
 
@@ -322,5 +370,9 @@ def _apply(fact: tl.LogFact, progress: Progress) -> None:
         progress.epoch = fact.epoch
     elif isinstance(fact, tl.Resumed):
         progress.epoch, progress.step = fact.epoch, fact.step
+        progress.resumed_at = (fact.epoch, fact.step)
+    elif isinstance(fact, tl.ModelSaved):
+        progress.last_save = fact.name
     elif isinstance(fact, tl.Finished):
         progress.finished = True
+        progress.final_save = progress.last_save

@@ -137,9 +137,21 @@ _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ),
     (
         "flash_attn_missing",
-        re.compile(r"No module named '?flash_attn|flash_attn.*(?:not found|ImportError)"),
-        "flash-attn is missing or broken in the worker image; this is a deployment problem, "
-        "not your request",
+        # diffusion-pipe's Wan code swallows the ImportError and fails later on a bare
+        # `assert FLASH_ATTN_2_AVAILABLE` (models/wan/attention.py:107), so its traceback, not
+        # "No module named", is what a worker without flash-attn prints; a wheel built for
+        # another torch fails at import on an undefined symbol in flash_attn_2_cuda.
+        re.compile(
+            r"No module named '?flash_attn|flash_attn.*(?:not found|ImportError)"
+            r"|ImportError.*flash_attn"
+            r"|assert FLASH_ATTN_2_AVAILABLE"
+            # the same without its source line (no .py to show): the frame, then the error
+            r"|models/wan/attention\.py\", line \d+, in flash_attention\nAssertionError\s*$",
+            re.M,
+        ),
+        "flash-attn is missing or broken in the worker image (diffusion-pipe's Wan models need "
+        "it): rebuild the image with the Dockerfile's FLASH_ATTN_WHEEL build argument set to a "
+        "wheel matching its torch; this is a deployment problem, not your request",
     ),
     (
         "missing_model_file",
@@ -162,15 +174,24 @@ def classify_failure(
     tail: Sequence[str],
     *,
     log_error: OSError | None = None,
+    hung: bool = False,
 ) -> Failure:
     """Why a run that did not succeed failed, from its exit code and last lines; `log_error` is
-    why train.log could not be written, if it could not (a full volume explains the rest)."""
+    why train.log could not be written, if it could not (a full volume explains the rest);
+    `hung`: the driver stopped a trainer that went silent after printing a traceback."""
     if log_error is not None and log_error.errno in _DISK_FULL:
         return Failure("disk_full", _ADVICE["disk_full"])
     text = "\n".join(tail)
     for reason, pattern, advice in _RULES:
         if pattern.search(text):
             return Failure(reason, advice)
+    if hung:
+        return Failure(
+            "hung_after_error",
+            "the trainer printed an error and then made no progress, so it was stopped "
+            "(diffusion-pipe does not exit when, for example, caching text embeddings fails); "
+            "the error is below",
+        )
     if exit_code in (247, -9, 137):
         return Failure(
             "host_oom",

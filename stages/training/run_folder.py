@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _RUN_NAME = re.compile(r"^\d{8}_\d{2}-\d{2}-\d{2}$")  # diffusion-pipe's %Y%m%d_%H-%M-%S
-_SAVED = re.compile(r"^(epoch|step)(\d+)$")
+SAVED_NAME = re.compile(r"^(epoch|step)(\d+)$")
 
 
 def run_dirs(output_dir: Path) -> list[Path]:
@@ -45,7 +45,7 @@ def saved_loras(run_dir: Path, lora_file: str) -> list[SavedLora]:
     """Complete saves (the LoRA file present, no leftover tmp/), in training order."""
     found = []
     for child in run_dir.iterdir() if run_dir.is_dir() else []:
-        m = _SAVED.match(child.name)
+        m = SAVED_NAME.match(child.name)
         if not m or not child.is_dir() or (child / "tmp").exists():
             continue
         file = child / lora_file

@@ -21,13 +21,16 @@ from events.vocabulary import Status
 from stages.contract import Stage, StageContext, StopRequest
 from stages.errors import StageFailed
 from stages.throttle import Throttle
+from stages.training import checkpoints, failure_text
 from stages.training import command as trainer
 from stages.training import log_lines as tl
 from stages.training.config import JobPaths, TrainerSpec, render, write_configs
-from stages.training.driver import Progress, RunResult, TrainerRun, follow
+from stages.training.driver import HANG_AFTER_TRACEBACK_S, Progress, RunResult, TrainerRun, follow
+from stages.training.leftovers import clear_leftovers
 from stages.training.resume import plan_launch, with_init_from
 from stages.training.run_folder import SavedLora, resumable_checkpoint, run_dirs, saved_loras
 from stages.training.traps import CUT_BY_SERVICE
+from stages.weights.sources import HUB_CACHE
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,13 @@ class TrainingPlan:
     total_steps: int | None = None
 
 
-def final_save_name(config: Mapping[str, Any]) -> str:
-    """diffusion-pipe's last save: step{max_steps} when set, else epoch{epochs}."""
+def final_save_names(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The saves diffusion-pipe may end a run with, when its log does not say which: the end of
+    the last epoch is checked before `max_steps`, so either can be the last one."""
+    names = [f"epoch{int(config['epochs'])}"]
     if config.get("max_steps"):
-        return f"step{int(config['max_steps'])}"
-    return f"epoch{int(config['epochs'])}"
+        names.append(f"step{int(config['max_steps'])}")
+    return tuple(names)
 
 
 class _RunFacts:
@@ -62,8 +67,10 @@ class _RunFacts:
         *,
         progress_every_s: float,
         on_progress: Callable[[dict[str, Any]], None] | None,
+        keep_checkpoints: int = checkpoints.DEFAULT_KEEP,
     ) -> None:
         self.ctx, self.output_dir, self.lora_file = ctx, output_dir, lora_file
+        self.keep_checkpoints = keep_checkpoints
         self.on_progress = on_progress
         self.throttle = Throttle(progress_every_s)
         self.pending: list[tuple[FactData, Callable[[], bool]]] = []
@@ -73,6 +80,8 @@ class _RunFacts:
             payload, done = item
             if done():
                 self.ctx.record(payload)
+                if isinstance(payload, Checkpoint):  # `latest` names it: older ones may go
+                    checkpoints.after_checkpoint(self.ctx, self.output_dir, self.keep_checkpoints)
                 self.pending.remove(item)
 
     def __call__(self, fact: tl.LogFact, state: Progress) -> None:
@@ -101,6 +110,7 @@ class Training(Stage):
     name = "training"
     status = Status.TRAINING
     done_status = Status.TRAINING_COMPLETE
+    hub_cache: Path | None = None  # the trainer's HF_HUB_CACHE (weights resolved by repo id)
 
     def __init__(
         self,
@@ -112,19 +122,28 @@ class Training(Stage):
         progress_every_s: float = 30.0,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         cpu_module: str = "minipipe",
+        keep_checkpoints: int = checkpoints.DEFAULT_KEEP,
+        hang_after_traceback_s: float = HANG_AFTER_TRACEBACK_S,
     ) -> None:
+        if keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be at least 1, got {keep_checkpoints}")
         self.plan = plan
+        self.keep_checkpoints = keep_checkpoints  # complete checkpoints kept per run folder
         self.cpu_module = cpu_module  # tests swap in trainers that fail on purpose
         self.current_run: TrainerRun | None = None  # the live process, for observers
         self.diffusion_pipe_dir = diffusion_pipe_dir
         self.stop = stop or StopRequest()
         self.stop_grace_s = stop_grace_s
+        self.hang_after_traceback_s = hang_after_traceback_s
         self.progress_every_s = progress_every_s
         self.on_progress = on_progress
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         config = tomllib.loads(self.plan.config.read_text(encoding="utf-8"))
         output_dir = Path(config["output_dir"])
+        checkpoints.before_launch(ctx, output_dir, self.keep_checkpoints)
+        for removed in clear_leftovers(output_dir):
+            ctx.progress(message=f"Training: removed {removed}")
         launch = plan_launch(output_dir, self.plan.lora_file)
         ctx.progress(message=f"Training: {launch.note}", resume_from=launch.resume_from)
         config_path = self.plan.config
@@ -136,6 +155,7 @@ class Training(Stage):
             resume_from=launch.resume_from,
             diffusion_pipe_dir=self.diffusion_pipe_dir,
             cpu_module=self.cpu_module,
+            hub_cache=self.hub_cache,
         )
         runs_before = {p.name for p in run_dirs(output_dir)}
         progress = Progress(total_steps=self.plan.total_steps, epochs=int(config["epochs"]))
@@ -145,6 +165,7 @@ class Training(Stage):
             self.plan.lora_file,
             progress_every_s=self.progress_every_s,
             on_progress=self.on_progress,
+            keep_checkpoints=self.keep_checkpoints,
         )
         run = TrainerRun(command, ctx.job_dir / "logs" / "train.log")
         self.current_run = run
@@ -157,25 +178,39 @@ class Training(Stage):
             on_fact=facts,
             stop=self.stop,
             stop_grace_s=self.stop_grace_s,
+            hang_after_traceback_s=self.hang_after_traceback_s,
         )
         facts.settle()  # the process has exited: what is on disk now is final
+        _note_extra_epoch(ctx, config, result.progress)
         if result.stopped and not (result.exit_code == 0 and result.finished):
-            self._raise_stop(result)  # a run that finished before the stop took effect is done
+            self._raise_stop(output_dir, result)  # a run that finished first is done
         return self._verify_finished(ctx, config, output_dir, result)
 
-    def _raise_stop(self, result: RunResult) -> None:
-        raise self.stop.error(f"training stopped at step {result.progress.step}")
+    def _raise_stop(self, output_dir: Path, result: RunResult) -> None:
+        """The answer names what a retry resumes from, which is on disk, not the last step the
+        log showed (steps after the newest checkpoint are trained again)."""
+        nxt = plan_launch(output_dir, self.plan.lora_file)
+        if nxt.resume_from is not None:
+            tag = resumable_checkpoint(output_dir / nxt.resume_from)
+            then = f"a retry resumes from checkpoint {tag}"
+        elif nxt.init_from is not None:
+            then = f"no checkpoint yet; a retry starts from the saved LoRA {nxt.init_from.name}"
+        else:
+            then = "no checkpoint yet; a retry starts training over"
+        raise self.stop.error(f"training stopped at step {result.progress.step}; {then}")
 
     def _verify_finished(
         self, ctx: StageContext, config: Mapping[str, Any], output_dir: Path, result: RunResult
     ) -> dict[str, Any]:
-        final = final_save_name(config)
+        # The log names the run's last save; without it (a lost tail), either possible one.
+        names = (result.progress.final_save,) if result.progress.final_save else None
+        finals = names or final_save_names(config)
+        final = finals[0]
         runs = run_dirs(output_dir)
         save: SavedLora | None = None
         if runs:
-            save = next(
-                (s for s in saved_loras(runs[-1], self.plan.lora_file) if s.name == final), None
-            )
+            saves = {s.name: s for s in saved_loras(runs[-1], self.plan.lora_file)}
+            save = next((saves[name] for name in finals if name in saves), None)
         log_note = ""
         if result.log_error is not None:
             log_note = f" train.log could not be written ({result.log_error}), so it is incomplete."
@@ -185,24 +220,42 @@ class Training(Stage):
             return {
                 "run_dir": _rel(runs[-1], ctx.job_dir),
                 "lora": _rel(save.file, ctx.job_dir),
-                "final_save": final,
+                "final_save": save.name,
                 "steps": result.progress.step,
-                "epochs_completed": int(config["epochs"]) if final.startswith("epoch") else None,
+                "epochs_completed": save.number if save.kind == "epoch" else None,
                 "final_loss": result.progress.loss,
                 "files": [_rel(save.file, ctx.job_dir)],
             }
         failure = tl.classify_failure(
-            result.exit_code, result.finished, result.tail, log_error=result.log_error
+            result.exit_code,
+            result.finished,
+            result.tail,
+            log_error=result.log_error,
+            hung=result.hung,
         )
         if result.exit_code == 0 and result.finished and failure.reason != "disk_full":
             failure = tl.Failure(
                 "missing_output",
                 f"the trainer reported success but {final}/{self.plan.lora_file} is missing",
             )
-        last = "\n".join(result.tail[-15:])
+        roots = [str(self.diffusion_pipe_dir), str(ctx.job_dir), str(output_dir)]
+        why = "\n".join(failure_text.summary(result.tail, roots))
         raise StageFailed(
-            f"training failed ({failure.reason}): {failure.advice}.{log_note}\n"
-            f"Last log lines:\n{last}"
+            f"training failed ({failure.reason}): {failure.advice}.{log_note}\n{why}\n"
+            "(the whole trainer output is in the job's logs/train.log)"
+        )
+
+
+def _note_extra_epoch(ctx: StageContext, config: Mapping[str, Any], progress: Progress) -> None:
+    """diffusion-pipe resumed past its last epoch trains one more (its loader state after the
+    final checkpoint is the next epoch): said, so that nobody takes it for work lost."""
+    epochs = int(config["epochs"])
+    if progress.resumed_at is not None and progress.resumed_at[0] > epochs:
+        ctx.progress(
+            message=f"Training: the run had finished all {epochs} epochs before this attempt; "
+            f"diffusion-pipe trains one more (epoch {progress.resumed_at[0]}) when resumed "
+            "after its final checkpoint, and that epoch's save is the result",
+            extra_epoch=progress.resumed_at[0],
         )
 
 
@@ -240,14 +293,17 @@ class ConfiguredTraining(Training):
         stop: StopRequest | None = None,
         stop_grace_s: float = 300.0,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
+        keep_checkpoints: int = checkpoints.DEFAULT_KEEP,
     ) -> None:
         self.spec, self.paths = spec, paths
+        self.hub_cache = paths.models_root / HUB_CACHE
         super().__init__(
             TrainingPlan(spec.model.model_type, paths.config_dir, spec.model.lora_file),
             diffusion_pipe_dir=diffusion_pipe_dir,
             stop=stop,
             stop_grace_s=stop_grace_s,
             on_progress=on_progress,
+            keep_checkpoints=keep_checkpoints,
         )
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
@@ -256,7 +312,11 @@ class ConfiguredTraining(Training):
         if video_count:
             video_count = self._cut_clips(ctx, video_count)
         configs = render(
-            self.spec, self.paths, image_count=dataset.get("images"), video_count=video_count
+            self.spec,
+            self.paths,
+            image_count=dataset.get("images"),
+            video_count=video_count,
+            num_gpus=int(dataset.get("data_parallel") or 1),  # as the dataset stage counted
         )
         _, main = write_configs(configs, self.paths.config_dir)
         self.plan = TrainingPlan(

@@ -3,6 +3,7 @@ loopback servers for the dataset and the Hub. What a user of the endpoint would 
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -129,7 +130,10 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(
     tmp_path: Path, data: DataServer
 ) -> None:
     with _pod(tmp_path, step_sleep=0.05) as pod:
-        job_id = _run(pod, _body(data, tmp_path, epochs=6, checkpoint_every_n_epochs=1))
+        # Every checkpoint kept (pruning has tests of its own): which ones were whole is
+        # read from the folders at the end.
+        body = _body(data, tmp_path, epochs=6, checkpoint_every_n_epochs=1, keep_checkpoints=10)
+        job_id = _run(pod, body)
         _until(_has(tmp_path, job_id, "CHECKPOINT"), 120, "the first checkpoint")
         time.sleep(0.3)  # a few steps past it
         pod.kill_worker(signal.SIGKILL)
@@ -169,6 +173,8 @@ def test_sigterm_checkpoints_and_a_retry_resumes(tmp_path: Path, data: DataServe
         stopped = pod.wait_for(job_id, timeout=120)
         assert stopped["status"] == "FAILED"
         assert "retry the same job id" in stopped["error"]
+        # It names the checkpoint on the volume, not only the last step the log showed.
+        assert re.search(r"a retry resumes from checkpoint global_step\d+", stopped["error"])
         events = _events(tmp_path, job_id)
         assert events[-1].status == "INTERRUPTED"
         assert any(e.type == "CHECKPOINT" for e in events)

@@ -21,6 +21,7 @@ import pytest
 from localpod import LocalPod
 from tests.support.localpod_client import AUTH, HANDLER, KEY, run, wait_progress
 from tests.support.paths import REPO
+from tests.support.processes import marked_processes
 
 
 def worker_env_key(pod: LocalPod) -> str:
@@ -204,20 +205,6 @@ def test_no_worker_starts_once_stop_has_begun(
         stopper.join(timeout=60)
         assert not stopper.is_alive()
     assert sorted(tmp_path.glob("*.log")) == first  # no replacement was started
-
-
-def marked_processes(marker: str) -> list[int]:
-    """Pids whose environment holds `marker`: every descendant, even one reparented to init."""
-    needle = marker.encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:  # gone meanwhile, or not ours
-                continue
-    return found
 
 
 def wait_http(url: str, timeout: float = 60) -> httpx.Response:

@@ -9,71 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 from safetensors.torch import load_file
 
 from events.store import EventStore
-from minipipe.model import build_tiny_model
-from orchestrator.machine import JobMachine
-from orchestrator.plan import trainer_spec
-from orchestrator.request import parse_request
-from stages.contract import StageContext, StopRequest
+from stages.contract import StopRequest
 from stages.errors import JobInterrupted
-from stages.training.config import JobPaths, render, write_configs
-from stages.training.stage import Training, TrainingPlan
-from tests.support.helpers import stage_context
+from stages.training.stage import Training
+from tests.support.minipipe_job import tiny_job, trained_steps, training_ctx
 
 pytestmark = pytest.mark.slow
 
 
-def _job(tmp_path: Path, epochs: int = 3) -> tuple[TrainingPlan, JobPaths, Path]:
-    paths = JobPaths.for_job(tmp_path, "job")
-    assert paths.images_dir is not None
-    paths.images_dir.mkdir(parents=True)
-    for i in range(4):
-        Image.new("RGB", (32, 32), (i * 60, 90, 200 - i * 40)).save(paths.images_dir / f"{i}.png")
-        (paths.images_dir / f"{i}.txt").write_text(f"a tiny square number {i}")
-    build_tiny_model(paths.models_root / "tiny")
-    request = parse_request(
-        {
-            "model_type": "tiny",
-            "dataset": {"type": "precaptioned", "images_url": "https://example.com/d.zip"},
-            "training": {
-                "epochs": epochs,
-                "resolution": 32,
-                "save_every_n_epochs": 1,
-                "checkpoint_every_n_epochs": 1,
-            },
-            "output": {"method": "local", "local": {"path": str(tmp_path / "out")}},
-        }
-    )
-    _, main = write_configs(render(trainer_spec(request), paths, image_count=4), paths.config_dir)
-    return (
-        TrainingPlan("tiny", main, "adapter_model.safetensors", total_steps=4 * epochs),
-        paths,
-        tmp_path / "jobs" / "job",
-    )
-
-
-def _ctx(job_dir: Path, log: Any) -> StageContext:
-    machine = JobMachine(log)
-    if not log.events:
-        for status in ("INITIALIZED", "STARTING", "DOWNLOADING", "MODEL_DOWNLOAD", "TRAINING"):
-            machine.fire(status)
-    return stage_context(job_dir, machine.record)
-
-
-def _steps(job_dir: Path) -> list[int]:
-    text = (job_dir / "logs" / "train.log").read_text()
-    return [int(line.split()[1]) for line in text.splitlines() if line.startswith("steps: ")]
-
-
 def test_a_full_run_produces_a_trained_lora_and_events(tmp_path: Path) -> None:
-    plan, paths, job_dir = _job(tmp_path)
+    plan, paths, job_dir = tiny_job(tmp_path)
     log = EventStore.in_memory().open("job")
     samples: list[dict[str, Any]] = []
     stage = Training(plan, progress_every_s=0, on_progress=samples.append)
-    result = stage.run(_ctx(job_dir, log))
+    result = stage.run(training_ctx(job_dir, log))
     lora = job_dir / result["lora"]
     assert lora.name == "adapter_model.safetensors"
     assert result["final_save"] == "epoch3"
@@ -95,9 +47,9 @@ def test_sigkill_after_a_checkpoint_loses_only_the_steps_since(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MINIPIPE_STEP_SLEEP", "0.05")
-    plan, _, job_dir = _job(tmp_path, epochs=4)
+    plan, _, job_dir = tiny_job(tmp_path, epochs=4)
     log = EventStore.in_memory().open("job")
-    ctx = _ctx(job_dir, log)
+    ctx = training_ctx(job_dir, log)
     kill_after = random.Random().randint(1, 3)  # steps past the first checkpoint
     stage = Training(plan, progress_every_s=0)
     killed = threading.Event()
@@ -120,10 +72,10 @@ def test_sigkill_after_a_checkpoint_loses_only_the_steps_since(
     with pytest.raises(Exception, match="training failed"):
         stage.run(ctx)
     assert killed.is_set()
-    before = _steps(job_dir)
+    before = trained_steps(job_dir)
     last_checkpoint = max(e.data["step"] for e in log.events if e.type == "CHECKPOINT")
     resumed = Training(plan, progress_every_s=0).run(ctx)
-    after = _steps(job_dir)[len(before) :]
+    after = trained_steps(job_dir)[len(before) :]
     assert resumed["final_save"] == "epoch4"
     assert after[0] == last_checkpoint + 1  # the step counter continues
     redone = set(before) & set(after)
@@ -135,9 +87,9 @@ def test_a_stop_request_checkpoints_and_the_next_attempt_finishes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MINIPIPE_STEP_SLEEP", "0.05")
-    plan, _, job_dir = _job(tmp_path, epochs=3)
+    plan, _, job_dir = tiny_job(tmp_path, epochs=3)
     log = EventStore.in_memory().open("job")
-    ctx = _ctx(job_dir, log)
+    ctx = training_ctx(job_dir, log)
     stop = StopRequest()
 
     def stop_at_step_3(sample: dict[str, Any]) -> None:
@@ -150,17 +102,17 @@ def test_a_stop_request_checkpoints_and_the_next_attempt_finishes(
     assert stage.current_run is not None
     assert stage.current_run.proc.returncode == 0
     assert "Manually quitting" in (job_dir / "logs" / "train.log").read_text()
-    stopped_at = max(_steps(job_dir))
+    stopped_at = max(trained_steps(job_dir))
     result = Training(plan).run(ctx)
     assert result["final_save"] == "epoch3"
-    assert _steps(job_dir)[-1] == 12
-    assert min(_steps(job_dir)[stopped_at:]) >= stopped_at  # nothing before the stop again
+    assert trained_steps(job_dir)[-1] == 12
+    assert min(trained_steps(job_dir)[stopped_at:]) >= stopped_at  # nothing before the stop again
 
 
 def test_without_a_checkpoint_it_starts_from_the_newest_lora(tmp_path: Path) -> None:
-    plan, paths, job_dir = _job(tmp_path, epochs=2)
+    plan, paths, job_dir = tiny_job(tmp_path, epochs=2)
     log = EventStore.in_memory().open("job")
-    ctx = _ctx(job_dir, log)
+    ctx = training_ctx(job_dir, log)
     Training(plan).run(ctx)
     for latest in paths.output_dir.glob("*/latest"):
         latest.unlink()  # as if the checkpoint were lost
