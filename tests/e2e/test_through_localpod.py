@@ -160,7 +160,9 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(
     assert resumed_from >= recorded
     assert resumed_from in saved
     redone = set(first) & set(second)
-    assert len(redone) <= max(first) - resumed_from
+    # The trainer may outlive its worker by a moment (its launcher kills the tree on the
+    # worker's death) and checkpoint a step whose log line the dead worker never copied.
+    assert len(redone) <= max(0, max(first) - resumed_from)
     assert second[-1] == 36  # 6 images x 6 epochs
     assert [e.type for e in events].count("COMPLETE") == 1
 
