@@ -14,7 +14,6 @@ half `global_stepN` that looks like a checkpoint; `before_launch` clears such le
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Mapping
@@ -22,19 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stages.contract import StageContext
-from stages.training.run_folder import resumable_checkpoint, run_dirs
+from stages.training.run_folder import (
+    CHECKPOINT_TAG,
+    checkpoint_step,
+    resumable_checkpoint,
+    run_dirs,
+)
 
 DEFAULT_KEEP = 2
-_TAG = re.compile(r"global_step(\d+)")
 PRUNING_PREFIX = ".pruning-"
 _MODEL_FILES = "mp_rank_*_model_states.pt"
 _LAYER_FILES = "layer_*-model_states.pt"
-
-
-def _step(tag: str) -> int:
-    match = _TAG.fullmatch(tag)
-    assert match is not None, tag
-    return int(match[1])
 
 
 def to_prune(folders: Mapping[str, bool], latest: str | None, keep: int) -> list[str]:
@@ -48,13 +45,12 @@ def to_prune(folders: Mapping[str, bool], latest: str | None, keep: int) -> list
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
-    if latest is None or _TAG.fullmatch(latest) is None or not folders.get(latest):
+    if latest is None or CHECKPOINT_TAG.fullmatch(latest) is None or not folders.get(latest):
         return []
-    newest = _step(latest)
+    newest = checkpoint_step(latest)
+    tags = [name for name in folders if CHECKPOINT_TAG.fullmatch(name)]
     older = sorted(
-        (name for name in folders if _TAG.fullmatch(name) and _step(name) < newest),
-        key=_step,
-        reverse=True,
+        (t for t in tags if checkpoint_step(t) < newest), key=checkpoint_step, reverse=True
     )
     kept, doomed = 1, []
     for name in older:
@@ -62,7 +58,7 @@ def to_prune(folders: Mapping[str, bool], latest: str | None, keep: int) -> list
             kept += 1
         else:
             doomed.append(name)
-    return sorted(doomed, key=_step)
+    return sorted(doomed, key=checkpoint_step)
 
 
 def _complete(folder: Path) -> bool:
@@ -74,7 +70,7 @@ def listing(run_dir: Path) -> dict[str, bool]:
     return {
         child.name: _complete(child)
         for child in run_dir.iterdir()
-        if _TAG.fullmatch(child.name) and child.is_dir()
+        if CHECKPOINT_TAG.fullmatch(child.name) and child.is_dir()
     }
 
 

@@ -42,7 +42,6 @@ READER_GRACE_S = 10.0  # after the process is gone, for the reader to reach the 
 # embeddings): silence this long after a traceback ends the run. Model loading after a harmless
 # traceback can be quiet for minutes, so the bound is generous.
 HANG_AFTER_TRACEBACK_S = 900.0
-TRACEBACK_START = "Traceback (most recent call last):"
 
 
 @dataclass
@@ -58,9 +57,13 @@ class Progress:
     finished: bool = False
     first_step: int | None = None
     last_save: str | None = None  # the last "Saving model to directory" name
-    final_save: str | None = None  # the last save before TRAINING COMPLETE!: the run's result
     resumed_at: tuple[int, int] | None = None  # (epoch, step) diffusion-pipe resumed at
     started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def final_save(self) -> str | None:
+        """The last save before TRAINING COMPLETE!: the run's result (nothing saves after it)."""
+        return self.last_save if self.finished else None
 
     def sample(self) -> dict[str, Any]:
         percent = eta = None
@@ -162,7 +165,7 @@ class TrainerRun:
 
     def _take(self, line: str) -> None:
         self.last_output_at = time.monotonic()
-        if TRACEBACK_START in line:
+        if tl.TRACEBACK_START in line:
             self.traceback_seen = True
         try:
             self._write_log(line)
@@ -375,4 +378,3 @@ def _apply(fact: tl.LogFact, progress: Progress) -> None:
         progress.last_save = fact.name
     elif isinstance(fact, tl.Finished):
         progress.finished = True
-        progress.final_save = progress.last_save

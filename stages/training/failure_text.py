@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 from stages.training import log_lines as tl
 
-TRACEBACK_START = "Traceback (most recent call last):"
 MAX_LINES = 6
 MAX_LINE_CHARS = 300
 
@@ -46,7 +45,7 @@ def scrub(line: str, roots: Sequence[str] = ()) -> str:
 
 def _last_traceback(tail: Sequence[str]) -> list[str] | None:
     """The frame that raised and the exception lines of the last traceback, if any."""
-    starts = [i for i, line in enumerate(tail) if TRACEBACK_START in line]
+    starts = [i for i, line in enumerate(tail) if tl.TRACEBACK_START in line]
     if not starts:
         return None
     block = list(tail[starts[-1] + 1 :])

@@ -26,6 +26,7 @@ _CHECKPOINT = re.compile(rf"Saving model checkpoint:\s*(?P<path>\S*?(?P<tag>glob
 _RESUMED = re.compile(rf"Resuming at epoch:\s*(?P<epoch>{_INT}),\s*step:\s*(?P<step>{_INT})")
 _BATCH = re.compile(rf"Global batch size = (?P<batch>{_INT})")
 COMPLETE_MARKER = "TRAINING COMPLETE!"
+TRACEBACK_START = "Traceback (most recent call last):"  # Python's, whoever raised
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ class Launch:
     resume_from: str | None  # run folder name for --resume_from_checkpoint
     init_from: Path | None  # a saved LoRA folder for [adapter].init_from_existing
     note: str
+    checkpoint: str | None = None  # the global_stepN tag a resume starts from
 
 
 def plan_launch(output_dir: Path, lora_file: str) -> Launch:
@@ -32,7 +33,7 @@ def plan_launch(output_dir: Path, lora_file: str) -> Launch:
     if runs:
         tag = resumable_checkpoint(runs[-1])
         if tag is not None:
-            return Launch(runs[-1].name, None, f"resuming run {runs[-1].name} from {tag}")
+            return Launch(runs[-1].name, None, f"resuming run {runs[-1].name} from {tag}", tag)
     saved = newest_lora(output_dir, lora_file)
     if saved is not None:
         return Launch(

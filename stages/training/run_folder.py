@@ -8,6 +8,15 @@ from pathlib import Path
 
 _RUN_NAME = re.compile(r"^\d{8}_\d{2}-\d{2}-\d{2}$")  # diffusion-pipe's %Y%m%d_%H-%M-%S
 SAVED_NAME = re.compile(r"^(epoch|step)(\d+)$")
+CHECKPOINT_TAG = re.compile(r"global_step(\d+)")  # DeepSpeed's tag, a folder of the run
+
+
+def checkpoint_step(tag: str) -> int:
+    """The step of a `global_stepN` tag."""
+    match = CHECKPOINT_TAG.fullmatch(tag)
+    if match is None:
+        raise ValueError(f"{tag!r} is not a checkpoint tag")
+    return int(match[1])
 
 
 def run_dirs(output_dir: Path) -> list[Path]:
@@ -24,7 +33,7 @@ def resumable_checkpoint(run_dir: Path) -> str | None:
         tag = latest.read_text(encoding="utf-8").strip()
     except (FileNotFoundError, UnicodeDecodeError):
         return None
-    if not re.fullmatch(r"global_step\d+", tag) or not (run_dir / tag).is_dir():
+    if not CHECKPOINT_TAG.fullmatch(tag) or not (run_dir / tag).is_dir():
         return None
     return tag
 

@@ -28,7 +28,13 @@ from stages.training.config import JobPaths, TrainerSpec, render, write_configs
 from stages.training.driver import HANG_AFTER_TRACEBACK_S, Progress, RunResult, TrainerRun, follow
 from stages.training.leftovers import clear_leftovers
 from stages.training.resume import plan_launch, with_init_from
-from stages.training.run_folder import SavedLora, resumable_checkpoint, run_dirs, saved_loras
+from stages.training.run_folder import (
+    SavedLora,
+    checkpoint_step,
+    resumable_checkpoint,
+    run_dirs,
+    saved_loras,
+)
 from stages.training.traps import CUT_BY_SERVICE
 from stages.weights.sources import HUB_CACHE
 
@@ -190,9 +196,8 @@ class Training(Stage):
         """The answer names what a retry resumes from, which is on disk, not the last step the
         log showed (steps after the newest checkpoint are trained again)."""
         nxt = plan_launch(output_dir, self.plan.lora_file)
-        if nxt.resume_from is not None:
-            tag = resumable_checkpoint(output_dir / nxt.resume_from)
-            then = f"a retry resumes from checkpoint {tag}"
+        if nxt.checkpoint is not None:
+            then = f"a retry resumes from checkpoint {nxt.checkpoint}"
         elif nxt.init_from is not None:
             then = f"no checkpoint yet; a retry starts from the saved LoRA {nxt.init_from.name}"
         else:
@@ -267,8 +272,7 @@ def _checkpoint_done(output_dir: Path, tag: str) -> bool:
     current = resumable_checkpoint(runs[-1])
     if current is None:
         return False
-    step = int(tag.removeprefix("global_step"))
-    return int(current.removeprefix("global_step")) >= step
+    return checkpoint_step(current) >= checkpoint_step(tag)
 
 
 def _save_done(output_dir: Path, name: str, lora_file: str) -> bool:
