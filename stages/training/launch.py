@@ -108,8 +108,15 @@ def main(argv: list[str]) -> int:
         return 2
     parent, command = int(argv[0]), argv[1:]
     stop: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if os.getppid() != parent:  # the parent-death signal: the tree goes now, not a poll later
+            end_tree(0)
+            os._exit(1)
+        stop.append(signum)
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda signum, _frame: stop.append(signum))
+        signal.signal(sig, on_signal)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -122,7 +129,7 @@ def main(argv: list[str]) -> int:
         print(f"stages.training.launch: cannot start {command[0]}: {exc}", file=sys.stderr)
         return 127
     while (returncode := child.poll()) is None:
-        if os.getppid() != parent:  # the worker is gone: nobody follows this run any more
+        if os.getppid() != parent:  # gone without a signal (not Linux): nobody follows the run
             end_tree(0)
             return 1
         if stop:
