@@ -207,8 +207,10 @@ class TrainerRun:
                 os.close(fd)
 
     def signal_group(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)
+        """`sig` to the launcher's process group and to the trainer's, which is its own."""
+        for group in {self.proc.pid} | launch.groups_below(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
 
     def kill_tree(self) -> None:
         """SIGKILL every process of the trainer: the launcher is the tree's subreaper, so its

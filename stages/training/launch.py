@@ -4,8 +4,9 @@ dies with the worker that started it.
 diffusion-pipe is a tree: the `deepspeed` runner starts `deepspeed.launcher.launch`, which starts
 one `train.py` per GPU, and neither child gets a parent-death signal of its own. So this process
 stays between the worker and the tree instead of exec'ing it: it becomes the tree's subreaper
-(orphans of the tree are re-parented here, not to init), asks the kernel for SIGTERM when the
-worker dies, and then kills every descendant. A SIGTERM or SIGINT from the driver (a stop) is
+(orphans of the tree are re-parented here, not to init), runs it in a process group of its own,
+asks the kernel for SIGTERM when the worker dies, and then kills that group at once and every
+descendant that left it. A SIGTERM or SIGINT from the driver (a stop) is
 passed to the tree, which gets `TERM_WAIT_S` to exit before it is killed. The exit status is the
 command's own, so the driver classifies the trainer's failure, not this wrapper's.
 """
@@ -58,6 +59,15 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def groups_below(root: int) -> set[int]:
+    """The process groups of `root`'s descendants (the command runs in a group of its own)."""
+    groups = set()
+    for pid in descendants(root):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            groups.add(os.getpgid(pid))
+    return groups
+
+
 def signal_tree(sig: signal.Signals) -> int:
     """Send `sig` to every descendant; returns how many there were."""
     pids = descendants(os.getpid())
@@ -108,10 +118,19 @@ def main(argv: list[str]) -> int:
         return 2
     parent, command = int(argv[0]), argv[1:]
     stop: list[int] = []
+    group: list[int] = []  # the command's process group, once it runs
+
+    def orphaned() -> None:
+        """The worker is gone: the command's group in one syscall (a step takes milliseconds),
+        then any descendant that left it."""
+        for pgid in group:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        end_tree(0)
 
     def on_signal(signum: int, _frame: object) -> None:
         if os.getppid() != parent:  # the parent-death signal: the tree goes now, not a poll later
-            end_tree(0)
+            orphaned()
             os._exit(1)
         stop.append(signum)
 
@@ -124,13 +143,15 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent:  # the worker died before the signal was armed
         return 1
     try:
-        child = subprocess.Popen(command)  # argv built by the training driver
+        # Its own process group, so that the whole group can be killed at once from here.
+        child = subprocess.Popen(command, process_group=0)  # argv built by the training driver
     except OSError as exc:
         print(f"stages.training.launch: cannot start {command[0]}: {exc}", file=sys.stderr)
         return 127
+    group.append(child.pid)
     while (returncode := child.poll()) is None:
         if os.getppid() != parent:  # gone without a signal (not Linux): nobody follows the run
-            end_tree(0)
+            orphaned()
             return 1
         if stop:
             end_tree(TERM_WAIT_S, keep=child.pid)
