@@ -2,7 +2,9 @@
 
 Serves RunPod's client API (/run, /runsync, /status, /cancel, /retry, /health) and the
 worker protocol (job-take, job-stop, job-done, job-stream, ping), and runs the real
-`runpod` SDK worker loop against it as subprocesses. Not a production server.
+`runpod` SDK worker loop against it as subprocesses, under RunPod's platform rules (default
+execution timeout, TTL, result retention, webhook retries: settings with RunPod's defaults,
+localpod/README.md). Not a production server.
 """
 
 from localpod.board import (

@@ -3,6 +3,11 @@
 Pure state behind one lock and one condition; no sockets, no processes. The HTTP layer and
 the process supervisor both call into it, and long-polls (job-take, job-stop, runsync) wait
 on its condition so that a change wakes them at once.
+
+RunPod's platform rules live here too, each a setting with RunPod's default (localpod/README.md):
+the default execution timeout and the policy bounds, the job TTL, and how long a finished job's
+result is kept. Job times come from an injectable `clock`, so expiry is testable without sleeping;
+long-poll waits use real time.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +29,16 @@ CANCELLED = "CANCELLED"
 TIMED_OUT = "TIMED_OUT"
 FINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
 
+# RunPod's defaults and bounds (docs.runpod.io serverless/endpoints/send-requests, "Execution
+# policies" and "Result retention", 2026-08).
+DEFAULT_EXECUTION_TIMEOUT_S = 600.0
+DEFAULT_TTL_S = 86_400.0
+RUN_RETENTION_S = 1_800.0
+RUNSYNC_RETENTION_S = 60.0
+SEVEN_DAYS_MS = 7 * 86_400_000
+EXECUTION_TIMEOUT_BOUNDS_MS = (5_000, SEVEN_DAYS_MS)
+TTL_BOUNDS_MS = (10_000, SEVEN_DAYS_MS)
+
 
 class BadRequest(ValueError):
     """A client request the endpoint refuses (answered with HTTP 400)."""
@@ -33,13 +48,15 @@ class BadRequest(ValueError):
 class Job:
     id: str
     input: Any
+    submitted_at: float  # the board's clock; the TTL counts from here
     webhook: str | None = None
     execution_timeout_s: float | None = None
+    ttl_s: float | None = None
+    sync: bool = False  # /runsync: its result is kept for the shorter retention
     status: str = IN_QUEUE
     output: Any = None
     error: str | None = None
     stream: list[Any] = field(default_factory=list)
-    submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None  # first delivery: delayTime ends here
     delivered_at: float | None = None  # current delivery: the execution timeout counts from here
     finished_at: float | None = None
@@ -47,9 +64,8 @@ class Job:
     deliveries: int = 0
     redeliveries: int = 0
 
-    def view(self) -> dict[str, Any]:
-        """The /status body, shaped as RunPod's."""
-        now = time.monotonic()
+    def view(self, now: float) -> dict[str, Any]:
+        """The /status body, shaped as RunPod's, at time `now` (the board's clock)."""
         delay_end = self.started_at if self.started_at is not None else now
         body: dict[str, Any] = {
             "id": self.id,
@@ -91,14 +107,38 @@ class Events:
     ignored: list[tuple[str, str, str]] = field(default_factory=list)  # (worker, job, why)
     stop_signals: dict[str, list[str]] = field(default_factory=dict)  # worker id -> job ids
     worker_exits: list[tuple[str, int | None]] = field(default_factory=list)
+    expired: list[tuple[str, str]] = field(default_factory=list)  # (job id, why it was removed)
+    webhooks: dict[str, list[str]] = field(default_factory=dict)  # job id -> attempt outcomes
 
 
 class JobBoard:
-    """Thread-safe job state for one endpoint."""
+    """Thread-safe job state for one endpoint.
 
-    def __init__(self, *, max_redeliveries: int = 3) -> None:
+    `default_execution_timeout_s` applies to a request without `policy.executionTimeout`, and
+    `default_ttl_s` to one without `policy.ttl` (None: no limit). A finished job is removed
+    `run_retention_s` (`/run`) or `runsync_retention_s` (`/runsync`) after it ended, and any job
+    when its TTL has passed since submission: from then on it is unknown (404), and a job still
+    running gets a stop signal.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_redeliveries: int = 3,
+        default_execution_timeout_s: float | None = DEFAULT_EXECUTION_TIMEOUT_S,
+        default_ttl_s: float | None = DEFAULT_TTL_S,
+        run_retention_s: float = RUN_RETENTION_S,
+        runsync_retention_s: float = RUNSYNC_RETENTION_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_redeliveries = max_redeliveries
+        self.default_execution_timeout_s = default_execution_timeout_s
+        self.default_ttl_s = default_ttl_s
+        self.run_retention_s = run_retention_s
+        self.runsync_retention_s = runsync_retention_s
+        self.clock = clock
         self.jobs: dict[str, Job] = {}
+        self.gone: dict[str, str] = {}  # removed job id -> why: late posts are ignored, not 404
         self.queue: deque[str] = deque()
         self.seats: dict[str, WorkerSeat] = {}
         self.events = Events()
@@ -114,17 +154,21 @@ class JobBoard:
         policy = body.get("policy") or {}
         if not isinstance(policy, dict):
             raise BadRequest("'policy' must be an object")
-        timeout_ms = policy.get("executionTimeout")
-        if timeout_ms is not None and (not isinstance(timeout_ms, int | float) or timeout_ms <= 0):
-            raise BadRequest("policy.executionTimeout must be a positive number of milliseconds")
+        timeout_ms = _policy_ms(policy, "executionTimeout", EXECUTION_TIMEOUT_BOUNDS_MS)
+        ttl_ms = _policy_ms(policy, "ttl", TTL_BOUNDS_MS)
         webhook = body.get("webhook")
-        job = Job(
-            id=("sync-" if sync else "") + str(uuid.uuid4()),
-            input=body["input"],
-            webhook=webhook if isinstance(webhook, str) else None,
-            execution_timeout_s=None if timeout_ms is None else timeout_ms / 1000,
-        )
         with self.cond:
+            job = Job(
+                id=("sync-" if sync else "") + str(uuid.uuid4()),
+                input=body["input"],
+                submitted_at=self.clock(),
+                webhook=webhook if isinstance(webhook, str) else None,
+                execution_timeout_s=(
+                    self.default_execution_timeout_s if timeout_ms is None else timeout_ms / 1000
+                ),
+                ttl_s=self.default_ttl_s if ttl_ms is None else ttl_ms / 1000,
+                sync=sync,
+            )
             self.jobs[job.id] = job
             self.queue.append(job.id)
             self.cond.notify_all()
@@ -132,11 +176,19 @@ class JobBoard:
 
     def view(self, job_id: str) -> dict[str, Any] | None:
         with self.cond:
+            now = self._sweep()
             job = self.jobs.get(job_id)
-            return None if job is None else job.view()
+            return None if job is None else job.view(now)
+
+    def gone_reason(self, job_id: str) -> str | None:
+        """Why a job that existed is unknown now (its TTL or result retention passed)."""
+        with self.cond:
+            self._sweep()
+            return self.gone.get(job_id)
 
     def cancel(self, job_id: str) -> dict[str, Any] | None:
         with self.cond:
+            self._sweep()
             job = self.jobs.get(job_id)
             if job is None:
                 return None
@@ -149,7 +201,11 @@ class JobBoard:
             return {"id": job.id, "status": job.status}
 
     def retry(self, job_id: str) -> dict[str, Any] | None:
+        """/retry: a FAILED or TIMED_OUT job queued again, same id and input. None when the job
+        is unknown, which includes one whose result retention has passed (RunPod: "Once
+        expired, jobs cannot be retried")."""
         with self.cond:
+            self._sweep()
             job = self.jobs.get(job_id)
             if job is None:
                 return None
@@ -162,6 +218,7 @@ class JobBoard:
         """Queue a job again with the same id and input, whatever its status (RunPod can
         deliver a finished job again; tests use this to prove the worker answers from its log)."""
         with self.cond:
+            self._sweep()
             job = self.jobs.get(job_id)
             if job is None:
                 return None
@@ -170,6 +227,7 @@ class JobBoard:
 
     def purge_queue(self) -> int:
         with self.cond:
+            self._sweep()
             removed = list(self.queue)
             self.queue.clear()
             for job_id in removed:
@@ -179,6 +237,7 @@ class JobBoard:
     def stream_chunks(self, job_id: str) -> dict[str, Any] | None:
         """/stream: the chunks posted since the last call, then forgotten."""
         with self.cond:
+            self._sweep()
             job = self.jobs.get(job_id)
             if job is None:
                 return None
@@ -187,6 +246,7 @@ class JobBoard:
 
     def health(self, *, idle: int, running: int) -> dict[str, Any]:
         with self.cond:
+            self._sweep()
             counts = {s: 0 for s in (COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE)}
             for job in self.jobs.values():
                 # RunPod's /health has no timed-out counter; a timeout is a failure.
@@ -212,11 +272,12 @@ class JobBoard:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
+                now = self._sweep()
                 job = self.jobs.get(job_id)
                 if job is None:
                     raise KeyError(job_id)
                 if job.status in wanted:
-                    return job.view()
+                    return job.view(now)
                 left = deadline - time.monotonic()
                 if left <= 0 or self.closed:
                     raise TimeoutError(f"job {job_id} is {job.status}, not in {sorted(wanted)}")
@@ -241,10 +302,10 @@ class JobBoard:
                 if left <= 0:
                     break
                 self.cond.wait(left)
+            now = self._sweep()  # a job whose TTL passed in the queue is never delivered
             taken: list[dict[str, Any]] = []
             while self.queue and len(taken) < max_jobs and not seat.draining and not self.closed:
                 job = self.jobs[self.queue.popleft()]
-                now = time.monotonic()
                 job.status = IN_PROGRESS
                 job.worker_id = worker_id
                 job.started_at = job.started_at if job.started_at is not None else now
@@ -275,6 +336,10 @@ class JobBoard:
         if not isinstance(body, dict):
             raise BadRequest("job-done body must be a JSON object")
         with self.cond:
+            self._sweep()
+            if job_id in self.gone:
+                self.events.ignored.append((worker_id, job_id, self.gone[job_id]))
+                return None
             job = self.jobs.get(job_id)
             if job is None:
                 raise KeyError(job_id)
@@ -300,6 +365,9 @@ class JobBoard:
 
     def post_stream(self, worker_id: str, job_id: str, body: Any) -> None:
         with self.cond:
+            self._sweep()
+            if job_id in self.gone:
+                return
             job = self.jobs.get(job_id)
             if job is None:
                 raise KeyError(job_id)
@@ -312,8 +380,14 @@ class JobBoard:
     def ping(self, worker_id: str, job_ids: str) -> None:
         with self.cond:
             seat = self.seat(worker_id)
-            seat.last_ping = time.monotonic()
+            seat.last_ping = self.clock()
             seat.last_ping_jobs = job_ids
+
+    def record_webhook(self, job_id: str, outcome: str) -> None:
+        """One webhook attempt's outcome ('200', 'HTTP 503', 'ConnectError'), for tests."""
+        with self.cond:
+            self.events.webhooks.setdefault(job_id, []).append(outcome)
+            self.cond.notify_all()
 
     # ---- supervisor side ---------------------------------------------------------------
 
@@ -326,7 +400,9 @@ class JobBoard:
                 return []
             orphans = sorted(seat.jobs)
             for job_id in orphans:
-                job = self.jobs[job_id]
+                job = self.jobs.get(job_id)
+                if job is None:  # removed by its TTL meanwhile
+                    continue
                 if job.redeliveries < self.max_redeliveries:
                     job.redeliveries += 1
                     # Front of the queue: it was accepted before anything queued since.
@@ -341,23 +417,19 @@ class JobBoard:
             return orphans
 
     def expire(self, *, ping_timeout_s: float | None) -> tuple[list[str], list[str]]:
-        """Enforce execution timeouts; find busy workers whose heartbeat stopped.
+        """Enforce execution timeouts, TTLs and result retention; find busy workers whose
+        heartbeat stopped.
 
         Returns (timed-out job ids, silent worker ids); the caller kills silent workers,
         and their exit redelivers the jobs.
         """
-        now = time.monotonic()
-        timed_out: list[str] = []
         silent: list[str] = []
         with self.cond:
-            for job in self.jobs.values():
-                limit = job.execution_timeout_s
-                running = job.status == IN_PROGRESS and job.delivered_at is not None
-                if running and limit is not None and now - (job.delivered_at or now) > limit:
-                    self._stop_on_worker(job)
-                    job.error = f"execution timeout of {limit:g} s exceeded"
-                    self._finish(job, TIMED_OUT)
-                    timed_out.append(job.id)
+            before = {j.id for j in self.jobs.values() if j.status == TIMED_OUT}
+            now = self._sweep()
+            timed_out = [
+                j.id for j in self.jobs.values() if j.status == TIMED_OUT and j.id not in before
+            ]
             if ping_timeout_s is not None:
                 for seat in self.seats.values():
                     if not seat.jobs:
@@ -374,6 +446,47 @@ class JobBoard:
             self.cond.notify_all()
 
     # ---- internals (call with the lock held) -------------------------------------------
+
+    def _sweep(self) -> float:
+        """Apply the clock's rules to every job: execution timeouts, then TTLs and result
+        retention. Called by every entry point, so no answer shows a job past its limits
+        however late the supervisor runs. Returns the time it used."""
+        now = self.clock()
+        for job in list(self.jobs.values()):
+            limit = job.execution_timeout_s
+            if job.status == IN_PROGRESS and limit is not None and _ran(job, now) > limit:
+                self._stop_on_worker(job)
+                job.error = f"execution timeout of {limit:g} s exceeded"
+                self._finish(job, TIMED_OUT, now)
+            why = self._expiry(job, now)
+            if why:
+                self._remove(job, why)
+        return now
+
+    def _expiry(self, job: Job, now: float) -> str:
+        """Why `job` must be removed at `now`, or ''."""
+        if job.ttl_s is not None and now - job.submitted_at > job.ttl_s:
+            return f"its ttl of {job.ttl_s:g} s since submission has passed"
+        if job.status in FINAL_STATUSES and job.finished_at is not None:
+            keep = self.runsync_retention_s if job.sync else self.run_retention_s
+            if now - job.finished_at > keep:
+                route = "/runsync" if job.sync else "/run"
+                return f"the {keep:g} s result retention of {route} after it ended has passed"
+        return ""
+
+    def _remove(self, job: Job, why: str) -> None:
+        """RunPod deletes an expired job whatever its state: /status answers 404 from then on,
+        and a job still running is stopped on its worker."""
+        if job.status == IN_QUEUE and job.id in self.queue:
+            self.queue.remove(job.id)
+        elif job.status == IN_PROGRESS:
+            self._stop_on_worker(job)
+        if job.worker_id and job.worker_id in self.seats:
+            self.seats[job.worker_id].jobs.discard(job.id)
+        del self.jobs[job.id]
+        self.gone[job.id] = why
+        self.events.expired.append((job.id, why))
+        self.cond.notify_all()
 
     def _stale(self, worker_id: str, job: Job) -> str:
         if job.status != IN_PROGRESS:
@@ -403,9 +516,28 @@ class JobBoard:
             self.queue.append(job.id)
         self.cond.notify_all()
 
-    def _finish(self, job: Job, status: str) -> None:
+    def _finish(self, job: Job, status: str, now: float | None = None) -> None:
         job.status = status
-        job.finished_at = time.monotonic()
+        job.finished_at = self.clock() if now is None else now
         if job.worker_id and job.worker_id in self.seats:
             self.seats[job.worker_id].jobs.discard(job.id)
         self.cond.notify_all()
+
+
+def _policy_ms(policy: dict[str, Any], name: str, bounds: tuple[int, int]) -> int | float | None:
+    """A policy duration in milliseconds, checked against RunPod's bounds; None when absent."""
+    value = policy.get(name)
+    if value is None:
+        return None
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise BadRequest(
+            f"policy.{name} must be a number of milliseconds from {low} to {high} "
+            f"({low // 1000} s to 7 days), got {value!r}"
+        )
+    return value
+
+
+def _ran(job: Job, now: float) -> float:
+    """Seconds the current delivery has run: the execution timeout counts from it."""
+    return 0.0 if job.delivered_at is None else now - job.delivered_at

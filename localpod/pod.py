@@ -20,14 +20,28 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from localpod.board import FINAL_STATUSES, Events, Job, JobBoard
-from localpod.server import EndpointServer, send_webhook
+from localpod.board import (
+    DEFAULT_EXECUTION_TIMEOUT_S,
+    DEFAULT_TTL_S,
+    FINAL_STATUSES,
+    RUN_RETENTION_S,
+    RUNSYNC_RETENTION_S,
+    Events,
+    Job,
+    JobBoard,
+)
+from localpod.server import (
+    WEBHOOK_RETRIES,
+    WEBHOOK_RETRY_DELAY_S,
+    EndpointServer,
+    send_webhook,
+)
 
 SUPERVISE_EVERY_S = 0.2
 # A worker that exits with an error this soon after starting is probably broken (an import
@@ -46,7 +60,13 @@ class _Proc:
 
 
 class LocalPod:
-    """A local endpoint at `.url`; use as a context manager, or `start()` / `stop()`."""
+    """A local endpoint at `.url`; use as a context manager, or `start()` / `stop()`.
+
+    RunPod's platform rules are settings with RunPod's defaults (localpod/README.md):
+    `default_execution_timeout_s` (600; None: none), `default_ttl_s` (86400; None: none),
+    `run_retention_s` (1800) and `runsync_retention_s` (60) after a job ends, `webhook_retries`
+    (2) `webhook_retry_delay_s` (10) apart; `clock` times jobs (tests inject a fake one).
+    """
 
     def __init__(
         self,
@@ -67,6 +87,13 @@ class LocalPod:
         take_hold_s: float = 1.0,
         stop_hold_s: float = 1.0,
         stop_grace_s: float = 10.0,
+        default_execution_timeout_s: float | None = DEFAULT_EXECUTION_TIMEOUT_S,
+        default_ttl_s: float | None = DEFAULT_TTL_S,
+        run_retention_s: float = RUN_RETENTION_S,
+        runsync_retention_s: float = RUNSYNC_RETENTION_S,
+        webhook_retries: int = WEBHOOK_RETRIES,
+        webhook_retry_delay_s: float = WEBHOOK_RETRY_DELAY_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.handler = Path(handler).resolve()
         self.host = host
@@ -82,7 +109,16 @@ class LocalPod:
         self.take_hold_s = take_hold_s
         self.stop_hold_s = stop_hold_s
         self.stop_grace_s = stop_grace_s
-        self.board = JobBoard(max_redeliveries=max_redeliveries)
+        self.webhook_retries = webhook_retries
+        self.webhook_retry_delay_s = webhook_retry_delay_s
+        self.board = JobBoard(
+            max_redeliveries=max_redeliveries,
+            default_execution_timeout_s=default_execution_timeout_s,
+            default_ttl_s=default_ttl_s,
+            run_retention_s=run_retention_s,
+            runsync_retention_s=runsync_retention_s,
+            clock=clock,
+        )
         # Worker routes take only this secret, and client routes refuse it: a client must not
         # read queued inputs or post results. External workers need it passed in.
         self.worker_secret = worker_secret or secrets.token_urlsafe(32)
@@ -262,7 +298,15 @@ class LocalPod:
 
     def _on_final(self, worker_id: str, job: Job, stop_pod: bool) -> None:
         if job.webhook:
-            send_webhook(job.webhook, job.view())
+            with self.board.cond:
+                body = job.view(self.board.clock())
+            send_webhook(
+                job.webhook,
+                body,
+                retries=self.webhook_retries,
+                delay_s=self.webhook_retry_delay_s,
+                record=lambda outcome: self.board.record_webhook(job.id, outcome),
+            )
         if stop_pod:
             # A per-job refresh_worker asks the platform to replace the worker.
             with contextlib.suppress(LookupError):
@@ -272,7 +316,6 @@ class LocalPod:
         base = f"http://127.0.0.1:{self.port}/v2/{self.endpoint_id}"
         query = "?gpu=localpod"  # the SDK appends "&..." to each URL
         env = dict(os.environ)
-        env.setdefault("RUNPOD_LOG_LEVEL", "INFO")
         env.update(
             {
                 # Placeholders stay literal: the SDK substitutes them.

@@ -12,11 +12,13 @@ import json
 import re
 import sys
 import threading
-import urllib.request
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import httpx
 
 from localpod.board import FINAL_STATUSES, BadRequest, Job, JobBoard
 
@@ -28,6 +30,11 @@ RUNSYNC_MAX_MS = 300_000
 # in the SDK worker, and its job would never be delivered.
 MAX_JSON_DEPTH = 100
 WORKER_OPS = frozenset({"job-take", "job-take-batch", "job-stop", "job-done", "job-stream", "ping"})
+# RunPod: "If the call fails, Runpod retries up to 2 more times with a 10-second delay"
+# (docs.runpod.io serverless/endpoints/send-requests, "Webhook notifications").
+WEBHOOK_RETRIES = 2
+WEBHOOK_RETRY_DELAY_S = 10.0
+WEBHOOK_TIMEOUT_S = 10.0
 
 
 class EndpointServer(ThreadingHTTPServer):
@@ -126,7 +133,10 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(exc, ValueError) and not self.replied:  # BadRequest, a bad ?wait=
             self._reply(400, {"error": str(exc)})
         elif isinstance(exc, KeyError) and not self.replied:
-            self._reply(404, {"error": f"job {exc.args[0]} not found"})
+            # RunPod answers 404 for an expired job too; localpod says why, for whoever debugs.
+            why = self.server.board.gone_reason(str(exc.args[0]))
+            detail = f" ({why})" if why else ""
+            self._reply(404, {"error": f"job {exc.args[0]} not found{detail}"})
         else:  # a bug, or a failure after the answer went out (on_final): one line, not a trace
             print(f"localpod: {what}: {exc!r}", file=sys.stderr)
             if not self.replied:
@@ -229,20 +239,43 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def send_webhook(url: str, body: dict[str, Any]) -> None:
-    """POST the final status to the request's webhook, best effort, off the request thread."""
+def deliver_webhook(
+    url: str,
+    body: dict[str, Any],
+    *,
+    retries: int = WEBHOOK_RETRIES,
+    delay_s: float = WEBHOOK_RETRY_DELAY_S,
+    timeout_s: float = WEBHOOK_TIMEOUT_S,
+    record: Callable[[str], None] = lambda _outcome: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """POST the final status to a request's webhook; on a transport error or a non-2xx answer,
+    try again up to `retries` more times, `delay_s` apart. Whether one attempt succeeded.
 
-    def post() -> None:
-        request = urllib.request.Request(  # noqa: S310 - a URL the user gave us, on purpose
-            url,
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
+    Redirects are not followed: RunPod asks for a 200, and a redirected POST would change.
+    """
+    for attempt in range(retries + 1):
+        if attempt:
+            sleep(delay_s)
         try:
-            with urllib.request.urlopen(request, timeout=10):  # noqa: S310
-                pass
-        except OSError:
-            pass  # RunPod retries twice; a local dev tool just drops it
+            answer = httpx.post(url, json=body, timeout=timeout_s, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            record(type(exc).__name__)
+            continue
+        record(str(answer.status_code) if answer.is_success else f"HTTP {answer.status_code}")
+        if answer.is_success:
+            return True
+    return False
 
-    threading.Thread(target=post, name="localpod-webhook", daemon=True).start()
+
+def send_webhook(url: str, body: dict[str, Any], **options: Any) -> threading.Thread:
+    """deliver_webhook off the request thread (its retries wait seconds). The thread."""
+    thread = threading.Thread(
+        target=deliver_webhook,
+        args=(url, body),
+        kwargs=options,
+        name="localpod-webhook",
+        daemon=True,
+    )
+    thread.start()
+    return thread

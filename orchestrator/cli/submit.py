@@ -1,5 +1,11 @@
 """`submit`: send a request to a RunPod endpoint (or a local one) and optionally follow it.
 
+Three kinds of endpoint: RunPod (`--endpoint ID`), localpod (`dpserve serve`, the default URL)
+and the SDK's own dev server (`python handler.py --rp_serve_api`, `--base-url
+http://127.0.0.1:8000`: no `/v2/<id>` prefix). The dev server serves `/status` by POST only and
+runs the job inside that call (`runpod/serverless/modules/rp_fastapi.py`): a GET answered 405
+switches the poll to one POST that waits for the result, without a read timeout.
+
 Standard library HTTP on purpose: the CLI must not pull a client library into the base install.
 """
 
@@ -22,9 +28,23 @@ LOCAL_URL = "http://127.0.0.1:8000/v2/local"
 RUNPOD_URL = "https://api.runpod.ai/v2"
 # RunPod's own terminal job statuses (its API's vocabulary, not the job log's).
 FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+CALL_TIMEOUT_S = 30.0
 
 
-def call_endpoint(method: str, url: str, key: str, body: Any = None) -> dict[str, Any]:
+class EndpointHTTPError(SubmitError):
+    """The endpoint answered an HTTP error; `code` is its status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def call_endpoint(
+    method: str, url: str, key: str, body: Any = None, *, hold: bool = False
+) -> dict[str, Any]:
+    """One JSON call, CALL_TIMEOUT_S at most; with `hold`, as long as the answer takes (the dev
+    server's POST /status holds the connection for the whole job)."""
+    timeout = None if hold else CALL_TIMEOUT_S
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 - the user's endpoint URL, on purpose
         url,
@@ -33,11 +53,11 @@ def call_endpoint(method: str, url: str, key: str, body: Any = None) -> dict[str
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             answer = json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]
-        raise SubmitError(f"{method} {url}: HTTP {exc.code} {detail}") from None
+        raise EndpointHTTPError(f"{method} {url}: HTTP {exc.code} {detail}", exc.code) from None
     except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
         raise SubmitError(f"{method} {url}: {exc}") from None
     if not isinstance(answer, dict):
@@ -77,8 +97,19 @@ def follow_job(
     )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("", total=100, status="IN_QUEUE")
+        url = f"{base}/status/{job_id}"
+        method = "GET"
         while True:
-            view = call_endpoint("GET", f"{base}/status/{job_id}", key)
+            try:
+                view = call_endpoint(method, url, key, hold=method == "POST")
+            except EndpointHTTPError as exc:
+                if exc.code != 405 or method != "GET":
+                    raise
+                # The SDK's dev server: POST only, and the job runs inside that call.
+                method = "POST"
+                note = "SDK dev server: the job runs inside POST /status, no progress until it ends"
+                bar.update(task, status="IN_PROGRESS", description=note)
+                continue
             status = str(view.get("status"))
             if status in FINAL:
                 bar.update(task, status=status, completed=100 if status == "COMPLETED" else None)
@@ -101,12 +132,19 @@ def submit(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
         bool, typer.Option(help="Follow the job to its end with a progress bar")
     ] = False,
     base_url: Annotated[
-        str | None, typer.Option(help=f"Full endpoint URL (default {LOCAL_URL})")
+        str | None,
+        typer.Option(
+            help=f"Full endpoint URL (default {LOCAL_URL}); for the SDK's dev server "
+            "(python handler.py --rp_serve_api) its root, e.g. http://127.0.0.1:8000"
+        ),
     ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between status polls")] = 2.0,
 ) -> None:
     """Submit a request with /run; with --wait, poll /status until it ends and print the result.
 
+    Works with RunPod (--endpoint), localpod (dpserve serve, the default) and the SDK's dev
+    server (--base-url http://127.0.0.1:8000), which answers /status only by POST and runs the
+    job inside it: --wait then waits in that one call, without progress.
     Exit code 0 when the job COMPLETED (or was queued, without --wait), 1 otherwise.
     """
     err = Console(stderr=True)
