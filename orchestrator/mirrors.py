@@ -1,14 +1,14 @@
 """Where a job's `UPDATES/` go: the output repo for Hub output, the job folder for local output.
 
-The mirror never fails a job: when the repo cannot be named (a token that cannot `whoami`),
-the job runs without one and publishing says what is wrong.
+The mirror never fails or delays a job: making one touches no network. An auto-named repo
+(no `repo_id`) is named by `whoami` in the mirror's own thread, retried there like its other
+Hub calls; a token the Hub refuses stops the mirror, and publishing says what is wrong.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-import structlog
 
 from orchestrator.plan import JobPlan
 from orchestrator.settings import Settings
@@ -18,21 +18,19 @@ if TYPE_CHECKING:  # huggingface_hub: loaded per job, only when the mirror is ma
     from events.projections.hub import HubMirror
     from events.projections.local import LocalMirror
 
-log = structlog.get_logger(__name__)
 
+def _namer(plan: JobPlan, settings: Settings, token: str) -> Callable[[], str]:
+    """The call that names an auto-named repo (`<user>/<model>-lora-<id>`), made later."""
 
-def _hub_repo_id(plan: JobPlan, settings: Settings) -> str | None:
-    hub = plan.publish.destination.huggingface
-    if plan.publish.destination.method != "huggingface" or hub is None:
-        return None
-    if hub.repo_id:
-        return hub.repo_id
-    from huggingface_hub import HfApi  # noqa: PLC0415 - only Hub output needs it
+    def name() -> str:
+        from huggingface_hub import HfApi  # noqa: PLC0415 - only Hub output needs it
 
-    from stages.publish.hub import default_repo_id  # noqa: PLC0415
+        from stages.publish.hub import default_repo_id  # noqa: PLC0415
 
-    user = HfApi(endpoint=settings.hub_endpoint, token=hub.token.get_secret_value()).whoami()
-    return default_repo_id(str(user["name"]), plan.entry.model_type, plan.job_id)
+        user = HfApi(endpoint=settings.hub_endpoint, token=token).whoami()
+        return default_repo_id(str(user["name"]), plan.entry.model_type, plan.job_id)
+
+    return name
 
 
 def make_mirror(
@@ -42,22 +40,19 @@ def make_mirror(
     from events.projections.hub import HubMirror  # noqa: PLC0415
     from events.projections.local import LocalMirror  # noqa: PLC0415
 
-    job_dir = plan.job_dir
-    if plan.publish.destination.method == "local":
-        return LocalMirror(job_dir, job_id=plan.job_id)
-    try:
-        repo_id = _hub_repo_id(plan, settings)
-    except Exception as exc:  # the mirror never fails a job; publishing will say what is wrong
-        log.warning("no UPDATES mirror", job_id=plan.job_id, error=type(exc).__name__)
+    destination = plan.publish.destination
+    if destination.method == "local":
+        return LocalMirror(plan.job_dir, job_id=plan.job_id)
+    hub = destination.huggingface
+    if destination.method != "huggingface" or hub is None:
         return None
-    hub = plan.publish.destination.huggingface
-    if repo_id is None or hub is None:
-        return None
+    token = hub.token.get_secret_value()
     return HubMirror(
-        repo_id=repo_id,
+        repo_id=hub.repo_id or None,
+        name_repo=None if hub.repo_id else _namer(plan, settings, token),
         job_id=plan.job_id,
-        job_dir=job_dir,
-        token=hub.token.get_secret_value(),
+        job_dir=plan.job_dir,
+        token=token,
         endpoint=settings.hub_endpoint,
         settings=mirror_settings or settings.mirror,
         private=hub.private,

@@ -56,6 +56,7 @@ class LocalMirror(Projection):
             return {
                 "ok": self._error is None,
                 "mirrored_seq": self._state.last_seq,
+                "pending": 0,  # written synchronously: nothing waits
                 "last_error": self._error,
                 "commits": self._written,
             }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from events.projections.hub import CURSOR_FILE, HubMirror
 from events.projections.local import LocalMirror
 from events.projections.updates import ProjectionState, Thinning, project, render
 from events.store import EventStore
+from orchestrator.settings import Settings
 from tests.support.fakehub import FakeHub
 
 TOKEN = "hf_mirrorwritertoken0000000000"
@@ -110,6 +113,7 @@ def test_two_hour_job_stays_far_below_the_commit_limit(hub: FakeHub, tmp_path: P
     assert result.status == {
         "ok": True,
         "mirrored_seq": len(result.events),
+        "pending": 0,
         "last_error": None,
         "commits": len(result.commit_times),
     }
@@ -150,6 +154,7 @@ def test_429_waits_as_the_ratelimit_header_says(hub: FakeHub, repo: str, tmp_pat
     assert mirror.status() == {
         "ok": True,
         "mirrored_seq": 4,
+        "pending": 0,
         "last_error": mirror.status()["last_error"],
         "commits": 1,
     }
@@ -208,6 +213,7 @@ def test_unchanged_resend_makes_no_commit(hub: FakeHub, repo: str, tmp_path: Pat
     assert again.close(timeout=10) == {
         "ok": True,
         "mirrored_seq": 4,
+        "pending": 0,
         "last_error": None,
         "commits": 0,
     }
@@ -330,4 +336,249 @@ def test_local_mirror_writes_the_same_files(tmp_path: Path) -> None:
     ]
     expected = render(events[1], number=2, repo_id=REPO).content
     assert (tmp_path / "out" / "UPDATES" / names[1]).read_bytes() == expected
-    assert mirror.close() == {"ok": True, "mirrored_seq": 2, "last_error": None, "commits": 2}
+    assert mirror.close() == {
+        "ok": True,
+        "mirrored_seq": 2,
+        "pending": 0,
+        "last_error": None,
+        "commits": 2,
+    }
+
+
+# -- the mirror never delays the job (a Hub that hangs, is down or refuses the token) -------------
+def _timed(call: Callable[[], Any], limit: float = 20.0) -> tuple[Any, float]:
+    """`call()` in a thread: its result and seconds, failing (not hanging) past `limit`."""
+    done: list[Any] = []
+    began = time.monotonic()
+    thread = threading.Thread(target=lambda: done.append(call()), daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert done, f"still blocked after {limit} s"
+    return done[0], time.monotonic() - began
+
+
+def _until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _live(hub: FakeHub, repo: str, job_dir: Path, **kw: Any) -> HubMirror:
+    """A mirror with its own thread and the real clock, as the worker makes it."""
+    return HubMirror(
+        repo_id=repo, job_id="job-1", job_dir=job_dir, endpoint=hub.url, token=TOKEN, **kw
+    )
+
+
+def _append(log: Any, *kinds: str) -> None:
+    for kind in kinds:
+        data = {"error": "the dataset host did not answer"} if kind == "ERROR" else {}
+        log.append(type=kind, status=kind, attempt=1, data=data)
+
+
+def _seqs(hub: FakeHub, repo: str) -> list[int]:
+    return sorted(u["seq"] for u in _updates(hub, repo).values())
+
+
+def test_a_hung_hub_costs_the_job_only_the_documented_bounds(
+    hub: FakeHub, repo: str, tmp_path: Path
+) -> None:
+    hub.hang()  # every request: the connection is accepted, no answer comes
+    try:
+        log = EventStore.in_memory().open("job-1")
+        mirror = _live(hub, repo, tmp_path)  # the defaults, as the worker uses them
+        mirror.attach(log)
+        landed, took = _timed(mirror.start)
+        assert landed is False
+        assert took < 8  # 5 s; the old mirror waited here for as long as the Hub hung
+        _append(log, "INITIALIZED", "STARTING", "ERROR")
+        status, took = _timed(mirror.close)
+        assert took < 8
+        assert status["ok"] is False
+        assert (status["pending"], status["mirrored_seq"], status["commits"]) == (3, 0, 0)
+        assert "not mirrored" in status["last_error"]
+    finally:
+        hub.release()
+    assert not (tmp_path / CURSOR_FILE).exists()
+    assert MirrorSettings().start_timeout_s <= 5  # the bounds README's Progress section names
+    assert MirrorSettings().close_timeout_s <= 5
+
+
+def test_a_commit_answered_after_close_records_nothing_and_the_next_delivery_sends_all(
+    hub: FakeHub, repo: str, tmp_path: Path
+) -> None:
+    hub.hang(body_contains=b"UPDATES/")  # the repo is created; the mirror's files hang
+    settings = MirrorSettings(start_timeout_s=1, close_timeout_s=1)
+    store = EventStore.on_disk(tmp_path / "root")
+    log = store.open("job-1")
+    try:
+        first = _live(hub, repo, tmp_path / "job", settings=settings)
+        first.attach(log)
+        _append(log, "INITIALIZED")
+        assert _timed(first.start)[0] is False
+        _append(log, "STARTING", "ERROR")
+        thread = first._thread
+        status, took = _timed(first.close)
+        assert took < 5
+        assert status["pending"] >= 1
+        assert status["ok"] is False
+        assert hub.held >= 1
+    finally:
+        hub.release()
+    assert thread is not None
+    thread.join(20)  # the late answer lands on the Hub; the closed mirror notes nothing
+    assert not thread.is_alive()
+    assert not (tmp_path / "job" / CURSOR_FILE).exists()
+    second = _live(hub, repo, tmp_path / "job", settings=settings)
+    second.attach(store.open("job-1"))  # the next delivery catches up from the log
+    assert second.start() is True
+    final = second.close()
+    assert final["ok"] is True
+    assert final["pending"] == 0
+    assert final["mirrored_seq"] == 3
+    assert _seqs(hub, repo) == [1, 2, 3]
+
+
+def test_a_hub_that_is_down_gets_everything_with_the_next_successful_commit(
+    hub: FakeHub, repo: str, tmp_path: Path
+) -> None:
+    settings = MirrorSettings(backoff_s=0.2, max_backoff_s=0.5, start_timeout_s=30)
+    log = EventStore.in_memory().open("job-1")
+    mirror = _live(hub, repo, tmp_path, settings=settings)
+    _append(log, "INITIALIZED")
+    mirror.attach(log)
+    hub.down()
+    try:
+        landed, took = _timed(mirror.start)
+        assert landed is False
+        assert took < 5  # a refused connection answers at once: start does not wait it out
+        _append(log, "STARTING", "DOWNLOADING")  # the job goes on
+        status = mirror.status()
+        assert status["ok"] is False
+        assert status["pending"] == 3
+        assert "create repo failed" in status["last_error"]
+    finally:
+        hub.up()
+    _until(lambda: mirror.status()["pending"] == 0)  # retried in the background
+    assert _seqs(hub, repo) == [1, 2, 3]
+    numbers = sorted(u["update_number"] for u in _updates(hub, repo).values())
+    assert numbers == [1, 2, 3]
+    final = mirror.close()
+    assert (final["ok"], final["mirrored_seq"], final["pending"]) == (True, 3, 0)
+
+
+def test_the_next_delivery_pushes_what_an_outage_left_pending(
+    hub: FakeHub, repo: str, tmp_path: Path
+) -> None:
+    settings = MirrorSettings(backoff_s=0.2, max_backoff_s=0.5, close_timeout_s=1)
+    store = EventStore.on_disk(tmp_path / "root")
+    log = store.open("job-1")
+    first = _live(hub, repo, tmp_path / "job", settings=settings)
+    first.attach(log)
+    _append(log, "INITIALIZED")
+    assert first.start(timeout=10) is True
+    hub.down()
+    try:
+        _append(log, "STARTING", "ERROR")
+        status, took = _timed(first.close)
+        assert took < 5
+        assert (status["ok"], status["mirrored_seq"], status["pending"]) == (False, 1, 2)
+    finally:
+        hub.up()
+    assert json.loads((tmp_path / "job" / CURSOR_FILE).read_text())["mirrored_seq"] == 1
+    second = _live(hub, repo, tmp_path / "job", settings=settings)
+    second.attach(store.open("job-1"))
+    assert second.start() is True
+    assert second.close()["mirrored_seq"] == 3
+    assert _seqs(hub, repo) == [1, 2, 3]
+    numbers = sorted(u["update_number"] for u in _updates(hub, repo).values())
+    assert numbers == [1, 2, 3]
+
+
+@pytest.mark.parametrize("code", [401, 403])
+def test_a_refused_token_stops_the_mirror_at_once(
+    hub: FakeHub, repo: str, tmp_path: Path, code: int
+) -> None:
+    creates = hub.count("POST", "/repos/create")
+    hub.fail(code, path_contains="/repos/create", times=100)
+    try:
+        log = EventStore.in_memory().open("job-1")
+        mirror = _live(hub, repo, tmp_path)  # the defaults
+        mirror.attach(log)
+        _append(log, "INITIALIZED")
+        landed, took = _timed(mirror.start)
+        assert landed is False
+        assert took < 3
+        _append(log, "STARTING", "ERROR")
+        status, took = _timed(mirror.close)
+        assert took < 3
+        assert (status["ok"], status["pending"]) == (False, 3)
+        assert str(code) in status["last_error"]
+        assert "refused" in status["last_error"]
+        assert TOKEN not in status["last_error"]
+        assert hub.count("POST", "/repos/create") == creates + 1  # definite: not tried again
+    finally:
+        hub.faults.clear()
+
+
+def _hub_plan(tmp_path: Path, job_id: str) -> tuple[Any, Settings]:
+    from orchestrator.plan import plan_job  # noqa: PLC0415
+    from orchestrator.request import parse_request  # noqa: PLC0415
+
+    raw = {
+        "model_type": "tiny",
+        "dataset": {"type": "precaptioned", "images_url": "https://example.com/d.zip"},
+        "training": {"epochs": 1, "resolution": 32},
+        "output": {"method": "huggingface", "huggingface": {"token": TOKEN}},  # auto-named
+    }
+    settings = Settings(root=tmp_path / "root")
+    return plan_job(parse_request(raw), settings, job_id), settings
+
+
+def test_naming_an_auto_named_repo_never_blocks_the_job(hub: FakeHub, tmp_path: Path) -> None:
+    from orchestrator.mirrors import make_mirror  # noqa: PLC0415
+    from stages.publish.hub import default_repo_id  # noqa: PLC0415
+
+    plan, settings = _hub_plan(tmp_path, "job-named-late")
+    settings = Settings(root=settings.root, hub_endpoint=hub.url)
+    hub.hang(path_contains="/whoami-v2")
+    try:
+        mirror, took = _timed(
+            lambda: make_mirror(plan, settings, MirrorSettings(start_timeout_s=0.5))
+        )
+        assert took < 3  # the old make_mirror called whoami here, in the job's thread
+        assert isinstance(mirror, HubMirror)
+        log = EventStore.on_disk(settings.root).open(plan.job_id)
+        mirror.attach(log)
+        assert _timed(mirror.start)[0] is False
+        log.append(type="INITIALIZED", status="INITIALIZED", attempt=1, data={})
+        assert mirror.status()["pending"] == 1  # held until the repo has a name
+    finally:
+        hub.release()
+    repo = default_repo_id(hub.whoami_name, "tiny", plan.job_id)
+    _until(lambda: mirror.status()["pending"] == 0)
+    assert mirror.repo_id == repo
+    assert [u["repo_id"] for u in _updates(hub, repo).values()] == [repo]
+    mirror.close()
+
+
+def test_a_failed_whoami_is_retried_by_the_mirror_not_given_up(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    from orchestrator.mirrors import make_mirror  # noqa: PLC0415
+    from stages.publish.hub import default_repo_id  # noqa: PLC0415
+
+    plan, settings = _hub_plan(tmp_path, "job-whoami-503")
+    settings = Settings(root=settings.root, hub_endpoint=hub.url)
+    hub.fail(503, path_contains="/whoami-v2", times=2)
+    mirror = make_mirror(plan, settings, MirrorSettings(backoff_s=0.2, max_backoff_s=0.5))
+    assert isinstance(mirror, HubMirror)  # the old one gave up: no UPDATES for the whole job
+    log = EventStore.on_disk(settings.root).open(plan.job_id)
+    mirror.attach(log)
+    log.append(type="INITIALIZED", status="INITIALIZED", attempt=1, data={})
+    mirror.start()
+    _until(lambda: mirror.status()["pending"] == 0)
+    repo = default_repo_id(hub.whoami_name, "tiny", plan.job_id)
+    assert _seqs(hub, repo) == [1]
+    assert mirror.close()["ok"] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from events.store import EventStore
@@ -71,3 +72,89 @@ def test_quiet_waits_out_the_gap_and_then_sends_nothing() -> None:
     clock.now = 100
     reporter.on_sample({"step": 3})
     assert [p["step"] for p in sent] == [1]
+
+
+def test_an_error_shows_what_failed_not_something_failed() -> None:
+    sent: list[dict[str, Any]] = []
+    clock = Clock()
+    reporter = ProgressReporter(sent.append, every_s=5, clock=clock, sleep=clock.sleep)
+    log = EventStore.in_memory().open("j")
+    reporter.on_event(
+        log.append(type="DOWNLOADING", status="DOWNLOADING", attempt=1, data={"stage": "dataset"})
+    )
+    clock.now = 3
+    error = "dataset.images_url: not found at example.com/d.zip (HTTP 404); check the URL"
+    reporter.on_event(
+        log.append(
+            type="ERROR", status="ERROR", attempt=1, data={"error": error, "stage": "dataset"}
+        )
+    )
+    assert sent[-1]["status"] == "ERROR"
+    assert sent[-1]["message"] == error
+    assert sent[-1]["stage"] == "dataset"
+
+
+def test_a_status_events_own_message_still_wins() -> None:
+    sent: list[dict[str, Any]] = []
+    reporter = ProgressReporter(sent.append, every_s=0)
+    log = EventStore.in_memory().open("j")
+    reporter.on_event(
+        log.append(
+            type="ERROR",
+            status="ERROR",
+            attempt=1,
+            data={"error": "HTTP 404 at example.com", "message": "The dataset was not found"},
+        )
+    )
+    assert sent[-1]["message"] == "The dataset was not found"
+
+
+def test_a_status_held_back_by_the_throttle_goes_out_before_the_answer() -> None:
+    sent: list[dict[str, Any]] = []
+    clock = Clock()
+    reporter = ProgressReporter(sent.append, every_s=5, clock=clock, sleep=clock.sleep)
+    log = EventStore.in_memory().open("j")
+    reporter.on_event(log.append(type="DOWNLOADING", status="DOWNLOADING", attempt=1, data={}))
+    clock.now = 0.2  # within the forced gap: held back
+    reporter.on_event(log.append(type="ERROR", status="ERROR", attempt=1, data={"error": "boom"}))
+    assert [p["status"] for p in sent] == ["DOWNLOADING"]
+    reporter.stop()
+    assert [(p["status"], p["message"]) for p in sent][-1] == ("ERROR", "boom")
+    reporter.quiet(gap_s=2.0)  # the whole gap after the late send
+    assert clock.slept == [2.0]
+    assert len(sent) == 2
+
+
+def test_the_answer_waits_for_the_posts_in_flight_not_a_fixed_gap() -> None:
+    """When `send` hands back the thread posting the update, `quiet` joins it and sleeps
+    nothing; a post that outlasts the gap is waited for only that long."""
+    clock = Clock()
+    landed: list[dict[str, Any]] = []
+    release = threading.Event()
+
+    def send(payload: dict[str, Any]) -> threading.Thread:
+        def post() -> None:
+            release.wait(5)
+            landed.append(payload)
+
+        thread = threading.Thread(target=post, daemon=True)
+        thread.start()
+        return thread
+
+    reporter = ProgressReporter(send, every_s=5, clock=clock, sleep=clock.sleep)
+    store = EventStore.in_memory().open("job")
+    reporter.on_event(store.append(type="STARTING", status="STARTING", attempt=1, data={}))
+    threading.Timer(0.2, release.set).start()
+    reporter.quiet()
+    assert landed, "quiet returned before the post in flight landed"
+    assert clock.slept == []
+
+
+def test_a_send_without_a_thread_keeps_the_gap() -> None:
+    clock = Clock()
+    sent: list[dict[str, Any]] = []
+    reporter = ProgressReporter(sent.append, every_s=5, clock=clock, sleep=clock.sleep)
+    store = EventStore.in_memory().open("job")
+    reporter.on_event(store.append(type="STARTING", status="STARTING", attempt=1, data={}))
+    reporter.quiet()
+    assert clock.slept == [2.0]

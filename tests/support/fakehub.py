@@ -11,6 +11,8 @@ closes the connection without answering (a response lost after the commit landed
 keep their title, description and parent, listed by `GET /api/{t}/{id}/commits/{rev}`, and
 `GET /api/whoami-v2` names the token's user (`users`, else `whoami_name`); `POST
 /api/validate-yaml` (the README check create_commit makes) only checks the front matter closes.
+`hang()` accepts matching requests and answers none until `release()` (a Hub that hangs);
+`down()` stops listening, so connections are refused, until `up()` (a Hub that is down).
 """
 
 from __future__ import annotations
@@ -35,10 +37,58 @@ def git_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
+@dataclass(frozen=True)
+class Scope:
+    """One entry of a fine-grained token's `scoped` list: an entity and what the token may do."""
+
+    name: str  # a user or org name, or a repo id
+    permissions: tuple[str, ...] = ("repo.content.read", "repo.write")
+    type: str = "user"  # user | org | model | dataset | space
+
+
+@dataclass(frozen=True)
+class Token:
+    """What the Hub knows of a token (`FakeHub.tokens`)."""
+
+    user: str = "fake-user"
+    role: str = "write"  # read | write | fineGrained
+    scoped: tuple[Scope, ...] = ()  # fineGrained only
+
+    def may_write(self, repo_id: str) -> bool:
+        if self.role == "write":
+            return True
+        namespace = repo_id.split("/", 1)[0]
+        return self.role == "fineGrained" and any(
+            "repo.write" in s.permissions and s.name in (namespace, repo_id) for s in self.scoped
+        )
+
+    def access_token(self) -> dict[str, Any]:
+        """whoami's `auth.accessToken`, shaped as the Hub answers it."""
+        info: dict[str, Any] = {
+            "displayName": "fake-token",
+            "role": self.role,
+            "createdAt": "2026-01-01T00:00:00.000Z",
+        }
+        if self.role == "fineGrained":
+            info["fineGrained"] = {
+                "canReadGatedRepos": False,
+                "global": [],
+                "scoped": [
+                    {
+                        "entity": {"_id": f"id-{s.name}", "type": s.type, "name": s.name},
+                        "permissions": list(s.permissions),
+                    }
+                    for s in self.scoped
+                ],
+            }
+        return info
+
+
 @dataclass
 class Repo:
     repo_id: str
     repo_type: str = "model"
+    private: bool = False
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     # sha -> {"title", "message", "parent", "date"}, for the commits listing
@@ -67,6 +117,17 @@ class Fault:
     drop: bool = False  # apply the request, then close the connection without a response
 
 
+@dataclass
+class Hang:
+    """Requests held unanswered until `released` is set (`FakeHub.hang`)."""
+
+    method: str | None
+    path_contains: str | None
+    body_contains: bytes | None
+    released: threading.Event = field(default_factory=threading.Event)
+    held: int = 0  # requests waiting on it now
+
+
 Reply = tuple[int, bytes, dict[str, str], str]  # status, body, headers, content type
 
 
@@ -89,6 +150,9 @@ class FakeHub:
         self.delay_s = 0.0  # pause before sending file content: widens races in lock tests
         self.users: dict[str, str] = {}  # token -> user name, for whoami
         self.whoami_name = "fake-user"  # the user of any other token
+        self.tokens: dict[str, Token] = {}  # token -> its user and role (others: write)
+        self.refused_tokens: set[str] = set()  # 401 on every call that sends one
+        self.hangs: list[Hang] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> FakeHub:
@@ -105,6 +169,7 @@ class FakeHub:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()  # held handler threads answer and end
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -122,11 +187,12 @@ class FakeHub:
         *,
         repo_type: str = "model",
         gated_tokens: set[str] | None = None,
+        private: bool = False,
     ) -> str:
         """Create (or replace) a repo with one commit holding `files`; return its sha."""
         gated = frozenset(gated_tokens) if gated_tokens is not None else None
         with self._lock:
-            repo = Repo(repo_id, repo_type, gated_tokens=gated)
+            repo = Repo(repo_id, repo_type, private=private, gated_tokens=gated)
             self.repos[(repo_type, repo_id)] = repo
             return self._commit(repo, "main", dict(files or {}))
 
@@ -157,6 +223,46 @@ class FakeHub:
         """Apply the next `times` matching requests, then close the connection unanswered."""
         with self._lock:
             self.faults.append(Fault(0, method, path_contains, times, {}, drop=True))
+
+    def hang(
+        self,
+        *,
+        method: str | None = None,
+        path_contains: str | None = None,
+        body_contains: bytes | None = None,
+    ) -> None:
+        """Accept matching requests (all, by default) and answer none until `release()`, as a
+        Hub that hangs; then they are served as usual (a very slow answer)."""
+        with self._lock:
+            self.hangs.append(Hang(method, path_contains, body_contains))
+
+    def release(self) -> None:
+        """End every `hang()`: held requests are answered now, later ones at once."""
+        with self._lock:
+            hangs, self.hangs = self.hangs, []
+        for hang in hangs:
+            hang.released.set()
+
+    @property
+    def held(self) -> int:
+        """Requests held unanswered by `hang()` right now."""
+        with self._lock:
+            return sum(h.held for h in self.hangs)
+
+    def down(self) -> None:
+        """Stop listening: every new connection is refused (a Hub that is down) until `up()`."""
+        assert self._server is not None, "use FakeHub as a context manager"
+        self._server.shutdown()
+        self._server.server_close()
+
+    def up(self) -> None:
+        """Listen again, on the same port, after `down()`; the repos are as they were."""
+        old = self._server
+        assert old is not None, "use FakeHub as a context manager"
+        server = ThreadingHTTPServer(old.server_address[:2], old.RequestHandlerClass)
+        server.daemon_threads = True
+        self._server = server
+        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
 
     def commits(self, repo_id: str, repo_type: str = "model") -> list[dict[str, str]]:
         """The commits of `main`, newest first: {"id", "title", "message"}."""
@@ -201,6 +307,26 @@ class FakeHub:
         repo.branches[branch] = sha
         return sha
 
+    def _hold(self, method: str, path: str, body: bytes) -> None:
+        """Block a request that a `hang()` matches until it is released."""
+        with self._lock:
+            hang = next(
+                (
+                    h
+                    for h in self.hangs
+                    if h.method in (None, method)
+                    and (h.path_contains or "") in path
+                    and (h.body_contains is None or h.body_contains in body)
+                ),
+                None,
+            )
+            if hang is None:
+                return
+            hang.held += 1
+        hang.released.wait()
+        with self._lock:
+            hang.held -= 1
+
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
@@ -237,9 +363,13 @@ class _Handler(BaseHTTPRequestHandler):
         with hub._lock:
             hub.requests.append(Seen(method, path, "authorization" in self.headers))
         body = self._body() if method == "POST" else b""
+        hub._hold(method, path, body)
         fault = hub._take_fault(method, path)
         if fault is not None and not fault.drop:
             self._json(fault.status, {"error": f"injected {fault.status}"}, fault.headers)
+            return
+        if self._token() in hub.refused_tokens:  # the Hub refuses a bad token on any route
+            self._json(401, {"error": "Invalid credentials in Authorization header"})
             return
         try:
             with hub._lock:  # state changes under the lock; bytes are sent outside it
@@ -286,6 +416,18 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("authorization", "")
         return auth[7:] if auth.startswith("Bearer ") else None
 
+    def _may_write(self, repo_id: str, doing: str) -> None:
+        """403 for a token without write access to `repo_id`, as the Hub answers."""
+        token = self._token()
+        info = self.fake.tokens.get(token) if token is not None else None
+        if info is not None and not info.may_write(repo_id):
+            namespace = repo_id.split("/", 1)[0]
+            raise HubError(
+                403,
+                None,
+                f'You don\'t have the rights to {doing} under the namespace "{namespace}"',
+            )
+
     def _repo(self, repo_type: str, repo_id: str) -> Repo:
         repo = self.fake.repos.get((repo_type, repo_id))
         if repo is None:  # the Hub answers 401 for unknown repos, as for private ones
@@ -325,10 +467,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(401, None, "Invalid credentials in Authorization header")
         repo_type = req.get("type") or "model"
         repo_id = f"{req['organization']}/{req['name']}" if req.get("organization") else req["name"]
+        self._may_write(repo_id, f"create a {repo_type}")
         url = f"{self.fake.url}/{PREFIX[repo_type]}{repo_id}"
         if (repo_type, repo_id) in self.fake.repos:
             return _json(409, {"error": "You already created this repo", "url": url})
-        repo = Repo(repo_id, repo_type)
+        private = req.get("visibility") == "private" or req.get("private") is True
+        repo = Repo(repo_id, repo_type, private=private)
         self.fake.repos[(repo_type, repo_id)] = repo
         self.fake._commit(repo, "main", {})
         return _json(200, {"url": url, "name": repo_id})
@@ -345,8 +489,11 @@ class _Handler(BaseHTTPRequestHandler):
         token = self._token()
         if token is None:
             raise HubError(401, None, "Invalid credentials in Authorization header")
-        name = self.fake.users.get(token, self.fake.whoami_name)
-        return _json(200, {"type": "user", "name": name, "auth": {"type": "access_token"}})
+        info = self.fake.tokens.get(token)
+        name = info.user if info is not None else self.fake.users.get(token, self.fake.whoami_name)
+        access = (info or Token(user=name)).access_token()
+        auth = {"type": "access_token", "accessToken": access}
+        return _json(200, {"type": "user", "name": name, "orgs": [], "auth": auth})
 
     def _api(
         self, method: str, repo: Repo, rest: list[str], query: dict[str, list[str]], body: bytes
@@ -361,6 +508,7 @@ class _Handler(BaseHTTPRequestHandler):
             recursive = query.get("recursive", ["false"])[0].lower() == "true"
             return _json(200, list(_tree(repo.commits[sha], "/".join(rest[2:]), recursive)))
         if method == "POST" and action == "preupload":
+            self._may_write(repo.repo_id, f"write to a {repo.repo_type}")
             files = repo.commits[self._sha(repo, rev)]
             wanted = json.loads(body)["files"]
             answer = [
@@ -386,7 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
         return {
             "id": repo.repo_id,
             "sha": sha,
-            "private": False,
+            "private": repo.private,
             "gated": "manual" if repo.gated_tokens is not None else False,
             "siblings": [{"rfilename": p} for p in sorted(files)],
         }
@@ -394,6 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _commit_ndjson(self, repo: Repo, rev: str, body: bytes) -> Reply:
         if self._token() is None:
             raise HubError(401, None, "Invalid credentials in Authorization header")
+        self._may_write(repo.repo_id, f"write to a {repo.repo_type}")
         head = self._sha(repo, rev)
         files = dict(repo.commits[head])
         title, message = "", ""
