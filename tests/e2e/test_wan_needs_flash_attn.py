@@ -94,7 +94,7 @@ def test_a_wan_job_is_refused_at_starting_before_any_download(
     assert data.requests == []  # no dataset fetched
     events = EventStore.on_disk(root).read("no-fa")
     assert [e.status for e in events] == ["INITIALIZED", "STARTING", "ERROR"]
-    assert events[-1].data["stage"] == "prepare"
+    assert events[-1].data["stage"] == "access"  # refused before any check reaches out
     assert events[-1].data["error"] == error
     assert not [p for p in (root / "models").rglob("*") if p.is_file()]
 
@@ -112,7 +112,7 @@ def test_a_resumed_wan_job_is_refused_again_on_a_worker_without_it(
     hide_flash_attn(monkeypatch)
     with FakeHub() as hub2, DataServer() as data2:  # fresh servers: only this delivery's calls
         data2.files["/media.zip"] = _zip()
-        body = {**_body("wan13", data2.url + "/media.zip", tmp_path / "out"), "resume": True}
+        body = _body("wan13", data2.url + "/media.zip", tmp_path / "out")
         again = asyncio.run(handle({"id": "moved", "input": body}, _options(root, hub2)))
         assert hub2.requests == []
         assert data2.requests == []

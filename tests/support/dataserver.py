@@ -7,13 +7,17 @@
         srv.redirects["/old"] = "/a.zip"     # or "ftp://..." to test refused schemes
         srv.chunk_delay_s["/a.zip"] = 0.2    # send the body in `chunk_size` pieces, pausing
         srv.chunk_clock_s["/a.zip"] = 59.0   # ... each piece 59 s later on `srv.clock`
+        srv.fail_first["/a.zip"] = [503, 503]  # the next two GETs get 503, then the file
         url = srv.url + "/a.zip"
 
 `srv.clock` is a virtual clock for the client under test (`clock=srv.clock`): a trickle of
 hours runs in milliseconds. `drop_after["/a.zip"] = [1] * 50` answers each of 50 GETs (Range
 or not) with one byte and a close.
 
-`requests` records (method, path, Range header) of every request.
+`requests` records (method, path, Range header) of every request. A closed Range
+(`bytes=0-0`) gets that slice (206), as real servers answer. A one-byte probe of whether a URL
+answers (`Range: bytes=0-0`, what the access check sends) is not a download: it is answered at
+once, uses no `drop_after` entry or pacing, and `gets()` leaves it out (`probes()` lists it).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class DataServer:
     chunk_clock_s: dict[str, float] = field(default_factory=dict)
     now: float = 0.0
     ranges: bool = True
+    fail_first: dict[str, list[int]] = field(default_factory=dict)  # statuses for the next GETs
     content_type: str = "application/zip"
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -72,8 +77,16 @@ class DataServer:
         return self.now
 
     def gets(self, path: str) -> list[str | None]:
-        """The Range headers of the GETs of `path`, in order (None: no Range)."""
-        return [r for m, p, r in self.requests if m == "GET" and p == path]
+        """The Range headers of the downloads (GETs but probes) of `path`, in order (None: no
+        Range)."""
+        return [r for m, p, r in self.requests if m == "GET" and p == path and r != PROBE]
+
+    def probes(self, path: str) -> int:
+        """How many one-byte probes (`Range: bytes=0-0`) `path` got."""
+        return sum(1 for m, p, r in self.requests if m == "GET" and p == path and r == PROBE)
+
+
+PROBE = "bytes=0-0"
 
 
 class _Quiet(ThreadingHTTPServer):
@@ -93,6 +106,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         rng = self.headers.get("Range")
         srv.requests.append(("GET", path, rng))
+        queued = srv.fail_first.get(path)
+        if queued:
+            self._head(queued.pop(0), {"Content-Length": "0"})
+            return
         if path in srv.redirects:
             self._head(302, {"Location": srv.redirects[path], "Content-Length": "0"})
             return
@@ -106,14 +123,23 @@ class _Handler(BaseHTTPRequestHandler):
         start = 0
         code = 200
         headers = {"Content-Type": srv.content_type, "ETag": '"v1"'}
-        match = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
+        end = len(data)
         if srv.ranges and match:
             start = int(match.group(1))
+            if match.group(2):
+                end = min(int(match.group(2)) + 1, len(data))
+            if start >= len(data) and match.group(2):
+                self._head(416, {"Content-Range": f"bytes */{len(data)}", "Content-Length": "0"})
+                return
             code = 206
-            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        body = data[start:]
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        body = data[start:end]
         headers["Content-Length"] = str(len(body))
         self._head(code, headers)
+        if rng == PROBE:  # a probe, not a download: no drop, no pacing
+            self.wfile.write(body)
+            return
         drops = srv.drop_after.get(path)
         if drops:
             cut = drops.pop(0)

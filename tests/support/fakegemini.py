@@ -9,11 +9,15 @@ Calls (paths as the SDK builds them from `base_url`, any API version):
 - `GET /{v}/files/{id}`: the File, PROCESSING for the first `processing_polls` reads, then ACTIVE;
 - `DELETE /{v}/files/{id}`: `{}`;
 - `POST /{v}/models/{model}:generateContent`: a caption naming the file and the bytes received,
-  or a prompt-feedback block for display names in `blocked`.
+  or a prompt-feedback block for display names in `blocked`;
+- `GET /{v}/models/{model}` (`client.models.get`): the model's description, or Google's 404
+  NOT_FOUND for a model not in `models` (None: every model exists).
 
-Every call but the upload of the bytes checks the `x-goog-api-key` header (a bad key gets
-Google's 400 API_KEY_INVALID body) and is recorded. `fail(op, status, retry_after=..., times=n)`
-queues errors for one operation.
+Every call but the upload of the bytes checks the `x-goog-api-key` header and is recorded: a
+key in `denied_keys` gets Google's 403 PERMISSION_DENIED (with its ErrorInfo reason, e.g.
+API_KEY_SERVICE_BLOCKED, or none, as for a key reported leaked), any other wrong key the 400
+INVALID_ARGUMENT / API_KEY_INVALID body. `fail(op, status, retry_after=..., times=n)` queues
+errors for one operation.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class FakeGemini:
     api_key: str
     processing_polls: int = 1
     blocked: dict[str, str] = field(default_factory=dict)  # display name -> block reason
+    models: set[str] | None = None  # the models `models.get` knows (None: any)
+    denied_keys: dict[str, str | None] = field(default_factory=dict)  # key -> 403 reason
     requests: list[Recorded] = field(default_factory=list)
     files: dict[str, FakeFile] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
@@ -155,18 +161,18 @@ class FakeGemini:
         if op is None:
             return 404, {}, _error(404, "NOT_FOUND", f"no such call {method} {path}")
         # The upload URL's session id is the credential there; the SDK sends no key with it.
-        if op != "upload_chunk" and req.headers.get("x-goog-api-key") != self.api_key:
+        key = req.headers.get("x-goog-api-key")
+        if op != "upload_chunk" and key in self.denied_keys:
+            reason = self.denied_keys[key]
+            body = _error(403, "PERMISSION_DENIED", _DENIED.get(reason or "", _LEAKED))
+            if reason:
+                body["error"]["details"] = [_error_info(reason)]
+            return 403, {}, body
+        if op != "upload_chunk" and key != self.api_key:
             body = _error(
                 400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."
             )
-            body["error"]["details"] = [
-                {
-                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                    "reason": "API_KEY_INVALID",
-                    "domain": "googleapis.com",
-                    "metadata": {"service": "generativelanguage.googleapis.com"},
-                }
-            ]
+            body["error"]["details"] = [_error_info("API_KEY_INVALID")]
             return 400, {}, body
         with self._lock:
             queued = self._faults.get(op) or []
@@ -258,6 +264,34 @@ class FakeGemini:
             },
         )
 
+    def _model(self, path: str, req: Recorded) -> tuple[int, dict[str, str], Json]:
+        model = path.rsplit("/", 1)[-1]
+        if self.models is not None and model not in self.models:
+            message = (
+                f"models/{model} is not found for API version {path.split('/')[1]}, or is not "
+                "supported for GetModel. Call ListModels to see the list of available models "
+                "and their supported methods."
+            )
+            return 404, {}, _error(404, "NOT_FOUND", message)
+        return (
+            200,
+            {},
+            {
+                "name": f"models/{model}",
+                "version": "001",
+                "displayName": model,
+                "description": "A loopback stand-in for a Gemini model",
+                "inputTokenLimit": 1048576,
+                "outputTokenLimit": 65536,
+                "supportedGenerationMethods": ["generateContent", "countTokens"],
+                "temperature": 1,
+                "topP": 0.95,
+                "topK": 64,
+                "maxTemperature": 2,
+                "thinking": True,
+            },
+        )
+
     def _file_json(self, file: FakeFile, state: str) -> Json:
         return {
             "name": file.name,
@@ -275,7 +309,16 @@ _ROUTES = (
     ("GET", re.compile(r"^/[^/]+/files/[^/]+$"), "get"),
     ("DELETE", re.compile(r"^/[^/]+/files/[^/]+$"), "delete"),
     ("POST", re.compile(r"^/[^/]+/models/[^/]+:generateContent$"), "generate"),
+    ("GET", re.compile(r"^/[^/]+/models/[^/:]+$"), "model"),
 )
+# Google's texts for a 403 on a key: by ErrorInfo reason, and for a key reported leaked.
+_LEAKED = "Your API key was reported as leaked. Please use another API key."
+_DENIED = {
+    "API_KEY_SERVICE_BLOCKED": "Requests to this API generativelanguage.googleapis.com method "
+    "google.ai.generativelanguage.v1beta.ModelService.GetModel are blocked.",
+    "SERVICE_DISABLED": "Generative Language API has not been used in this project before or it "
+    "is disabled.",
+}
 
 
 def _op(method: str, path: str) -> str | None:
@@ -289,6 +332,15 @@ def _field(obj: Json, camel: str) -> Any:
     """A proto JSON field: Google accepts lowerCamel and snake_case; the SDK sends the latter."""
     snake = re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel)
     return obj.get(camel, obj.get(snake))
+
+
+def _error_info(reason: str) -> Json:
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {"service": "generativelanguage.googleapis.com"},
+    }
 
 
 def _error(code: int, status: str, message: str) -> Json:
