@@ -3,8 +3,12 @@
 FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
 
 # Ubuntu 24.04's Python is 3.12, which diffusion-pipe needs (sqlite3 autocommit in utils/cache.py).
+# RUNPOD_LOG_LEVEL: the SDK logs at DEBUG without it, and at DEBUG it prints every handler
+# output and progress payload (presigned URLs) and, in local test mode, the whole input with
+# its secrets. handler.py sets the same default for runs outside the image.
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
+    RUNPOD_LOG_LEVEL=INFO \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
@@ -52,6 +56,8 @@ RUN if [ -n "${FLASH_ATTN_WHEEL}" ]; then pip install -c /opt/constraints.txt "$
 WORKDIR /app
 COPY pyproject.toml README.md /app/
 COPY handler.py /app/handler.py
+# RunPod's local test mode: `docker run <image>` without RunPod's env runs this tiny job.
+COPY test_input.json /app/test_input.json
 COPY orchestrator /app/orchestrator
 COPY events /app/events
 COPY stages /app/stages

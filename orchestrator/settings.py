@@ -1,4 +1,6 @@
-"""Worker settings: one frozen object, the only place that reads `DPS_*` environment variables.
+"""Worker settings: one frozen object, the one reader of the `DPS_*` environment variables a job
+uses (logging's `DPS_LOG_LEVEL` and `DPS_DEBUG_LOGGERS` are read by `orchestrator.logs` once, as
+the worker starts, before any job).
 
 Read once (`Settings.from_env`, in the handler) and passed explicitly to the code that needs it,
 never read at import time, so tests build their own with a loopback Hub endpoint and a temporary
@@ -124,7 +126,9 @@ class _Reader:
 
 
 def mirror_settings(env: Mapping[str, str]) -> MirrorSettings:
-    """`DPS_MIRROR_*`: the UPDATES mirror's commit interval, thinning and queue."""
+    """`DPS_MIRROR_*`: the UPDATES mirror's commit interval, thinning and queue, and the most
+    a job waits for the Hub at its start and its end (`_START_TIMEOUT_S`, `_CLOSE_TIMEOUT_S`:
+    5 s each; what is not pushed by then stays in the job's log for the next commit)."""
     read, base = _Reader(env), MirrorSettings()
     return MirrorSettings(
         commit_interval_s=read.num("DPS_MIRROR_COMMIT_INTERVAL_S", base.commit_interval_s),
@@ -149,6 +153,7 @@ def download_limits(env: Mapping[str, str]) -> DownloadLimits:
         min_rate=read.num("DPS_DATASET_MIN_RATE", 64 * 1024.0),
         rate_grace_s=read.num("DPS_DATASET_RATE_GRACE_S", 120.0),
         max_tries=read.integer("DPS_DATASET_MAX_TRIES", 20),
+        max_inline_bytes=read.integer("DPS_DATASET_MAX_INLINE_BYTES", 4 << 20, minimum=0),
     )
 
 

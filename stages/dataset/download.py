@@ -6,7 +6,9 @@ checked against Content-Range; a server that ignores Range gets a fresh download
 are followed by hand so that only http(s) targets are ever contacted. A trickle cannot hold the
 worker: the whole download (every try and wait) has a deadline, an average rate it must keep
 once a grace period passed, and a cap on tries even while bytes come in (`DownloadLimits`).
-`hf://datasets/owner/name[@rev]` goes through huggingface_hub (stages.dataset.hub).
+`hf://datasets/owner/name[@rev]` goes through huggingface_hub (stages.dataset.hub). A `data:`
+URL (stages.dataset.inline) is decoded to the same file, within `max_inline_bytes`, and its
+payload is never shown.
 
 A finished download leaves `<name>.manifest.json` (size + sha256 + a hash of the full URL) next
 to the file, so a job delivered again reuses it instead of downloading again.
@@ -35,6 +37,7 @@ import httpx
 from events.atomic import write_atomic
 from events.redact import mask_url
 from stages.addresses import check_host, check_peer
+from stages.dataset import inline
 from stages.dataset.hub import fetch_hub
 from stages.dataset.limits import DownloadLimits, human, too_large
 from stages.errors import DownloadFailed
@@ -106,6 +109,8 @@ def download(
     """Fetch `url` into `dest_dir/<name>` (a file, or a folder for hf://). See the module doc."""
     limits = limits or DownloadLimits()
     dest_dir.mkdir(parents=True, exist_ok=True)
+    if inline.is_data_url(url):
+        return _inline(url, dest_dir / name, field, limits, on_bytes)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if url.startswith("hf://"):
         folder, size, digest = fetch_hub(
@@ -125,6 +130,43 @@ def download(
             on_bytes(reused.size, reused.size)
         return reused
     return _http(target, _Budget(url, field, limits, clock), on_bytes, sleep)
+
+
+def _inline(
+    url: str, target: Path, field: str, limits: DownloadLimits, on_bytes: ProgressFn | None
+) -> Downloaded:
+    """A data: URL's archive written where a download would be; then extracted like one."""
+    try:
+        size = inline.check(url)
+    except inline.InlineError as exc:
+        raise DownloadFailed(f"{field}: {exc}") from None
+    bound = min(limits.max_inline_bytes, limits.max_bytes)
+    if size > bound:
+        raise DownloadFailed(
+            f"{field}: the inline dataset is {human(size)}, over this worker's "
+            f"{human(bound)} limit for data: URLs (DPS_DATASET_MAX_INLINE_BYTES); host the "
+            "archive and give its http(s) or hf://datasets/ URL"
+        )
+    found = _reuse(target, url)
+    if found is None:
+        data = inline.decode(url)
+        sha = hashlib.sha256(data).hexdigest()
+        _manifest_path(target).unlink(missing_ok=True)
+        try:
+            write_atomic(target, data)
+            _write_manifest(target, url, len(data), sha)
+        except OSError as exc:
+            target.unlink(missing_ok=True)
+            if exc.errno in _DISK_FULL:
+                raise DownloadFailed(
+                    f"{field}: the volume is full while writing the inline dataset "
+                    f"({human(len(data))}); free space on the volume"
+                ) from exc
+            raise
+        found = Downloaded(target, len(data), sha, reused=False)
+    if on_bytes is not None:
+        on_bytes(found.size, found.size)
+    return found
 
 
 # --- manifest ----------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ class DownloadLimits:
     min_rate: float = 64 * 1024.0  # bytes per second, averaged over the whole download
     rate_grace_s: float = 120.0
     max_tries: int = 20
+    # A dataset given inline, as a data: URL in the request (stages.dataset.inline): the
+    # archive's size. 4 MiB is about 5.3 MiB of base64, within RunPod's 10 MB `/run` body.
+    max_inline_bytes: int = 4 << 20
     # Which hosts a dataset URL may reach (stages.addresses): the worker's one policy.
     addresses: AddressPolicy = field(default_factory=AddressPolicy)
 

@@ -1,4 +1,5 @@
-"""`output.method: local`: copy the results to a folder (the demo's default destination).
+"""`output.method: local`: copy the results to a folder (the demo's default destination), or,
+without `output.local.path`, leave them in the job's folder (`keep_in_job`).
 
 The files land in `<folder>/<job_id>/` all at once: they are copied into a hidden sibling
 folder, fsynced, and renamed into place, so a reader never sees half a LoRA. A second delivery
@@ -79,6 +80,27 @@ def _target_problem(
 
 def _holds_a_job(folder: Path) -> bool:
     return folder.is_dir() and any(folder.rglob(EVENTS_FILE))
+
+
+def keep_in_job(inputs: PublishInputs) -> Published:
+    """`output.local` without a path: nothing is copied; the LoRA stays where training saved it,
+    in the job's folder (on the volume when one is mounted). Works on any machine, which is
+    what RunPod's local test mode (`test_input.json`) needs."""
+    lora = inputs.lora_path
+    if not lora.is_file():
+        raise fail(inputs, f"the trained LoRA {lora} is missing; nothing to publish")
+    folder = lora.parent
+    files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    log.info("results kept in the job's folder", folder=str(folder), files=len(files))
+    return Published(
+        method="local",
+        download_url=lora.as_uri(),
+        safetensors_url=lora.as_uri(),
+        repo_url=folder.as_uri(),
+        files=files,
+        note=f"Your LoRA is in the job's folder: {lora}",
+        details={"folder": str(folder), "in_place": True},
+    )
 
 
 def publish_local(

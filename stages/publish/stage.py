@@ -21,7 +21,7 @@ from stages.publish.common import Published, PublishInputs, RetryPolicy, fail
 from stages.publish.fallback import AutoOptions, HostUrls, publish_auto
 from stages.publish.hub import publish_hf
 from stages.publish.inputs import PublishSpec
-from stages.publish.local import publish_local
+from stages.publish.local import keep_in_job, publish_local
 from stages.publish.s3 import S3Tuning, publish_s3
 from stages.weights.inputs import HF_ENDPOINT
 
@@ -55,9 +55,10 @@ def publish(inputs: PublishInputs, options: PublishOptions | None = None) -> dic
         )
     elif method == "local":
         path = inputs.destination.local_path or options.local_folder
-        if path is None:
-            raise fail(inputs, 'output.local.path is required when output.method is "local"')
-        published = publish_local(inputs, Path(str(path)), allowed=options.local_roots)
+        if path is None:  # no folder asked for: the results stay in the job's own folder
+            published = keep_in_job(inputs)
+        else:
+            published = publish_local(inputs, Path(str(path)), allowed=options.local_roots)
     elif method == "auto":
         published = publish_auto(
             inputs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from types import ModuleType
 from urllib.parse import unquote, urlsplit
 
 from orchestrator.settings import Settings
+from orchestrator.worker import validate
 from stages.publish.local import target_problem
 from tests.support.paths import REPO
 
@@ -65,6 +67,36 @@ def test_the_image_refuses_loopback_urls_and_publishes_only_to_the_volume(tmp_pa
     )
     assert refused is not None
     assert "outside the folders this worker publishes to (/runpod-volume)" in refused
+
+
+def _all_env() -> dict[str, str]:
+    """Every variable the image's ENV instructions set."""
+    blocks = re.findall(r"^ENV .*?(?=^\S)", DOCKERFILE, re.M | re.S)
+    return dict(p for b in blocks for p in re.findall(r"(\w+)=(\S+)", b))
+
+
+def test_the_image_runs_the_sdk_at_info_not_its_debug_default() -> None:
+    """At DEBUG (the SDK's default) the SDK prints handler outputs and progress payloads (an S3
+    presigned URL names the access key id) and, in local test mode, the whole input."""
+    assert _all_env()["RUNPOD_LOG_LEVEL"] == "INFO"
+
+
+def test_test_input_json_is_in_the_image_and_passes_its_rules(tmp_path: Path) -> None:
+    """`docker run <image>` without RunPod's env is the SDK's local test mode: it runs
+    /app/test_input.json, which needs no host (an inline dataset) and no volume."""
+    assert "COPY test_input.json /app/test_input.json" in DOCKERFILE
+    body = json.loads((REPO / "test_input.json").read_text(encoding="utf-8"))
+    settings = Settings.from_env({**_image_env(), "DPS_ROOT": str(tmp_path / "root")})
+    plan = validate(body["input"], settings, "local-20260101T000000Z-0123abcd")
+    assert plan.publish.destination.method == "local"
+
+
+def test_the_hub_metadata_has_no_empty_fields_and_describes_each_setting() -> None:
+    hub = json.loads((REPO / ".runpod" / "hub.json").read_text(encoding="utf-8"))
+    assert "" not in hub.values()  # optional fields are left out, not left empty (iconUrl)
+    assert hub["config"]["env"]
+    for variable in hub["config"]["env"]:
+        assert variable["input"].get("description"), variable["key"]
 
 
 def _lock_tool() -> ModuleType:

@@ -18,6 +18,7 @@ import base64
 import copy
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,12 @@ from urllib.parse import quote
 # A secret shaped like a real Hub token, which the worker tests put in secret fields: the
 # shape-based net must not be the only thing that keeps it off the volume.
 TOKEN_CANARY = "hf_CanaryTokenDoNotLeak0123456789"
+
+# The SDK's log level variables (runpod/serverless/modules/rp_logger.py): a test that checks
+# the SDK's *default* level removes both from the worker's environment.
+SDK_LEVEL_VARS = ("RUNPOD_LOG_LEVEL", "RUNPOD_DEBUG_LEVEL")
+WANDB_FIELD = "training.monitoring.wandb_api_key"
+_PRESIGNED = re.compile(r"https?://[^\s'\"]*X-Amz-Credential=[^\s'\"]*")
 
 # field path -> canary value. Each is unique, >= 20 characters and has no whitespace (a secret
 # with inner whitespace is refused by the request schema).
@@ -130,3 +137,30 @@ def scan(paths: Iterable[Path] = (), texts: Iterable[Any] = ()) -> list[str]:
         label = f"text[{i}] ({type(item).__name__})"
         hits += [f"{label}: {name}" for name in find(_bytes_of(item))]
     return hits
+
+
+def without_presigned_urls(item: Any) -> Any:
+    """`item` (a response, or text) with each S3 presigned URL replaced by `<presigned>`: the
+    one place an answer legitimately names the access key id (X-Amz-Credential)."""
+    if isinstance(item, str):
+        return _PRESIGNED.sub("<presigned>", item)
+    if isinstance(item, Mapping):
+        return {k: without_presigned_urls(v) for k, v in item.items()}
+    if isinstance(item, list | tuple):
+        return [without_presigned_urls(v) for v in item]
+    return item
+
+
+def volume_hits_besides_the_trainer_toml(root: Path, job_id: str) -> list[str]:
+    """Canaries in the files under `root`, but the documented exception: diffusion-pipe reads
+    the wandb key from the TOML it is given, so the job's own trainer TOMLs hold it."""
+    job = root / "jobs" / job_id
+    return [
+        hit
+        for hit in scan([root])
+        if not (
+            hit.endswith(f": {WANDB_FIELD}")
+            and Path(hit.rsplit(": ", 1)[0]).suffix == ".toml"
+            and Path(hit.rsplit(": ", 1)[0]).is_relative_to(job)
+        )
+    ]

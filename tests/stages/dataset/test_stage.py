@@ -88,7 +88,7 @@ def test_stage_through_run_job_and_redelivery(tmp_path: Path) -> None:
         images = root / "jobs" / "j" / "dataset" / "images"
         assert (images / "img0.txt").read_text() == "ohwx, a red square 0"
 
-        second = run_job(root=root, job_id="j", stages=stages, explicit_resume=True)
+        second = run_job(root=root, job_id="j", stages=stages)
         assert second.status is Status.COMPLETE, second.error
         assert second.skipped == ["dataset"]
         assert len(srv.gets("/d.zip")) == 1
@@ -124,7 +124,7 @@ def test_stage_reuses_download_when_dataset_is_gone(tmp_path: Path) -> None:
         run_job(root=root, job_id="j", stages=stages)
         dataset = root / "jobs" / "j" / "dataset"
         (dataset / "images" / "img1.jpg").unlink()  # verify fails: the stage runs again
-        again = run_job(root=root, job_id="j", stages=stages, explicit_resume=True)
+        again = run_job(root=root, job_id="j", stages=stages)
         assert again.status is Status.COMPLETE
         assert "dataset" in again.ran
         assert len(srv.gets("/d.zip")) == 1
