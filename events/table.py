@@ -3,8 +3,8 @@ and asked through `transitions`' own API.
 
 `TableWalk` holds one status and moves it through the table (`events.vocabulary.TRANSITIONS` and
 `FACT_STATES`): the machine's `events[trigger].transitions[source]` are the rows for an event,
-each row's `conditions` decide (the explicit-resume rule), and its `dest` is the status after
-(none: a fact, the status stays). The live job machine (`orchestrator.machine`) walks with a
+and the first row's `dest` is the status after (none: a fact, the status stays). No row reads
+an event's data. The live job machine (`orchestrator.machine`) walks with a
 `record` callback that appends the event before the status moves; the audit (`events.audit`)
 walks a stored log. Nothing else interprets the table, so the two cannot disagree.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from transitions import Event, EventData, Machine
+from transitions import Machine
 
 from events.errors import IllegalTransition
 from events.vocabulary import FACT_STATES, TRANSITIONS, Status
@@ -30,10 +30,6 @@ class _Holder:
     """The machine's model: a plain class (a pydantic model cannot be one)."""
 
     state: str
-
-
-def _explicit(event: EventData) -> bool:
-    return bool(event.kwargs.get("data", {}).get("explicit") is True)
 
 
 def _names(states: frozenset[Status]) -> list[Any]:
@@ -49,12 +45,7 @@ def _machine(model: _Holder, initial: Status) -> Machine:
         send_event=True,
     )
     for t in TRANSITIONS:
-        machine.add_transition(
-            t.trigger,
-            _names(t.sources),
-            t.dest.value,
-            conditions=[_explicit] if t.explicit_only else None,
-        )
+        machine.add_transition(t.trigger, _names(t.sources), t.dest.value)
     for fact, states in FACT_STATES.items():
         # dest=None: an internal transition, allowed in these states, state unchanged.
         machine.add_transition(fact.value, _names(states), None)
@@ -73,10 +64,10 @@ class TableWalk:
     def status(self) -> Status:
         return Status(self._model.state)
 
-    def allows(self, event_type: str, data: dict[str, Any] | None = None) -> bool:
-        """Would `event_type` with `data` be accepted now (the explicit-resume rule included)?"""
+    def allows(self, event_type: str) -> bool:
+        """Would `event_type` be accepted now? (No row depends on an event's data.)"""
         try:
-            self._after(event_type, dict(data or {}))
+            self._after(event_type)
         except IllegalTransition:
             return False
         return True
@@ -86,7 +77,7 @@ class TableWalk:
 
         Raises IllegalTransition, having recorded nothing."""
         payload = dict(data or {})
-        after = self._after(event_type, payload)
+        after = self._after(event_type)
         if self._record is not None:
             self._record(event_type, after, payload)
         if after is not self.status:
@@ -97,24 +88,11 @@ class TableWalk:
         """Set the status without a transition (the audit resynchronising after a problem)."""
         self._machine.set_state(status.value, model=self._model)
 
-    def _after(self, event_type: str, data: dict[str, Any]) -> Status:
+    def _after(self, event_type: str) -> Status:
         before = self.status
         event = self._machine.events.get(event_type)  # the trigger's rows, keyed by source
         rows = event.transitions.get(before.value) if event is not None else None
         if not rows:
             raise IllegalTransition(f"{event_type} is not allowed while the job is {before.value}")
-        for row in rows:
-            if row.conditions and not all(
-                c.check(self._event_data(event_type, before, data)) for c in row.conditions
-            ):
-                continue
-            return Status(row.dest) if row.dest is not None else before
-        raise IllegalTransition(
-            f"{event_type} from {before.value} needs an explicit request "
-            '(data {"explicit": true})'
-        )
-
-    def _event_data(self, event_type: str, before: Status, data: dict[str, Any]) -> EventData:
-        event = Event(event_type, self._machine)
-        state = self._machine.get_state(before.value)
-        return EventData(state, event, self._machine, self._model, args=(), kwargs={"data": data})
+        dest = rows[0].dest
+        return Status(dest) if dest is not None else before

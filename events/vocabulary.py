@@ -53,7 +53,9 @@ MEANING: dict[Status, str] = {
     S.COMPLETE: "All done",
     S.ERROR: "Something failed",
     S.INTERRUPTED: "Worker stopping; checkpoint kept, the job resumes on its next delivery",
-    S.CANCELLED: "Cancelled by the client; the latest saved LoRA is still published",
+    S.CANCELLED: (
+        "Stopped by RunPod (cancel or execution timeout); the latest saved LoRA is still published"
+    ),
     S.RESUMED: "Picked up again by a new attempt",
 }
 WORKING: frozenset[Status] = frozenset(
@@ -69,7 +71,7 @@ WORKING: frozenset[Status] = frozenset(
     }
 )
 FINAL: frozenset[Status] = frozenset({S.COMPLETE})
-# Stopped, and picked up again only by an explicit resume request.
+# Stopped: nothing moves until the job is delivered again (POST /retry), which resumes it.
 HALTED: frozenset[Status] = frozenset({S.ERROR, S.CANCELLED})
 # The job will not move again by itself: a watcher can stop following it.
 ENDED: frozenset[Status] = FINAL | HALTED
@@ -84,11 +86,10 @@ class Transition:
     trigger: str
     sources: frozenset[Status]
     dest: Status
-    explicit_only: bool = False  # needs data["explicit"] is True (resume of ERROR/CANCELLED)
 
 
-def _t(trigger: Status, sources: set[Status], *, explicit_only: bool = False) -> Transition:
-    return Transition(trigger.value, frozenset(sources), trigger, explicit_only)
+def _t(trigger: Status, sources: set[Status]) -> Transition:
+    return Transition(trigger.value, frozenset(sources), trigger)
 
 
 TRANSITIONS: tuple[Transition, ...] = (
@@ -105,10 +106,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(S.ERROR, {S.NEW, S.INITIALIZED} | WORKING),
     _t(S.INTERRUPTED, {S.INITIALIZED} | WORKING),
     _t(S.CANCELLED, {S.INITIALIZED, S.INTERRUPTED} | WORKING),
-    # Any new delivery picks up an interrupted job, or one whose worker died mid-stage
-    # (its log ends in a working state); ERROR and CANCELLED need an explicit request.
-    _t(S.RESUMED, {S.INTERRUPTED, S.INITIALIZED} | WORKING),
-    _t(S.RESUMED, set(HALTED), explicit_only=True),
+    # Every new delivery of a job that is not COMPLETE resumes it: an interrupted or halted
+    # one (on RunPod only `POST /retry` delivers those again: the user asking), or one whose
+    # worker died mid-stage (its log ends in a working state).
+    _t(S.RESUMED, {S.INTERRUPTED, S.INITIALIZED} | WORKING | HALTED),
 )
 
 _PROGRESSING = frozenset(WORKING | {S.INITIALIZED})

@@ -45,8 +45,8 @@ class JobMachine:
         """Record a fact from its typed payload (`events.facts`)."""
         return self.fire(payload.fact.value, payload.data())
 
-    def can(self, event_type: str, data: dict[str, Any] | None = None) -> bool:
-        return self._walk.allows(event_type, data)
+    def can(self, event_type: str) -> bool:
+        return self._walk.allows(event_type)
 
     def _record(self, event_type: str, after: Status, data: dict[str, Any]) -> None:
         self._last = self.log.append(

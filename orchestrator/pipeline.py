@@ -1,7 +1,9 @@
 """A job's stages for its plan, in order, wired to one delivery's settings and stop signal.
 
-prepare (STARTING) -> dataset (DOWNLOADING) -> captions (CAPTIONING, when asked) ->
-weights (MODEL_DOWNLOAD) -> training (TRAINING) -> publish (UPLOADING).
+[inherit (STARTING), for `resume_from`] -> access (STARTING: destinations, keys and dataset
+URLs answer) -> prepare (STARTING) -> dataset (DOWNLOADING) ->
+captions (CAPTIONING, when asked) -> weights (MODEL_DOWNLOAD) -> training (TRAINING) ->
+publish (UPLOADING).
 The base model starts downloading in the background during `prepare`, so it overlaps the
 dataset download and captioning; `weights` waits for the same `ModelDownload`.
 """
@@ -12,14 +14,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.access_inputs import access_inputs, gemini_settings
 from orchestrator.plan import JobPlan
 from orchestrator.response import complete_event_data, response_from_results
 from orchestrator.settings import Settings
+from stages.access.stage import Access
 from stages.captions.inputs import CaptionInputs
 from stages.captions.stage import Captions
 from stages.contract import Stage, StageContext, StopRequest
 from stages.dataset.stage import Dataset
 from stages.errors import StageFailed
+from stages.inherit.stage import Inherit
 from stages.publish.common import PublishInputs
 from stages.publish.stage import Publish, PublishOptions, dataset_report, publish
 from stages.training.prepare import Prepare
@@ -73,10 +78,17 @@ def build_stages(delivery: Delivery) -> list[Stage]:
     plan, settings = delivery.plan, delivery.settings
     download = delivery.model_download()
     prepare = Prepare(plan.shown_request, download, plan.entry.info)
-    stages: list[Stage] = [prepare, Dataset(plan.dataset)]
+    # A continued job takes over its origin's files first: later checks then see them in place.
+    inherited: list[Stage] = [Inherit(plan.inherit)] if plan.inherit is not None else []
+    captions = None
     if plan.captions is not None:
-        factory = delivery.captions_factory or Captions
-        stages.append(factory(plan.captions))
+        captions = (delivery.captions_factory or Captions)(plan.captions)
+    # Every outside party the job needs answers before anything downloads (prepare starts the
+    # model's download): a bad destination, key or dataset URL costs no GPU time.
+    access = Access(access_inputs(plan, delivery.publish_opts(), gemini_settings(captions)))
+    stages: list[Stage] = [*inherited, access, prepare, Dataset(plan.dataset)]
+    if captions is not None:
+        stages.append(captions)
     training = ConfiguredTraining(
         plan.trainer,
         plan.paths,

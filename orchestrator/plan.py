@@ -24,6 +24,7 @@ from orchestrator.settings import Settings
 from stages.captions.inputs import CaptionInputs
 from stages.dataset.buckets import AspectBuckets
 from stages.dataset.inputs import DatasetInputs, DatasetRules, DatasetSource
+from stages.inherit.inputs import InheritInputs
 from stages.publish.inputs import Destination, HubDestination, PublishSpec, S3Destination
 from stages.training.command import visible_gpus
 from stages.training.config import AR_BUCKETS, JobPaths, TrainerSpec
@@ -50,6 +51,8 @@ class JobPlan:
     publish: PublishSpec
     shown_request: dict[str, Any]  # the request as kept on the volume: masked and redacted
     keep_checkpoints: int  # complete checkpoints the training stage keeps per run folder
+    # `resume_from`: what this job takes over from an earlier one (`orchestrator.continuation`).
+    inherit: InheritInputs | None = None
 
     @property
     def hub_token(self) -> str | None:

@@ -79,7 +79,19 @@ def respond(
     s3: S3Destination | None = None,
 ) -> dict[str, Any]:
     """The seed's response for how this delivery ended. `s3`: the job's S3 destination, to
-    presign a fresh link when a COMPLETE job is delivered again."""
+    presign a fresh link when a COMPLETE job is delivered again. A failure whose updates did
+    not all reach the Hub says so (`mirror`); otherwise it keeps the seed's two keys."""
+    answer = _respond(outcome, mirror_status, s3)
+    if answer.get("status") == "failed" and mirror_status and mirror_status.get("ok") is False:
+        answer["mirror"] = mirror_status
+    return answer
+
+
+def _respond(
+    outcome: Outcome,
+    mirror_status: dict[str, Any] | None,
+    s3: S3Destination | None,
+) -> dict[str, Any]:
     if outcome.status is Status.COMPLETE:
         recorded = dict((outcome.result or {}).get("response") or {})
         if mirror_status is not None:
@@ -95,18 +107,33 @@ def respond(
         said = outcome.view.stop_message
         if said and "a retry" in said:
             return failed_response(
-                f"the worker was stopped (scale-down or preemption): {said}; retry the same "
-                "job id to resume (the checkpoints are kept on the volume)"
+                f"the worker was stopped (scale-down or preemption): {said}; "
+                + how_to_continue(outcome.job_id)
             )
         step = (outcome.view.progress or {}).get("step")
         where = f" at step {step}" if step else ""
         return failed_response(
             f"the worker was stopped{where} (scale-down or preemption); the last checkpoint is "
-            "kept on the volume: retry the same job id to resume from it"
+            f"kept on the volume; {how_to_continue(outcome.job_id)}"
         )
     if outcome.status is Status.CANCELLED:
-        return failed_response("the job was cancelled")
+        step = (outcome.view.progress or {}).get("step")
+        where = f" at step {step}" if step else ""
+        return failed_response(
+            f"the job was stopped by RunPod (cancel or execution timeout){where}; a cancelled "
+            f'job cannot be retried: send a new request with "resume_from": "{outcome.job_id}" '
+            "to continue its training"
+        )
     return failed_response(outcome.error or f"the job ended in {outcome.status.value}")
+
+
+def how_to_continue(job_id: str) -> str:
+    """What a user does to resume a stopped job, within RunPod's rules and after them."""
+    return (
+        f"POST /retry/{job_id} resumes it from the checkpoint kept on the volume, while RunPod "
+        "keeps the result (30 minutes after /run, 1 minute after /runsync); after that, send a "
+        f'new request with "resume_from": "{job_id}"'
+    )
 
 
 def _with_fresh_s3_link(response: dict[str, Any], s3: S3Destination, job_id: str) -> dict[str, Any]:

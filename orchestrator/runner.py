@@ -1,9 +1,12 @@
 """The runner: replay a job's log, skip what it proves done, run the rest, record the outcome.
 
 Every delivery of a job goes through `run_job`. It takes the job's lease, replays the log and
-then either returns the recorded result (COMPLETE), declines (ERROR/CANCELLED without an
-explicit resume), starts (a new job: INITIALIZED) or resumes (RESUMED, attempt N+1). Stages run
-in order; one whose STAGE_DONE is in the log and whose output still verifies is skipped. A stop
+then either returns the recorded result (COMPLETE), starts (a new job: INITIALIZED) or resumes
+(RESUMED, attempt N+1) whatever else the log ends in: ERROR, CANCELLED, INTERRUPTED or a
+working status. On RunPod a halted job is delivered again only by `POST /retry`, with its
+original input: the user asking, so it resumes rather than repeating the old answer. Stages run
+in order; one whose STAGE_DONE is in the log and whose output still verifies is skipped (a
+stage may record another's STAGE_DONE: a continued job adopts its origin's dataset). A stop
 requested between stages (SIGTERM, a cancel) is honoured before the next stage starts.
 """
 
@@ -21,7 +24,7 @@ from events.fold import JobView, fold
 from events.lease import FileLease
 from events.model import Event
 from events.store import EventLog, EventStore, job_path
-from events.vocabulary import HALTED, MEANING, Status
+from events.vocabulary import MEANING, Status
 from orchestrator.machine import JobMachine
 from stages.contract import Stage, StageContext, StopRequest
 from stages.errors import JobCancelled, JobInterrupted, StageFailed
@@ -60,7 +63,6 @@ def run_job(
     job_id: str,
     stages: Sequence[Stage],
     secrets: Iterable[str] = (),
-    explicit_resume: bool = False,
     store: EventStore | None = None,
     lease: FileLease | None = None,
     start_data: Mapping[str, Any] | None = None,
@@ -91,35 +93,24 @@ def run_job(
             on_open(job_log)
         machine = JobMachine(job_log)
         view = machine.view()
-        answered = _answer_from_log(machine, view, explicit_resume=explicit_resume)
-        if answered is not None:
-            return answered
-        resumed = _begin(machine, view, explicit_resume=explicit_resume, start_data=start_data)
+        if view.status is Status.COMPLETE:
+            log.info(
+                "job already complete; returning the recorded result",
+                job_id=view.job_id,
+                attempt=view.attempt,
+            )
+            return _outcome(machine, result=view.result, from_log=True)
+        resumed = _begin(machine, view, start_data=start_data)
         run = _Run(machine, job_dir, resumed=resumed, stop=stop)
-        return run.deliver(stages, view.stages, finish=finish, salvage=salvage)
+        return run.deliver(stages, finish=finish, salvage=salvage)
     finally:
         lease.release()
-
-
-def _answer_from_log(
-    machine: JobMachine, view: JobView, *, explicit_resume: bool
-) -> Outcome | None:
-    """The outcome of a delivery that runs nothing: a COMPLETE job, or a halted one."""
-    bound = log.bind(job_id=view.job_id, status=view.status.value, attempt=view.attempt)
-    if view.status is Status.COMPLETE:
-        bound.info("job already complete; returning the recorded result")
-        return _outcome(machine, result=view.result, from_log=True)
-    if view.status in HALTED and not explicit_resume:
-        bound.info("job stopped earlier; not resumed without an explicit request")
-        return _outcome(machine, error=view.error)
-    return None
 
 
 def _begin(
     machine: JobMachine,
     view: JobView,
     *,
-    explicit_resume: bool,
     start_data: Mapping[str, Any] | None,
 ) -> bool:
     """Record the start of this delivery (INITIALIZED or RESUMED); True when resuming."""
@@ -134,7 +125,6 @@ def _begin(
         {
             "message": f"Resuming from {view.status.value} (attempt {machine.attempt})",
             "from_status": view.status.value,
-            "explicit": explicit_resume,
         },
     )
     return True
@@ -156,7 +146,6 @@ class _Run:
     def deliver(
         self,
         stages: Sequence[Stage],
-        recorded: Mapping[str, dict[str, Any]],
         *,
         finish: Finish,
         salvage: Salvage | None,
@@ -164,7 +153,8 @@ class _Run:
         try:
             for stage in stages:
                 self.current = stage
-                if not self._skip(stage, recorded.get(stage.name)):
+                # Read per stage: an earlier stage of this delivery may have recorded it.
+                if not self._skip(stage, self.machine.view().stages.get(stage.name)):
                     self._run(stage)
             self.current = None
             final = finish(self.results)

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ import structlog
 
 from events.errors import LeaseHeld
 from events.lease import FileLease
+from orchestrator.continuation import continuation
 from orchestrator.errors import Problem, RequestError
 from orchestrator.plan import JobPlan, plan_job
 from orchestrator.progress import ProgressReporter
@@ -46,7 +47,9 @@ if TYPE_CHECKING:  # the stages pull in boto3, huggingface_hub, google-genai: lo
 
 log = structlog.get_logger(__name__)
 
-SendProgress = Callable[[dict[str, Any]], None]
+# Sends one progress update; returns the thread posting it, when it has one to wait for.
+SendProgress = Callable[[dict[str, Any]], "threading.Thread | None"]
+STOPPED_BY_RUNPOD = "stopped by RunPod (cancel or execution timeout)"
 
 
 @dataclass
@@ -58,7 +61,7 @@ class WorkerOptions:
     publish_options: PublishOptions | None = None
     progress_every_s: float = 5.0
     stop_grace_s: float = 300.0
-    mirror_close_s: float = 60.0
+    mirror_close_s: float | None = None  # None: the mirror settings' (5 s)
     captions_factory: CaptionsFactory | None = None
 
 
@@ -75,10 +78,12 @@ def validate(raw: Any, settings: Settings, job_id: str) -> JobPlan:
     except ValueError as exc:  # the job id (events.store.validate_job_id)
         raise RequestError([("id", str(exc))]) from None
     problems = destination_problems(plan, settings)
+    inherit, refused = continuation(plan, settings)
+    problems += refused
     if problems:
         raise RequestError(problems, plan.secrets)
     preflight(plan.trainer)
-    return plan
+    return replace(plan, inherit=inherit)
 
 
 def destination_problems(plan: JobPlan, settings: Settings) -> list[Problem]:
@@ -140,9 +145,7 @@ async def handle(
     from orchestrator.mirrors import make_mirror  # noqa: PLC0415 - the stages load per job
     from orchestrator.pipeline import Delivery  # noqa: PLC0415
 
-    reporter = ProgressReporter(
-        send_progress or (lambda _p: None), every_s=options.progress_every_s
-    )
+    reporter = ProgressReporter(send_progress, every_s=options.progress_every_s)
     delivery = Delivery(
         plan=plan,
         settings=options.settings,
@@ -154,8 +157,9 @@ async def handle(
     mirror = make_mirror(plan, options.settings, options.mirror_settings)
 
     def close() -> dict[str, Any] | None:
+        reporter.stop()  # the last status (an ERROR's message) goes out now
         status = mirror.close(options.mirror_close_s) if mirror is not None else None
-        reporter.quiet()
+        reporter.quiet()  # what is left of the gap before the final result
         return status
 
     future = asyncio.get_running_loop().run_in_executor(
@@ -165,9 +169,10 @@ async def handle(
         try:
             outcome = await asyncio.shield(future)
         except asyncio.CancelledError:
-            # RunPod cancel or timeout: stop training (save_quit), publish what exists, record
-            # CANCELLED, then let the SDK see the cancel. It posts no result for this job.
-            delivery.stop.set("cancel", "cancelled by the client (RunPod cancel or timeout)")
+            # RunPod's stop channel: a cancel or the execution timeout, which the worker cannot
+            # tell apart (the SDK gets only the job id). Stop training (save_quit), publish what
+            # exists, record CANCELLED, then let the SDK see it. It posts no result for the job.
+            delivery.stop.set("cancel", STOPPED_BY_RUNPOD)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(future), options.stop_grace_s + 120)
             close()
@@ -205,11 +210,7 @@ def _run(
                 job_id=plan.job_id,
                 stages=build_stages(delivery),
                 secrets=plan.secrets,
-                explicit_resume=plan.request.resume,
-                start_data={
-                    "model_type": plan.entry.model_type,
-                    "model_name": plan.entry.display_name,
-                },
+                start_data=start_data(plan),
                 finish=finish(delivery),
                 observers=[reporter.on_event],
                 on_open=on_open,
@@ -222,6 +223,17 @@ def _run(
         )
     finally:
         delivery.end()  # a failed job must not go on downloading its model
+
+
+def start_data(plan: JobPlan) -> dict[str, Any]:
+    """What the INITIALIZED event says of the job: its model, and where it continues from."""
+    data: dict[str, Any] = {
+        "model_type": plan.entry.model_type,
+        "model_name": plan.entry.display_name,
+    }
+    if plan.inherit is not None:
+        data |= {"resume_from": plan.inherit.origin_id, "resume_mode": plan.inherit.mode}
+    return data
 
 
 def _run_when_free(

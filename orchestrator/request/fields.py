@@ -25,6 +25,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from events.redact import mask_url
+from stages.dataset import inline
+
 MAX_ECHO = 60  # longest user-supplied text (a key name, a model_type) echoed in an error
 DatasetType = Literal["images", "videos", "both", "precaptioned"]
 OutputMethod = Literal["huggingface", "s3", "auto", "local"]
@@ -61,8 +64,19 @@ def _check_secret(value: SecretStr) -> SecretStr:
 Secret = Annotated[SecretStr, AfterValidator(_check_secret)]
 
 
+MAX_URL = 8192  # an http(s) or hf:// URL; a data: URL has its own bound (stages.dataset.inline)
+
+
 def _check_dataset_url(value: str) -> str:
     value = value.strip()
+    if inline.is_data_url(value):
+        try:
+            inline.check(value)
+        except inline.InlineError as exc:
+            raise custom(str(exc)) from None
+        return value
+    if len(value) > MAX_URL:
+        raise custom(f"is longer than {MAX_URL} characters")
     if value.startswith("hf://"):
         rest = value.removeprefix("hf://")
         if not rest.startswith("datasets/") or len(rest.strip("/")) <= len("datasets"):
@@ -118,8 +132,15 @@ def _check_host_name(host: str) -> None:
         ) from None
 
 
-DatasetUrl = Annotated[str, StringConstraints(max_length=8192), AfterValidator(_check_dataset_url)]
-HttpUrl = Annotated[str, StringConstraints(max_length=8192), AfterValidator(_check_http_url)]
+def shown_dataset_url(value: str) -> str:
+    """A dataset URL as it may be shown or recorded: a presigned URL's query masked, a data:
+    URL's payload replaced by its size and digest."""
+    return inline.shown(value) if inline.is_data_url(value) else mask_url(value)
+
+
+# A dataset URL: http(s), hf://datasets/, or a small archive inline as a data: URL.
+DatasetUrl = Annotated[str, AfterValidator(_check_dataset_url)]
+HttpUrl = Annotated[str, StringConstraints(max_length=MAX_URL), AfterValidator(_check_http_url)]
 
 
 def _has_control(value: str) -> bool:
@@ -191,6 +212,11 @@ RepoId = Annotated[
     str,
     *_pattern(_REPO_ID, 'must be "owner/name" or "name" (letters, digits, ".", "_", "-")'),
     AfterValidator(_check_repo_id),
+]
+# A job id names a folder (events.store.validate_job_id): the same characters, no "." or "..".
+_JOB_ID = r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}"
+JobRef = Annotated[
+    str, *_pattern(_JOB_ID, "must be a job id (1-128 letters, digits, '-', '_' or '.')")
 ]
 _BUCKET = r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}"
 BucketName = Annotated[

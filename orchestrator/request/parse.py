@@ -18,6 +18,7 @@ from orchestrator.errors import Problem, RequestError
 from orchestrator.request.fields import closest, echo
 from orchestrator.request.schema import (
     FIELD_HOME,
+    REMOVED_FIELDS,
     RULES_CHECKED_BY_CALLER,
     SECTIONS,
     TrainingRequest,
@@ -41,6 +42,8 @@ def _unknown_field(loc: Sequence[int | str]) -> str:
     parent = tuple(str(p) for p in loc[:-1])
     if not isinstance(key, str):
         return "keys must be strings"
+    if not parent and key in REMOVED_FIELDS:
+        return REMOVED_FIELDS[key]
     model = SECTIONS.get(parent)
     if model is not None:
         near = closest(key, model.model_fields, cutoff=0.6)

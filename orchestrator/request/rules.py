@@ -68,6 +68,7 @@ def cross_field_problems(data: Mapping[Any, Any]) -> list[Problem]:
         *_caption_key(raw),
         *_gated_token(raw),
         *_output_fields(raw),
+        *_resume_fields(data),
     ]
 
 
@@ -130,6 +131,12 @@ def _gated_token(raw: _Raw) -> list[Problem]:
     ]
 
 
+def _resume_fields(data: Mapping[Any, Any]) -> list[Problem]:
+    if data.get("resume_from_lora") is True and data.get("resume_from") is None:
+        return [("resume_from_lora", "needs resume_from: the job whose LoRA to start from")]
+    return []
+
+
 def _output_fields(raw: _Raw) -> list[Problem]:
     problems: list[Problem] = []
     method = raw.output.get("method", "auto")
@@ -142,6 +149,4 @@ def _output_fields(raw: _Raw) -> list[Problem]:
         for key in ("bucket", "access_key", "secret_key"):
             if s3.get(key) is None:
                 problems.append((f"output.s3.{key}", 'required when output.method is "s3"'))
-    if method == "local" and _section(raw.output, "local").get("path") is None:
-        problems.append(("output.local.path", 'required when output.method is "local"'))
     return problems

@@ -1,7 +1,7 @@
 """The training request: the seed README's input JSON as pydantic models.
 
 `TrainingRequest` is one job's input (the `input` object of a RunPod request): `dataset`,
-`training` (`orchestrator.request.training`), `api_keys`, `output`, `resume`. Secrets are
+`training` (`orchestrator.request.training`), `api_keys`, `output`, `resume_from`. Secrets are
 `SecretStr` everywhere, and no repr or JSON dump shows one. Validating a request runs every rule
 (`rules`, `passthrough`); `parse_request` (`parse`) runs them once, itself, from the raw input,
 so each problem gets its own field path.
@@ -23,7 +23,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from events.redact import mask_url
 from orchestrator.catalogue import ALL_MODEL_TYPES, CATALOGUE, MODEL_TYPES, ModelEntry, get_model
 from orchestrator.errors import Problem
 from orchestrator.request.fields import (
@@ -31,6 +30,7 @@ from orchestrator.request.fields import (
     DatasetType,
     DatasetUrl,
     HttpUrl,
+    JobRef,
     KeyPrefix,
     NonEmpty,
     OutputMethod,
@@ -41,6 +41,7 @@ from orchestrator.request.fields import (
     custom,
     echo,
     none_as_empty,
+    shown_dataset_url,
 )
 from orchestrator.request.passthrough import training_problems
 from orchestrator.request.rules import cross_field_problems
@@ -64,11 +65,13 @@ class DatasetSpec(Section):
     )
     images_url: DatasetUrl | None = Field(
         default=None,
-        description="http(s) or hf://datasets/ URL of a zip of images. Required for type images.",
+        description="http(s) or hf://datasets/ URL of a zip of images, or the zip inline as a "
+        "data:application/zip;base64,... URL (a few MiB). Required for type images.",
     )
     videos_url: DatasetUrl | None = Field(
         default=None,
-        description="http(s) or hf://datasets/ URL of a zip of videos. Required for type videos.",
+        description="http(s), hf://datasets/ or data: URL of a zip of videos. Required for type "
+        "videos.",
     )
     trigger_word: TriggerWord | None = Field(
         default=None, description='Word prepended to every caption, e.g. "ohwx person".'
@@ -83,12 +86,13 @@ class DatasetSpec(Section):
     @field_serializer("images_url", "videos_url", when_used="json")
     def _json_url(self, value: str | None) -> str | None:
         # JSON dumps hide secrets as SecretStr does; a presigned URL's query is a credential.
-        return mask_url(value) if value else value
+        return shown_dataset_url(value) if value else value
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # A presigned URL's query is a credential.
         for name, value in super().__repr_args__():
-            yield name, mask_url(value) if name and name.endswith("_url") and value else value
+            shown = name and name.endswith("_url") and value
+            yield name, shown_dataset_url(value) if shown else value
 
 
 # --- api keys and output -----------------------------------------------------------------------
@@ -130,7 +134,9 @@ class S3Output(Section):
 
 class LocalOutput(Section):
     path: NonEmpty | None = Field(
-        default=None, description="Folder on the worker (or local machine) to copy results to."
+        default=None,
+        description="Folder on the worker (or local machine) to copy results to, as "
+        "<path>/<job_id>/; absent: the results stay in the job's folder (volume_path).",
     )
 
 
@@ -177,9 +183,21 @@ class TrainingRequest(Section):
     output: Annotated[OutputSpec, BeforeValidator(none_as_empty)] = Field(
         default_factory=OutputSpec
     )
-    resume: bool = Field(
+    resume_from: JobRef | None = Field(
+        default=None,
+        description=(
+            "The id of an earlier job on this volume to continue: its dataset, captions, cache "
+            "and checkpoints, under this new job id (the earlier job is left as it was). For "
+            "what POST /retry cannot reach: a cancelled job, or one RunPod no longer keeps."
+        ),
+    )
+    resume_from_lora: bool = Field(
         default=False,
-        description="Resume this job from its last checkpoint (a failed or cancelled job).",
+        description=(
+            "With resume_from: start from the earlier job's newest saved LoRA with a fresh "
+            "optimizer instead of its checkpoint; the dataset, GPU count and pipeline_stages "
+            "may then change."
+        ),
     )
 
     @model_validator(mode="after")
@@ -234,6 +252,13 @@ def request_problems(data: Mapping[Any, Any], training: Mapping[Any, Any]) -> li
     ) + cross_field_problems(data)
 
 
+# Fields a request may no longer send, and what to do instead.
+REMOVED_FIELDS: Mapping[str, str] = {
+    "resume": (
+        "removed: every new delivery of a stopped job resumes it (POST /retry/{id}); to "
+        'continue an earlier job under a new id send "resume_from": "<its job id>"'
+    ),
+}
 # Which model each section's keys belong to, for "did you mean" on unknown keys.
 SECTIONS: Mapping[tuple[str, ...], type[BaseModel]] = {
     (): TrainingRequest,

@@ -68,7 +68,8 @@ def masked_request(
         "training": mask_keys(training if training is not None else effective_training(request)),
         "api_keys": _masked_dump(request.api_keys),
         "output": _masked_dump(request.output),
-        "resume": request.resume,
+        "resume_from": request.resume_from,
+        "resume_from_lora": request.resume_from_lora,
     }
     redactor = Redactor(request.secret_values(), shapes=False)
     return cast("dict[str, Any]", redactor.data(shown, sort_keys=False, by_key=False))

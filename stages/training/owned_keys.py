@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 _SERVICE = "is set by the service"
-_RESUME_HINT = 'to resume a failed or cancelled job send the top-level "resume": true'
+_RESUME_HINT = (
+    "a stopped job resumes from its checkpoint when delivered again (POST /retry/{id}); "
+    'to continue it under a new id send the top-level "resume_from": "<job id>"'
+)
 OWNED_TOP_LEVEL: Mapping[str, str] = {
     "output_dir": f"{_SERVICE} (each job has its own output folder)",
     "dataset": f"{_SERVICE} (it writes the dataset config from the dataset section)",

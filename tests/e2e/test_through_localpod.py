@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +14,22 @@ import httpx
 import pytest
 
 from events.audit import audit
-from events.store import EventStore
 from localpod import LocalPod
 from tests.support.canary import TOKEN_CANARY, scan, with_canaries
 from tests.support.dataserver import DataServer
 from tests.support.fakehub import FakeHub
+from tests.support.localpod_jobs import (
+    has_event,
+    job_events,
+    submit,
+    tiny_body,
+    tiny_pod,
+    until,
+)
 from tests.support.media import shades_zip
-from tests.support.paths import REPO
 from tests.support.publish_job import SEED_RESPONSE_KEYS
 
 pytestmark = pytest.mark.slow
-HANDLER = REPO / "handler.py"
 
 
 @pytest.fixture(scope="module")
@@ -35,52 +40,7 @@ def data() -> Iterator[DataServer]:
 
 
 def _pod(tmp_path: Path, *, workers: int = 1, step_sleep: float = 0.0, **env: str) -> LocalPod:
-    return LocalPod(
-        HANDLER,
-        workers=workers,
-        env={
-            "DPS_ROOT": str(tmp_path / "root"),
-            "DPS_LEASE_TTL_S": "3",
-            "MINIPIPE_STEP_SLEEP": str(step_sleep),
-            **env,
-        },
-        log_dir=tmp_path / "logs",
-        ping_timeout_s=None,
-    )
-
-
-def _body(data: DataServer, tmp_path: Path, **training: Any) -> dict[str, Any]:
-    return {
-        "input": {
-            "model_type": "tiny",
-            "dataset": {"type": "precaptioned", "images_url": data.url + "/d.zip"},
-            "training": {"epochs": 2, "resolution": 32, **training},
-            "output": {"method": "local", "local": {"path": str(tmp_path / "outputs")}},
-        }
-    }
-
-
-def _run(pod: LocalPod, body: dict[str, Any]) -> str:
-    answer = httpx.post(f"{pod.url}/run", json=body, headers={"Authorization": "Bearer k"})
-    answer.raise_for_status()
-    return str(answer.json()["id"])
-
-
-def _events(tmp_path: Path, job_id: str) -> list[Any]:
-    return EventStore.on_disk(tmp_path / "root").read(job_id)
-
-
-def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def _has(tmp_path: Path, job_id: str, kind: str) -> Callable[[], bool]:
-    path = tmp_path / "root" / "jobs" / job_id / "events.jsonl"
-    return lambda: path.exists() and f'"type":"{kind}"'.encode() in path.read_bytes()
+    return tiny_pod(tmp_path, workers=workers, step_sleep=step_sleep, env=env)
 
 
 def _step_numbers(log: str) -> list[int]:
@@ -89,7 +49,7 @@ def _step_numbers(log: str) -> list[int]:
 
 def test_happy_path_with_local_output(tmp_path: Path, data: DataServer) -> None:
     with _pod(tmp_path) as pod:
-        job_id = _run(pod, _body(data, tmp_path))
+        job_id = submit(pod, tiny_body(data, tmp_path))
         final = pod.wait_for(job_id, timeout=180)
         progress = pod.events.progress.get(job_id, [])
     assert final["status"] == "COMPLETED", final
@@ -99,19 +59,19 @@ def test_happy_path_with_local_output(tmp_path: Path, data: DataServer) -> None:
     lora = Path(output["output"]["safetensors_url"].removeprefix("file://"))
     assert lora.is_file()
     assert any(p.get("status") == "TRAINING" for p in progress if isinstance(p, dict))
-    events = _events(tmp_path, job_id)
+    events = job_events(tmp_path, job_id)
     assert audit(events).ok
     assert (tmp_path / "root" / "jobs" / job_id / "UPDATES").is_dir()
 
 
 def test_happy_path_with_hub_output(tmp_path: Path, data: DataServer) -> None:
     with FakeHub() as hub, _pod(tmp_path, DPS_HUB_ENDPOINT=hub.url) as pod:
-        body = _body(data, tmp_path)
+        body = tiny_body(data, tmp_path)
         body["input"]["output"] = {
             "method": "huggingface",
             "huggingface": {"token": TOKEN_CANARY, "repo_id": "me/e2e-lora"},
         }
-        job_id = _run(pod, body)
+        job_id = submit(pod, body)
         final = pod.wait_for(job_id, timeout=180)
         assert final["status"] == "COMPLETED", final
         url = final["output"]["output"]["download_url"]
@@ -132,16 +92,16 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(
     with _pod(tmp_path, step_sleep=0.05) as pod:
         # Every checkpoint kept (pruning has tests of its own): which ones were whole is
         # read from the folders at the end.
-        body = _body(data, tmp_path, epochs=6, checkpoint_every_n_epochs=1, keep_checkpoints=10)
-        job_id = _run(pod, body)
-        _until(_has(tmp_path, job_id, "CHECKPOINT"), 120, "the first checkpoint")
+        body = tiny_body(data, tmp_path, epochs=6, checkpoint_every_n_epochs=1, keep_checkpoints=10)
+        job_id = submit(pod, body)
+        until(has_event(tmp_path, job_id, "CHECKPOINT"), 120, "the first checkpoint")
         time.sleep(0.3)  # a few steps past it
         pod.kill_worker(signal.SIGKILL)
         final = pod.wait_for(job_id, timeout=240)
         deliveries = pod.events.deliveries[job_id]
     assert final["status"] == "COMPLETED", final
     assert len(deliveries) == 2
-    events = _events(tmp_path, job_id)
+    events = job_events(tmp_path, job_id)
     assert audit(events).ok
     resumed = [e for e in events if e.type == "RESUMED"]
     assert len(resumed) == 1
@@ -169,21 +129,21 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_from_its_checkpoint(
 
 def test_sigterm_checkpoints_and_a_retry_resumes(tmp_path: Path, data: DataServer) -> None:
     with _pod(tmp_path, step_sleep=0.05) as pod:
-        job_id = _run(pod, _body(data, tmp_path, epochs=6))
-        _until(_has(tmp_path, job_id, "EPOCH_SAVED"), 120, "the first epoch save")
+        job_id = submit(pod, tiny_body(data, tmp_path, epochs=6))
+        until(has_event(tmp_path, job_id, "EPOCH_SAVED"), 120, "the first epoch save")
         pod.kill_worker(signal.SIGTERM)
         stopped = pod.wait_for(job_id, timeout=120)
         assert stopped["status"] == "FAILED"
-        assert "retry the same job id" in stopped["error"]
+        assert f"POST /retry/{job_id} resumes it" in stopped["error"]
         # It names the checkpoint on the volume, not only the last step the log showed.
         assert re.search(r"a retry resumes from checkpoint global_step\d+", stopped["error"])
-        events = _events(tmp_path, job_id)
+        events = job_events(tmp_path, job_id)
         assert events[-1].status == "INTERRUPTED"
         assert any(e.type == "CHECKPOINT" for e in events)
         httpx.post(f"{pod.url}/retry/{job_id}", headers={"Authorization": "k"}).raise_for_status()
         final = pod.wait_for(job_id, timeout=240)
     assert final["status"] == "COMPLETED", final
-    events = _events(tmp_path, job_id)
+    events = job_events(tmp_path, job_id)
     assert audit(events).ok
     assert next(e for e in events if e.type == "RESUMED").data["from_status"] == "INTERRUPTED"
 
@@ -192,12 +152,12 @@ def test_cancel_publishes_the_latest_lora_and_stops_the_trainer(
     tmp_path: Path, data: DataServer
 ) -> None:
     with _pod(tmp_path, step_sleep=0.05) as pod:
-        job_id = _run(pod, _body(data, tmp_path, epochs=8))
-        _until(_has(tmp_path, job_id, "EPOCH_SAVED"), 120, "the first epoch save")
+        job_id = submit(pod, tiny_body(data, tmp_path, epochs=8))
+        until(has_event(tmp_path, job_id, "EPOCH_SAVED"), 120, "the first epoch save")
         httpx.post(f"{pod.url}/cancel/{job_id}", headers={"Authorization": "k"}).raise_for_status()
         assert pod.wait_for(job_id, timeout=60)["status"] == "CANCELLED"
-        _until(_has(tmp_path, job_id, "CANCELLED"), 120, "CANCELLED in the log")
-    events = _events(tmp_path, job_id)
+        until(has_event(tmp_path, job_id, "CANCELLED"), 120, "CANCELLED in the log")
+    events = job_events(tmp_path, job_id)
     assert events[-1].status == "CANCELLED"
     assert events[-1].data["published"]["latest_epoch"].startswith("epoch")
     assert (tmp_path / "outputs" / job_id / "adapter_model.safetensors").is_file()
@@ -217,25 +177,25 @@ def test_a_complete_job_delivered_again_answers_from_its_log(
     tmp_path: Path, data: DataServer
 ) -> None:
     with _pod(tmp_path) as pod:
-        job_id = _run(pod, _body(data, tmp_path))
+        job_id = submit(pod, tiny_body(data, tmp_path))
         first = pod.wait_for(job_id, timeout=180)
-        count = len(_events(tmp_path, job_id))
+        count = len(job_events(tmp_path, job_id))
         pod.redeliver(job_id)
         again = pod.wait_for(job_id, timeout=60)
     assert again["status"] == "COMPLETED"
     assert again["output"]["output"] == first["output"]["output"]
-    assert len(_events(tmp_path, job_id)) == count  # nothing trained, nothing recorded
+    assert len(job_events(tmp_path, job_id)) == count  # nothing trained, nothing recorded
 
 
 def test_two_jobs_at_once_share_nothing(tmp_path: Path, data: DataServer) -> None:
     with _pod(tmp_path, workers=2) as pod:
-        jobs = [_run(pod, _body(data, tmp_path)) for _ in range(2)]
+        jobs = [submit(pod, tiny_body(data, tmp_path)) for _ in range(2)]
         finals = [pod.wait_for(j, timeout=240) for j in jobs]
     assert [f["status"] for f in finals] == ["COMPLETED", "COMPLETED"]
     loras = {f["output"]["output"]["safetensors_url"] for f in finals}
     assert len(loras) == 2
     for job_id in jobs:
-        assert audit(_events(tmp_path, job_id)).ok
+        assert audit(job_events(tmp_path, job_id)).ok
 
 
 def test_a_bad_request_fails_fast_and_downloads_nothing(tmp_path: Path, data: DataServer) -> None:
@@ -243,7 +203,7 @@ def test_a_bad_request_fails_fast_and_downloads_nothing(tmp_path: Path, data: Da
     with _pod(tmp_path) as pod:
         pod.wait_ready(60)
         before = len(data.requests)
-        job_id = _run(pod, body)
+        job_id = submit(pod, body)
         final = pod.wait_for(job_id, timeout=30)
     assert final["status"] == "FAILED"
     assert "dataset.images_url" in final["error"]
@@ -261,10 +221,10 @@ def test_no_canary_leaks_with_the_worker_at_the_sdks_default_log_level(
         FakeHub() as hub,
         _pod(tmp_path, DPS_HUB_ENDPOINT=hub.url, RUNPOD_LOG_LEVEL="DEBUG") as pod,
     ):
-        body = _body(data, tmp_path)
+        body = tiny_body(data, tmp_path)
         body["input"]["output"] = {"method": "huggingface", "huggingface": {"repo_id": "me/c"}}
         body["input"] = with_canaries(body["input"])
-        job_id = _run(pod, body)
+        job_id = submit(pod, body)
         final = pod.wait_for(job_id, timeout=180)
         progress = pod.events.progress.get(job_id, [])
         hub_texts: list[Any] = []

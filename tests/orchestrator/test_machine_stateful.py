@@ -28,14 +28,10 @@ from orchestrator.machine import JobMachine
 TRIGGERS = [*sorted(EVENT_TYPES), "NEW", "BOGUS", "complete"]
 
 
-def declared_rows() -> set[tuple[str, str, str, bool]]:
-    """(status before, event type, status after, needs explicit) for every row of the table."""
-    rows = {
-        (source.value, t.trigger, t.dest.value, t.explicit_only)
-        for t in TRANSITIONS
-        for source in t.sources
-    }
-    rows |= {(s.value, f.value, s.value, False) for f, ss in FACT_STATES.items() for s in ss}
+def declared_rows() -> set[tuple[str, str, str]]:
+    """(status before, event type, status after) for every row of the table."""
+    rows = {(source.value, t.trigger, t.dest.value) for t in TRANSITIONS for source in t.sources}
+    rows |= {(s.value, f.value, s.value) for f, ss in FACT_STATES.items() for s in ss}
     return rows
 
 
@@ -56,12 +52,11 @@ class JobMachineRules(RuleBasedStateMachine):
 
     @rule(
         trigger=st.sampled_from(TRIGGERS),
-        explicit=st.booleans(),
         note=st.text(max_size=8),
     )
-    def fire(self, trigger: str, explicit: bool, note: str) -> None:
-        data = {"explicit": explicit, "note": note}
-        allowed = self.machine.can(trigger, data)
+    def fire(self, trigger: str, note: str) -> None:
+        data = {"note": note}
+        allowed = self.machine.can(trigger)
         before = len(self.machine.log)
         if not allowed:
             with pytest.raises(IllegalTransition):
@@ -114,17 +109,16 @@ class JobMachineRules(RuleBasedStateMachine):
     def no_event_escapes_the_table(self) -> None:
         status = Status.NEW.value
         for event in self.machine.log.events:
-            explicit = event.data.get("explicit") is True
-            assert (status, event.type, event.status, False) in ROWS or (
-                explicit and (status, event.type, event.status, True) in ROWS
-            ), f"seq {event.seq}: {status} -{event.type}-> {event.status} is not in the table"
+            assert (status, event.type, event.status) in ROWS, (
+                f"seq {event.seq}: {status} -{event.type}-> {event.status} is not in the table"
+            )
             status = event.status
 
     @invariant()
     def complete_is_final(self) -> None:
         if self.status in FINAL:
             for trigger in EVENT_TYPES:
-                assert not self.machine.can(trigger, {"explicit": True})
+                assert not self.machine.can(trigger)
 
 
 JobMachineRules.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
@@ -150,25 +144,24 @@ def test_the_happy_path_walks_the_seed_statuses_in_order() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "explicit", "allowed"),
+    ("status", "allowed"),
     [
-        ("INTERRUPTED", False, True),
-        ("TRAINING", False, True),  # the worker died mid-training: any delivery resumes
-        ("ERROR", False, False),
-        ("ERROR", True, True),
-        ("CANCELLED", False, False),
-        ("CANCELLED", True, True),
-        ("COMPLETE", True, False),
+        ("INTERRUPTED", True),
+        ("TRAINING", True),  # the worker died mid-training: any delivery resumes
+        ("ERROR", True),  # POST /retry: the user asking, with the original input
+        ("CANCELLED", True),  # an execution timeout looks the same to the worker
+        ("COMPLETE", False),  # answered from the log, never trained again
+        ("NEW", False),
     ],
 )
-def test_who_may_resume(status: str, explicit: bool, allowed: bool) -> None:
+def test_every_delivery_of_an_unfinished_job_may_resume_it(status: str, allowed: bool) -> None:
     walk = TableWalk(Status(status))
-    assert walk.allows("RESUMED", {"explicit": explicit}) is allowed
+    assert walk.allows("RESUMED") is allowed
     if allowed:
-        assert walk.apply("RESUMED", {"explicit": explicit}) is Status.RESUMED
+        assert walk.apply("RESUMED") is Status.RESUMED
     else:
         with pytest.raises(IllegalTransition):
-            walk.apply("RESUMED", {"explicit": explicit})
+            walk.apply("RESUMED")
         assert walk.status is Status(status)
 
 

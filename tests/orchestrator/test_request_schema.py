@@ -189,11 +189,11 @@ def test_optional_defaults() -> None:
         }
     )
     assert req.output.method == "auto"
-    assert req.resume is False
+    assert req.resume_from is None
     assert req.dataset.image_repeats == 1
     assert req.dataset.video_repeats == 5
-    req = parse_request({**SEED_QWEN_SIMPLEST, "resume": True})
-    assert req.resume is True
+    req = parse_request({**SEED_QWEN_SIMPLEST, "resume_from": "earlier-job"})
+    assert req.resume_from == "earlier-job"
 
 
 def test_tiny_is_accepted_but_not_advertised() -> None:
@@ -365,12 +365,6 @@ BAD: list[tuple[str, Any, str, str]] = [
         _req(S3, output__s3__endpoint_url="s3://bucket"),
         "output.s3.endpoint_url",
         'got "s3"',
-    ),
-    (
-        "local-without-path",
-        _req(output={"method": "local"}),
-        "output.local.path",
-        'required when output.method is "local"',
     ),
     ("bad-output-method", _req(output__method="litterbox"), "output.method", "'local'"),
     (
@@ -577,7 +571,7 @@ BAD: list[tuple[str, Any, str, str]] = [
         "resume-from-checkpoint",
         _req(training={"resume_from_checkpoint": True}),
         "training.resume_from_checkpoint",
-        'top-level "resume": true',
+        "POST /retry",
     ),
     (
         "micro-batch-alias",
@@ -638,7 +632,20 @@ BAD: list[tuple[str, Any, str, str]] = [
         "whitespace",
     ),
     ("token-not-string", _req(output__huggingface__token=123), "output.huggingface.token", "valid"),
-    ("resume-not-bool", _req(resume="true"), "resume", "valid boolean"),
+    ("resume-removed", _req(resume=True), "resume", "POST /retry"),
+    ("resume-from-not-an-id", _req(resume_from="../x"), "resume_from", "must be a job id"),
+    (
+        "resume-from-lora-alone",
+        _req(resume_from_lora=True),
+        "resume_from_lora",
+        "needs resume_from",
+    ),
+    (
+        "resume-from-lora-not-bool",
+        _req(resume_from="a", resume_from_lora="yes"),
+        "resume_from_lora",
+        "valid boolean",
+    ),
 ]
 
 
@@ -929,7 +936,7 @@ def test_masked_is_json_ready_and_complete() -> None:
         "huggingface": {"token": "***", "repo_id": "user/wan-video-lora", "private": False},
         "upload_epochs": "final",
     }
-    assert masked["resume"] is False
+    assert masked["resume_from"] is None
 
 
 @pytest.mark.parametrize("model_type", ALL_MODEL_TYPES)
@@ -958,7 +965,7 @@ FIELD_NAMES = sorted(
         "training",
         "api_keys",
         "output",
-        "resume",
+        "resume_from",
         "type",
         "images_url",
         "videos_url",

@@ -111,7 +111,7 @@ def test_a_stage_whose_output_vanished_runs_again(tmp_path: Path) -> None:
     assert audit(EventStore.on_disk(root).read("job-1")).ok
 
 
-def test_a_failed_stage_records_error_and_is_not_retried_without_asking(tmp_path: Path) -> None:
+def test_a_failed_stage_records_error_and_the_next_delivery_resumes_it(tmp_path: Path) -> None:
     root = tmp_path / "root"
     secret = "hf_TopSecretTokenValue0987654321"
     failing = run_job(
@@ -123,14 +123,15 @@ def test_a_failed_stage_records_error_and_is_not_retried_without_asking(tmp_path
     assert failing.status is Status.ERROR
     assert failing.error == "dataset has no captions (token ***)"
     assert secret not in (root / "jobs" / "job-1" / "events.jsonl").read_text()
+    # POST /retry after the cause is fixed: the same id, the same input, and it resumes.
     stages = _stages(tmp_path)
-    declined = run_job(root=root, job_id="job-1", stages=stages)
-    assert declined.status is Status.ERROR
-    assert declined.ran == []
-    assert all(s.runs == 0 for s in stages)
-    resumed = run_job(root=root, job_id="job-1", stages=stages, explicit_resume=True)
+    resumed = run_job(root=root, job_id="job-1", stages=stages)
     assert resumed.status is Status.COMPLETE
     assert resumed.attempt == 2
+    assert resumed.ran == ["training", "publish"]  # the dataset stage's output still verifies
+    events = EventStore.on_disk(root).read("job-1")
+    resumed_event = next(e for e in events if e.type == "RESUMED")
+    assert resumed_event.data["from_status"] == "ERROR"
 
 
 def test_the_failure_log_line_names_the_failed_status_and_its_attempt(tmp_path: Path) -> None:
@@ -140,7 +141,7 @@ def test_the_failure_log_line_names_the_failed_status_and_its_attempt(tmp_path: 
         run_job(root=root, job_id="job-1", stages=failing)
     again = _stages(tmp_path, fail_with="still no captions")
     with structlog.testing.capture_logs() as second:
-        run_job(root=root, job_id="job-1", stages=again, explicit_resume=True)
+        run_job(root=root, job_id="job-1", stages=again)
     lines = [line for line in first + second if line["event"] == "job failed"]
     assert [(line["status"], line["attempt"], line["stage"]) for line in lines] == [
         ("ERROR", 1, "training"),

@@ -72,7 +72,8 @@ def test_schema_documents_every_seed_field() -> None:
         "training",
         "api_keys",
         "output",
-        "resume",
+        "resume_from",
+        "resume_from_lora",
     }
     assert schema["required"] == ["model_type", "dataset"]
     assert schema["properties"]["model_type"]["enum"] == list(ALL_MODEL_TYPES)

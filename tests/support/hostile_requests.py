@@ -306,7 +306,7 @@ HOSTILE: tuple[Hostile, ...] = (
             ("table", ("training", "model"), {"x": BIG}, "training.model.x"),
             ("repeats", ("dataset", "image_repeats"), BIG, "dataset.image_repeats"),
             ("betas", ("training", "optimizer_betas"), [BIG, 0.9], "training.optimizer_betas"),
-            ("resume", ("resume",), BIG, "resume"),
+            ("resume-from", ("resume_from",), BIG, "resume_from"),
             ("model-type", ("model_type",), BIG, "model_type"),
             ("local-path", LOCAL_PATH, BIG, "output.local.path"),
             ("token", ("api_keys", "gemini_api_key"), BIG, "api_keys.gemini_api_key"),

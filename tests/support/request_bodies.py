@@ -17,7 +17,7 @@ from tests.support.canary import CANARIES
 PLACEHOLDER_URL = "http://127.0.0.1:9/missing.zip"  # replaced by the 404 server in handle()
 # A field path as the errors print it: dotted names, [index], unicode-escaped user keys.
 FIELD = re.compile(r"^[A-Za-z_][\w.\[\]\\-]*")
-TOP_LEVEL = ("model_type", "dataset", "training", "api_keys", "output", "resume", "input")
+TOP_LEVEL = ("model_type", "dataset", "training", "api_keys", "output", "resume_from", "input")
 
 # Placeholders in hostile values, filled per test with its own folders and the data server's
 # port (`Site.fill`).
@@ -142,7 +142,8 @@ _TARGETS: list[tuple[str, ...]] = [
     ("output", "s3", "bucket"),
     ("output", "s3", "endpoint_url"),
     ("output", "local", "path"),
-    ("resume",),
+    ("resume_from",),
+    ("resume_from_lora",),
 ]
 bad_values = st.one_of(
     junk,

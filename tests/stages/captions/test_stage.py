@@ -141,7 +141,6 @@ def test_verify_wants_every_caption(tmp_path: Path, fake: FakeGemini) -> None:
         job_id="j2",
         stages=_stages(tmp_path, fake, request),
         secrets=[KEY],
-        explicit_resume=True,
     )
     assert second.status is Status.COMPLETE, second.error
     assert "captions" in second.ran  # verify saw the missing caption
