@@ -251,8 +251,12 @@ def test_validate_fuzzed_bodies(tmp_path: Path) -> None:
     assert min(seen.values()) > 0, seen
     assert outcome["accepted"] >= 100, outcome
     assert outcome["refused"] >= 300, outcome
-    # The generators reach every hostile class with more than one of its values.
-    assert all(len(found) >= 2 for found in labels.values()), labels
+    # The generators reach every hostile class. Not "with two of its values": even
+    # derandomized, the draw depends on which modules are loaded (Hypothesis mixes constants
+    # from the code under test into its choices), and the trigger_word class drew one value
+    # after tests/minipipe ran. The sweep test below applies every value of every class.
+    unreached = sorted(group for group, found in labels.items() if not found)
+    assert not unreached, labels
 
 
 @pytest.fixture
