@@ -12,6 +12,9 @@ from orchestrator.runner import Outcome
 from stages.publish.inputs import S3Destination
 
 COMPLETE_MESSAGE = "Training completed successfully!"
+# What a RunPod stop is called: its stop channel carries only the job id, so a cancel and an
+# execution timeout look the same to the worker.
+STOPPED_BY_RUNPOD = "stopped by RunPod (cancel or execution timeout)"
 INSTRUCTIONS = "Use the direct_download_url to download your trained LoRA safetensors file."
 
 
@@ -120,7 +123,7 @@ def _respond(
         step = (outcome.view.progress or {}).get("step")
         where = f" at step {step}" if step else ""
         return failed_response(
-            f"the job was stopped by RunPod (cancel or execution timeout){where}; a cancelled "
+            f"the job was {STOPPED_BY_RUNPOD}{where}; a cancelled "
             f'job cannot be retried: send a new request with "resume_from": "{outcome.job_id}" '
             "to continue its training"
         )

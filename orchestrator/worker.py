@@ -28,7 +28,7 @@ from orchestrator.errors import Problem, RequestError
 from orchestrator.plan import JobPlan, plan_job
 from orchestrator.progress import ProgressReporter
 from orchestrator.request import parse_request
-from orchestrator.response import failed_response, respond
+from orchestrator.response import STOPPED_BY_RUNPOD, failed_response, respond
 from orchestrator.runner import Outcome, run_job
 from orchestrator.settings import Settings
 from stages.addresses import check_host
@@ -49,7 +49,6 @@ log = structlog.get_logger(__name__)
 
 # Sends one progress update; returns the thread posting it, when it has one to wait for.
 SendProgress = Callable[[dict[str, Any]], "threading.Thread | None"]
-STOPPED_BY_RUNPOD = "stopped by RunPod (cancel or execution timeout)"
 
 
 @dataclass

@@ -53,9 +53,7 @@ def copy_job(origin: Path, target: Path, folders: tuple[str, ...] = JOB_FOLDERS)
     """Every file under `origin/<folder>` for each of `folders`, into the same place in `target`."""
     report = CopyReport()
     for folder in folders:
-        for directory in _folders(origin / folder):  # empty ones too: stages check they exist
-            (target / directory.relative_to(origin)).mkdir(parents=True, exist_ok=True)
-        for source in _files(origin / folder):
+        for source in _files(origin / folder, make_folders_in=(origin, target)):
             relative = source.relative_to(origin)
             _place(source, target / relative, link=written_once(relative), report=report)
     return report
@@ -71,16 +69,15 @@ def copy_saved_lora(origin: Path, target: Path, saved: SavedLora) -> CopyReport:
     return report
 
 
-def _folders(folder: Path) -> Iterator[Path]:
-    if folder.is_dir():
-        yield folder
-        yield from (p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink())
-
-
-def _files(folder: Path) -> Iterator[Path]:
+def _files(folder: Path, make_folders_in: tuple[Path, Path] | None = None) -> Iterator[Path]:
+    """The regular files under `folder`; with `make_folders_in=(origin, target)`, each folder
+    walked is made at its place under `target` too (empty ones as well: stages check they exist)."""
     if not folder.is_dir():
         return
     for dirpath, dirnames, filenames in os.walk(folder):
+        if make_folders_in is not None:
+            origin, target = make_folders_in
+            (target / Path(dirpath).relative_to(origin)).mkdir(parents=True, exist_ok=True)
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
