@@ -4,7 +4,10 @@ Checked with the rest of the request, before the new job's folder exists: the ea
 be on this volume, and a checkpoint can only continue the same model type, dataset, GPU count
 and `pipeline_stages` (diffusion-pipe's checkpoint is laid out for them). `resume_from_lora`
 starts fresh from the earlier job's newest saved LoRA instead, so only the model type must
-match. The copy itself is the inherit stage's (`stages.inherit`).
+match. An earlier job whose training finished with the same training values hands over its
+training result too, so the new job publishes that LoRA without training again (how a publish
+the Hub deferred is finished once RunPod no longer keeps the job for `POST /retry`). The copy
+itself is the inherit stage's (`stages.inherit`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from stages.training.run_folder import newest_lora
 
 FIELD = "resume_from"
 ADOPTED_STAGES = ("dataset", "captions")  # their files come along with a checkpoint
+FINISHED_STAGES = ("training",)  # adopted too when the training values are the same
 
 
 def continuation(plan: JobPlan, settings: Settings) -> tuple[InheritInputs | None, list[Problem]]:
@@ -33,12 +37,13 @@ def continuation(plan: JobPlan, settings: Settings) -> tuple[InheritInputs | Non
     if origin_id is None:
         return None, []
     lora = plan.request.resume_from_lora
+    origin_dir = job_path(settings.root, origin_id)
     inputs = InheritInputs(
         origin_id=origin_id,
         origin_root=settings.root,
         mode="lora" if lora else "checkpoint",
         lora_file=plan.entry.lora_file,
-        adopt=() if lora else ADOPTED_STAGES,
+        adopt=() if lora else ADOPTED_STAGES + _finished(plan, origin_dir),
         worker=settings.worker_name,
         lease_ttl_s=settings.lease_ttl_s,
     )
@@ -46,7 +51,6 @@ def continuation(plan: JobPlan, settings: Settings) -> tuple[InheritInputs | Non
         return inputs, []
     if origin_id == plan.job_id:
         return None, [(FIELD, "names this job itself; POST /retry/{id} resumes a job in place")]
-    origin_dir = job_path(settings.root, origin_id)
     if not (origin_dir / EVENTS_FILE).is_file():
         return None, [(FIELD, f"no job {origin_id} on this worker's volume")]
     problems = _changes(plan, settings, origin_id, origin_dir, lora=lora)
@@ -96,6 +100,15 @@ def _fixed_under_resume(
         ("GPU count", gpus_before is None or gpus_before == plan.dataset.rules.num_gpus),
         ("pipeline_stages", stages_before == plan.training.get("pipeline_stages", 1)),
     ]
+
+
+def _finished(plan: JobPlan, origin_dir: Path) -> tuple[str, ...]:
+    """The training stage, when the earlier job asked for the same training (its recorded
+    request, masked as this one's is shown): its LoRA is this request's LoRA. Whether that
+    training finished is the inherit stage's to see (it adopts only recorded results)."""
+    before = _recorded_request(origin_dir).get("training")
+    same = before is not None and before == plan.shown_request.get("training")
+    return FINISHED_STAGES if same else ()
 
 
 def _recorded_request(origin_dir: Path) -> dict[str, Any]:

@@ -108,3 +108,25 @@ def test_resume_from_lora_starts_fresh_from_the_saved_lora_on_another_dataset(
     events = EventStore.on_disk(root).read("second")
     notes = [str(e.data.get("message")) for e in events if e.type == "PROGRESS"]
     assert any("starting fresh from the saved LoRA" in n for n in notes), notes
+
+
+def test_a_finished_training_with_the_same_values_is_published_not_trained_again(
+    tmp_path: Path, data: DataServer
+) -> None:
+    """How a LoRA whose publish did not happen (the Hub's commit limit) is published once
+    RunPod no longer keeps the job for /retry: the same request with `resume_from`."""
+    root = tmp_path / "root"
+    first = _run("first", _body(data, tmp_path / "out"), root)
+    assert first["status"] == "success", first
+    lora = next(f for f in first["files"] if f.endswith(".safetensors"))
+    made = (tmp_path / "out" / "first" / lora).read_bytes()
+
+    second = _run("second", _body(data, tmp_path / "out", resume_from="first"), root)
+
+    assert second["status"] == "success", second
+    assert second["epochs_completed"] == first["epochs_completed"]
+    assert (tmp_path / "out" / "second" / lora).read_bytes() == made  # the same LoRA
+    assert not (root / "jobs" / "second" / "logs" / "train.log").exists()  # nothing trained
+    events = EventStore.on_disk(root).read("second")
+    inherited = next(e for e in events if e.type == "STAGE_DONE" and e.data["stage"] == "inherit")
+    assert inherited.data["result"]["adopted"] == ["dataset", "training"]
