@@ -27,7 +27,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m orchestrator.cli.schema --check
-	$(BIN)/pytest -q
+	# Two xdist workers (--dist load): most tests wait on subprocesses and sockets; a third worker
+	# on a 2-core runner starves the tests that train against a wall-clock budget.
+	$(BIN)/pytest -q -n 2 --dist load
 
 # The kill-anywhere soak: a tiny job killed at 20 points across every stage (about 6 min).
 test-slow: $(STAMP)

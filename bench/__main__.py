@@ -7,6 +7,7 @@ from bench import (
     events_bench,
     mirror_bench,
     publish_bench,
+    shared_repo_bench,
     trainer_bench,
     worker_bench,
 )
@@ -20,6 +21,7 @@ if __name__ == "__main__":
         dataset_bench,
         publish_bench,
         mirror_bench,
+        shared_repo_bench,
         worker_bench,
     ):
         print(f"running {module.__name__} ...", flush=True)

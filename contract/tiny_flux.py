@@ -12,14 +12,10 @@ from __future__ import annotations
 import string
 import sys
 from pathlib import Path
+from typing import Any
 
+import diffusers
 import torch
-from diffusers import (  # type: ignore[import-not-found]
-    AutoencoderKL,
-    FlowMatchEulerDiscreteScheduler,
-    FluxPipeline,
-    FluxTransformer2DModel,
-)
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
@@ -30,6 +26,13 @@ from transformers import (
 )
 
 CLIP_LENGTH = 77  # Flux's CLIP prompt length
+# diffusers' classes are untyped for mypy: used through Any.
+_D: Any = diffusers
+AutoencoderKL = _D.AutoencoderKL
+FlowMatchEulerDiscreteScheduler = _D.FlowMatchEulerDiscreteScheduler
+FluxPipeline = _D.FluxPipeline
+FluxTransformer2DModel = _D.FluxTransformer2DModel
+
 T5_LENGTH = 512  # FluxPipeline's default max_sequence_length
 WIDTH = 32  # text encoders' hidden size: the transformer's joint and pooled dimensions
 

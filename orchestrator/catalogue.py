@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from orchestrator.errors import UnknownModelTypeError
-from stages.model_info import ModelInfo, TrainsOn
+from stages.model_info import CallArg, ComfyFile, Licence, ModelInfo, TrainsOn, Usage
 from stages.training.model_table import ModelPath, model_table
 from stages.weights.sources import Built, HubFiles, Source, build_tiny, hub_cache_files
 
@@ -80,7 +80,8 @@ class ModelEntry(TrainsOn):
     weights_dir: str = ""  # the folder under the models root that holds this model's weights
     # The frame rate diffusion-pipe resamples videos to (models/wan/wan.py: 16 for Wan 2.1).
     video_fps: float | None = None
-    licence: str | None = None  # the base model's licence, named in the model card
+    licence: Licence | None = None  # the base model's licence (the model card's `license`)
+    usage: Usage | None = None  # the model card's base_model, pipeline_tag and snippets
     # diffusion-pipe's code for this model asserts flash-attn (Wan: models/wan/attention.py),
     # so a worker that cannot import it refuses the job at STARTING, before any download.
     needs_flash_attn: bool = False
@@ -105,8 +106,8 @@ class ModelEntry(TrainsOn):
             media=frozenset(self.media),
             lora_file=self.lora_file,
             video_fps=self.video_fps,
-            base_repo=self.downloads[0].repo_id if self.downloads else None,
             licence=self.licence,
+            usage=self.usage,
             needs_flash_attn=self.needs_flash_attn,
         )
 
@@ -131,7 +132,8 @@ def _entry(
     built_by: str | None = None,
     weights_dir: str = "",
     video_fps: float | None = None,
-    licence: str | None = None,
+    licence: Licence | None = None,
+    usage: Usage | None = None,
     needs_flash_attn: bool = False,
 ) -> ModelEntry:
     overrides = dict(overrides or {})
@@ -152,6 +154,7 @@ def _entry(
         weights_dir=weights_dir or (downloads[0].dest if downloads else model_type),
         video_fps=video_fps,
         licence=licence,
+        usage=usage,
         needs_flash_attn=needs_flash_attn,
     )
 
@@ -169,6 +172,62 @@ SINGLE_FILE_CONFIG_PATTERNS = ("**/*.json", "*.json", "*.txt", "**/*.txt", "**/*
 SDXL_BASE_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 
 
+# The model card's facts per base model. Licence ids are the Hub's (docs/hub/repositories-
+# licenses: `apache-2.0`, `openrail++`; `other` plus license_name/license_link for the rest).
+# Pipeline classes, repos and generation arguments follow diffusers 0.42.1 (each pipeline's
+# EXAMPLE_DOC_STRING and __call__ defaults); ComfyUI files and folders follow ComfyUI_examples.
+FLUX_DEV_LICENCE = Licence(
+    "other",
+    "FLUX.1 [dev] Non-Commercial License",
+    "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md",
+    slug="flux-1-dev-non-commercial-license",
+)
+SDXL_LICENCE = Licence(
+    "openrail++",
+    "CreativeML Open RAIL++-M License",
+    f"https://huggingface.co/{SDXL_BASE_REPO}/blob/main/LICENSE.md",
+)
+APACHE_2 = Licence(
+    "apache-2.0", "Apache License 2.0", "https://www.apache.org/licenses/LICENSE-2.0"
+)
+
+_DIFFUSION_MODELS, _TEXT_ENCODERS, _VAE = "diffusion_models", "text_encoders", "vae"
+_LOAD_DIFFUSION_MODEL, _LOAD_VAE = "UNETLoader (Load Diffusion Model)", "VAELoader (Load VAE)"
+_WAN_TEXT = (
+    ComfyFile("umt5_xxl_fp8_e4m3fn_scaled.safetensors", _TEXT_ENCODERS, "CLIPLoader, type wan"),
+    ComfyFile("wan_2.1_vae.safetensors", _VAE, _LOAD_VAE),
+)
+_WAN_PIP = ("ftfy", "imageio", "imageio-ffmpeg")  # Wan's prompt cleaning; export_to_video
+_WAN_T2V_480P: tuple[CallArg, ...] = (
+    ("height", 480),
+    ("width", 832),
+    ("num_frames", 81),
+    ("num_inference_steps", 50),
+    ("guidance_scale", 5.0),
+)
+
+
+def _wan_usage(repo: str, diffusion_model: str, call: tuple[CallArg, ...]) -> Usage:
+    i2v = "I2V" in repo
+    files: tuple[ComfyFile, ...] = (
+        ComfyFile(diffusion_model, _DIFFUSION_MODELS, _LOAD_DIFFUSION_MODEL),
+        *_WAN_TEXT,
+    )
+    if i2v:
+        files += (ComfyFile("clip_vision_h.safetensors", "clip_vision", "CLIPVisionLoader"),)
+    return Usage(
+        base_model=repo,
+        pipeline_tag="image-to-video" if i2v else "text-to-video",
+        diffusers_repo=f"{repo}-Diffusers",
+        pipeline_class="WanImageToVideoPipeline" if i2v else "WanPipeline",
+        call=call,
+        comfy_node="LoraLoaderModelOnly",
+        comfy_files=files,
+        vae_class="AutoencoderKLWan",
+        extra_pip=_WAN_PIP,
+    )
+
+
 def _wan_download(repo: str) -> tuple[HubFiles, ...]:
     # The whole official folder: ckpt_path needs config.json, the VAE, the T5 and its tokenizer.
     return (HubFiles(repo, f"Wan/{repo.split('/')[1]}"),)
@@ -179,7 +238,27 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "flux",
         "Flux",
         "flux",
-        licence="FLUX.1 [dev] Non-Commercial License",
+        licence=FLUX_DEV_LICENCE,
+        usage=Usage(
+            base_model="black-forest-labs/FLUX.1-dev",
+            pipeline_tag="text-to-image",
+            diffusers_repo="black-forest-labs/FLUX.1-dev",  # the repo has the diffusers layout
+            pipeline_class="FluxPipeline",
+            call=(
+                ("height", 1024),
+                ("width", 1024),
+                ("num_inference_steps", 28),
+                ("guidance_scale", 3.5),
+            ),
+            comfy_node="LoraLoaderModelOnly",
+            comfy_files=(
+                ComfyFile("flux1-dev.safetensors", _DIFFUSION_MODELS, _LOAD_DIFFUSION_MODEL),
+                ComfyFile("clip_l.safetensors", _TEXT_ENCODERS, "DualCLIPLoader, type flux"),
+                ComfyFile("t5xxl_fp16.safetensors", _TEXT_ENCODERS, "DualCLIPLoader, type flux"),
+                ComfyFile("ae.safetensors", _VAE, _LOAD_VAE),
+            ),
+            gated=True,
+        ),
         media=IMAGES,
         lora_file="pytorch_lora_weights.safetensors",
         gated=True,  # black-forest-labs/FLUX.1-dev is licence-gated
@@ -205,7 +284,26 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "sdxl",
         "SDXL",
         "sdxl",
-        licence="CreativeML Open RAIL++-M License",
+        licence=SDXL_LICENCE,
+        usage=Usage(
+            # Trained on timoshishi/sdXL_v10VAEFix: SDXL base 1.0 with the fixed VAE baked in.
+            base_model=SDXL_BASE_REPO,
+            pipeline_tag="text-to-image",
+            diffusers_repo=SDXL_BASE_REPO,
+            pipeline_class="StableDiffusionXLPipeline",
+            call=(
+                ("height", 1024),
+                ("width", 1024),
+                ("num_inference_steps", 30),
+                ("guidance_scale", 5.0),
+            ),
+            # The kohya file holds text encoder LoRAs too (lora_te1_, lora_te2_): LoraLoader
+            # applies them, LoraLoaderModelOnly would drop them.
+            comfy_node="LoraLoader",
+            comfy_files=(
+                ComfyFile("sdXL_v10VAEFix.safetensors", "checkpoints", "CheckpointLoaderSimple"),
+            ),
+        ),
         media=IMAGES,
         lora_file="lora.safetensors",
         # The template's unet_lr / text_encoder_*_lr (1e-4) are left out on purpose: they would
@@ -234,7 +332,10 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "wan13",
         "Wan 1.3B",
         "wan",
-        licence="Apache-2.0",
+        licence=APACHE_2,
+        usage=_wan_usage(
+            "Wan-AI/Wan2.1-T2V-1.3B", "wan2.1_t2v_1.3B_fp16.safetensors", _WAN_T2V_480P
+        ),
         media=IMAGES_AND_VIDEOS,
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-T2V-1.3B"),
@@ -246,7 +347,12 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "wan14b_t2v",
         "Wan 14B T2V",
         "wan",
-        licence="Apache-2.0",
+        licence=APACHE_2,
+        usage=_wan_usage(
+            "Wan-AI/Wan2.1-T2V-14B",
+            "wan2.1_t2v_14B_fp16.safetensors",
+            (("height", 720), ("width", 1280), *_WAN_T2V_480P[2:]),  # the 14B's 720P
+        ),
         media=IMAGES_AND_VIDEOS,
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-T2V-14B"),
@@ -259,7 +365,10 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "wan14b_i2v",
         "Wan 14B I2V",
         "wan",
-        licence="Apache-2.0",
+        licence=APACHE_2,
+        usage=_wan_usage(
+            "Wan-AI/Wan2.1-I2V-14B-480P", "wan2.1_i2v_480p_14B_fp16.safetensors", _WAN_T2V_480P
+        ),
         media=VIDEOS,
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-I2V-14B-480P"),
@@ -271,7 +380,33 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "qwen",
         "Qwen Image",
         "qwen_image",
-        licence="Apache-2.0",
+        licence=APACHE_2,
+        usage=Usage(
+            base_model="Qwen/Qwen-Image",
+            pipeline_tag="text-to-image",
+            diffusers_repo="Qwen/Qwen-Image",
+            pipeline_class="QwenImagePipeline",
+            # true_cfg_scale applies only with a negative prompt (pipeline_qwenimage.py).
+            call=(
+                ("negative_prompt", " "),
+                ("height", 1024),
+                ("width", 1024),
+                ("num_inference_steps", 50),
+                ("true_cfg_scale", 4.0),
+            ),
+            comfy_node="LoraLoaderModelOnly",
+            comfy_files=(
+                ComfyFile(
+                    "qwen_image_fp8_e4m3fn.safetensors", _DIFFUSION_MODELS, _LOAD_DIFFUSION_MODEL
+                ),
+                ComfyFile(
+                    "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                    _TEXT_ENCODERS,
+                    "CLIPLoader, type qwen_image",
+                ),
+                ComfyFile("qwen_image_vae.safetensors", _VAE, _LOAD_VAE),
+            ),
+        ),
         media=IMAGES,
         overrides={
             "epochs": 80,
@@ -291,7 +426,38 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         "z_image_turbo",
         "Z Image Turbo",
         "z_image",
-        licence="Apache-2.0",
+        licence=APACHE_2,
+        usage=Usage(
+            base_model="Tongyi-MAI/Z-Image-Turbo",
+            pipeline_tag="text-to-image",
+            diffusers_repo="Tongyi-MAI/Z-Image-Turbo",
+            pipeline_class="ZImagePipeline",
+            # Turbo is step-distilled and runs without CFG (pipeline_z_image.py's example).
+            call=(
+                ("height", 1024),
+                ("width", 1024),
+                ("num_inference_steps", 8),
+                ("guidance_scale", 0.0),
+            ),
+            comfy_node="LoraLoaderModelOnly",
+            # diffusion-pipe saves ComfyUI's NextDiT names; diffusers 0.42's converter
+            # (_convert_non_diffusers_z_image_lora_to_diffusers) maps neither the fused
+            # attention.qkv nor attention.out, and drops them with a warning.
+            diffusers_note=(
+                "diffusers (0.42) applies only part of this LoRA: it drops the attention layers "
+                "(`attention.qkv`, `attention.out`, ComfyUI's names, which diffusion-pipe saves) "
+                'with an "unexpected keys" warning and keeps the feed-forward and modulation '
+                "layers. ComfyUI applies all of it."
+            ),
+            # The three files the weights stage downloads from Comfy-Org/z_image_turbo.
+            comfy_files=(
+                ComfyFile(
+                    "z_image_turbo_bf16.safetensors", _DIFFUSION_MODELS, _LOAD_DIFFUSION_MODEL
+                ),
+                ComfyFile("qwen_3_4b.safetensors", _TEXT_ENCODERS, "CLIPLoader, type lumina2"),
+                ComfyFile("ae.safetensors", _VAE, _LOAD_VAE),
+            ),
+        ),
         media=IMAGES,
         overrides={"epochs": 80, "learning_rate": _IMAGE_LR, "gradient_accumulation_steps": 1},
         downloads=(

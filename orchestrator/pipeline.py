@@ -10,6 +10,7 @@ dataset download and captioning; `weights` waits for the same `ModelDownload`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from stages.contract import Stage, StageContext, StopRequest
 from stages.dataset.stage import Dataset
 from stages.errors import StageFailed
 from stages.inherit.stage import Inherit
-from stages.publish.common import PublishInputs
+from stages.publish.common import PublishInputs, RetryPolicy
 from stages.publish.stage import Publish, PublishOptions, dataset_report, publish
 from stages.training.prepare import Prepare
 from stages.training.run_folder import newest_lora
@@ -33,6 +34,7 @@ from stages.training.stage import ConfiguredTraining
 from stages.weights.stage import ModelDownload, Weights
 
 CaptionsFactory = Callable[[CaptionInputs], Stage]  # tests swap in a tiny captioner
+PUBLISH_WAIT_ENV = "DPS_HUB_PUBLISH_MAX_WAIT_S"
 
 
 @dataclass
@@ -71,7 +73,24 @@ class Delivery:
             hub_endpoint=self.settings.hub_endpoint,
             local_roots=self.settings.local_output_roots,
             addresses=self.settings.addresses,
+            hf_policy=hub_policy(os.environ),
         )
+
+
+def hub_policy(env: Mapping[str, str]) -> RetryPolicy:
+    """The Hub publish's retries; `DPS_HUB_PUBLISH_MAX_WAIT_S` bounds the time a publish
+    waits, in all, for the Hub's rate limit and the repo's commit budget (default 900 s: see
+    `stages.publish.common.PUBLISH_WAIT_S`); a longer wait defers the publish at once."""
+    raw = (env.get(PUBLISH_WAIT_ENV) or "").strip()
+    if not raw:
+        return RetryPolicy()
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise ValueError(f"{PUBLISH_WAIT_ENV} must be a number of seconds, got {raw!r}") from None
+    if wait < 0:
+        raise ValueError(f"{PUBLISH_WAIT_ENV} must be at least 0, got {raw!r}")
+    return RetryPolicy(publish_wait_s=wait)
 
 
 def build_stages(delivery: Delivery) -> list[Stage]:

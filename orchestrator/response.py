@@ -1,5 +1,7 @@
-"""The seed's responses: success (with `files`, `volume_path` and `mirror` added), failure (an
-error string), and the COMPLETE update's `data`; and the answer for how a delivery ended."""
+"""The seed's responses: success (with `files`, `volume_path` and `mirror` added, and `private`,
+the Hub repo's real visibility, for Hub output), failure (an error string), and the COMPLETE
+update's `data` (whose `instructions` say when the download needs the token); and the answer
+for how a delivery ended."""
 
 from __future__ import annotations
 
@@ -16,6 +18,20 @@ COMPLETE_MESSAGE = "Training completed successfully!"
 # execution timeout look the same to the worker.
 STOPPED_BY_RUNPOD = "stopped by RunPod (cancel or execution timeout)"
 INSTRUCTIONS = "Use the direct_download_url to download your trained LoRA safetensors file."
+PRIVATE_INSTRUCTIONS = (
+    "Use the direct_download_url to download your trained LoRA safetensors file. The repository "
+    "is private: the download needs your Hugging Face token in an `Authorization: Bearer "
+    '<token>` header (curl -L -H "Authorization: Bearer $HF_TOKEN" -o <file> <url>); without '
+    "it the Hub answers 401."
+)
+
+
+def is_private(published: Mapping[str, Any]) -> bool | None:
+    """The Hub repo's real visibility, read back when publishing (None: not a Hub repo)."""
+    if published.get("method") != "huggingface":
+        return None
+    private = (published.get("details") or {}).get("private")
+    return private if isinstance(private, bool) else None
 
 
 def failed_response(error: str) -> dict[str, Any]:
@@ -33,6 +49,7 @@ def build_response(
 ) -> dict[str, Any]:
     """The seed's success response, field for field, plus `files`, `volume_path`, `mirror`."""
     final_save = training.get("final_save")
+    hub = {"private": is_private(published)} if is_private(published) is not None else {}
     return {
         "status": "success",
         "job_id": job_id,
@@ -44,6 +61,7 @@ def build_response(
         "files": list(published.get("files", [])),
         "volume_path": published.get("volume_path"),
         "mirror": dict(mirror) if mirror is not None else None,
+        **hub,
     }
 
 
@@ -70,7 +88,7 @@ def complete_event_data(published: Mapping[str, Any]) -> dict[str, Any]:
         "message": COMPLETE_MESSAGE,
         "repository_url": output["repo_url"],
         "direct_download_url": output["download_url"],
-        "instructions": INSTRUCTIONS,
+        "instructions": PRIVATE_INSTRUCTIONS if is_private(published) else INSTRUCTIONS,
         "files_uploaded": list(published.get("files", [])),
         "safetensors_files": list(published.get("safetensors_files", [])),
     }
@@ -104,6 +122,15 @@ def _respond(
         if outcome.from_log and s3 is not None:
             recorded = _with_fresh_s3_link(recorded, s3, outcome.job_id)
         return recorded
+    if outcome.status is Status.INTERRUPTED and (outcome.result or {}).get("deferred"):
+        # The publish met the Hub's rate limit: the LoRA is safe, the message says when and how
+        # it is published.
+        deferred = dict(outcome.result or {})
+        answer = failed_response(
+            f"the LoRA is trained but not published yet: {deferred['message']}"
+        )
+        answer["deferred"] = {k: deferred.get(k) for k in ("retry_at", "repo_id", "lora_path")}
+        return answer
     if outcome.status is Status.INTERRUPTED:
         # The stage's own account names what a retry resumes from, read from the volume; the
         # last recorded step can be past the newest checkpoint.

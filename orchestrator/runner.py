@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from events.store import EventLog, EventStore, job_path
 from events.vocabulary import MEANING, Status
 from orchestrator.machine import JobMachine
 from stages.contract import Stage, StageContext, StopRequest
-from stages.errors import JobCancelled, JobInterrupted, StageFailed
+from stages.errors import JobCancelled, JobInterrupted, PublishDeferred, StageFailed
 
 log = structlog.get_logger(__name__)
 
@@ -168,6 +169,8 @@ class _Run:
             return self.outcome()
         except JobCancelled as exc:
             return self._cancelled(exc, salvage)
+        except PublishDeferred as exc:
+            return self._deferred(exc)
         except Exception as exc:  # every other failure becomes ERROR with a readable message
             return self._failed(exc)
 
@@ -223,6 +226,23 @@ class _Run:
             return {"published": None, "salvage_error": f"{type(exc).__name__}: {exc}"}
         return {"published": published}
 
+    def _deferred(self, exc: PublishDeferred) -> Outcome:
+        """The destination takes no upload before `retry_at`: not a failure. INTERRUPTED, so the
+        next delivery resumes at publish (training's STAGE_DONE still verifies)."""
+        job_id = self.machine.log.job_id
+        retry_at = datetime.fromtimestamp(exc.retry_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        data: dict[str, Any] = {
+            "message": f"{exc}; {deferred_retry(job_id, retry_at)}",
+            **self._at(),
+            "deferred": True,
+            "retry_at": retry_at,
+            "repo_id": exc.repo_id,
+            "lora_path": exc.lora_path,
+        }
+        self.machine.fire(Status.INTERRUPTED, data)
+        log.warning("publish deferred", job_id=job_id, retry_at=retry_at, repo_id=exc.repo_id)
+        return self.outcome(result=data)
+
     def _failed(self, exc: Exception) -> Outcome:
         message = str(exc) if isinstance(exc, StageFailed) else self._internal(exc)
         event = self.machine.fire(Status.ERROR, {"error": message, **self._at()})
@@ -247,6 +267,16 @@ class _Run:
         return _outcome(
             self.machine, result=result, error=error, ran=self.ran, skipped=self.skipped
         )
+
+
+def deferred_retry(job_id: str, retry_at: str) -> str:
+    """How a deferred publish is finished, without training again."""
+    return (
+        f"from {retry_at}, POST /retry/{job_id} publishes it without training again "
+        "(RunPod keeps a job for /retry 30 minutes after /run ends, 1 "
+        f'minute after /runsync); later, a new request with "resume_from": "{job_id}" and the '
+        "same training values publishes it without training again"
+    )
 
 
 def _outcome(

@@ -14,6 +14,16 @@ class StageFailed(ServiceError):
     """A stage's error meant for the user: its message is recorded and returned as is."""
 
 
+class PublishDeferred(StageFailed):
+    """The destination takes no upload before `retry_at` (epoch seconds), later than the
+    publish may wait: the LoRA stays at `lora_path` and a later delivery publishes it. Not a
+    failure of the job: the runner records INTERRUPTED."""
+
+    def __init__(self, message: str, *, retry_at: float, repo_id: str, lora_path: str) -> None:
+        super().__init__(message)
+        self.retry_at, self.repo_id, self.lora_path = retry_at, repo_id, lora_path
+
+
 class DownloadFailed(StageFailed):
     """A dataset could not be fetched; the message says what the user can do about it."""
 

@@ -8,6 +8,46 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A generation argument of the card's snippet: its keyword and literal value.
+CallArg = tuple[str, int | float | str]
+
+
+@dataclass(frozen=True, slots=True)
+class Licence:
+    """The base model's licence, as the Hub's card metadata and the card body name it."""
+
+    hub_id: str  # `license:`, one of the Hub's licence identifiers (docs/hub/repositories-licenses)
+    name: str  # the licence's own name, for the card body
+    link: str  # the licence text
+    # `license_name`: only with hub_id "other" (the Hub's list names the common licences itself).
+    slug: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ComfyFile:
+    """A base-model file a ComfyUI workflow loads beside the LoRA."""
+
+    name: str
+    folder: str  # under ComfyUI/models/
+    node: str  # the loader node that reads it
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """How the model card says to run the LoRA: Hub metadata, the diffusers snippet, ComfyUI."""
+
+    base_model: str  # the canonical base repo (`base_model:`, the Hub's model tree)
+    pipeline_tag: str  # text-to-image | text-to-video | image-to-video
+    diffusers_repo: str  # the diffusers-layout repo the snippet loads (the base or its -Diffusers)
+    pipeline_class: str  # the diffusers pipeline class that loads it
+    call: tuple[CallArg, ...]  # explicit generation arguments, in the snippet's order
+    comfy_node: str  # the LoRA loader node
+    comfy_files: tuple[ComfyFile, ...]  # the base files the workflow loads
+    vae_class: str | None = None  # loaded apart in float32, as diffusers' docs do (Wan)
+    extra_pip: tuple[str, ...] = ()  # packages the pipeline needs beyond diffusers' own
+    gated: bool = False  # the base repo is licence-gated: the download needs an accepting token
+    diffusers_note: str | None = None  # a known limit of diffusers' loader for this LoRA
+
 
 class TrainsOn:
     """`trains_images` / `trains_videos`, from a `media` set ("images", "videos")."""
@@ -33,6 +73,6 @@ class ModelInfo(TrainsOn):
     lora_file: str  # the file name diffusion-pipe saves the adapter under
     # The frame rate diffusion-pipe resamples videos to (16 for Wan 2.1); None for image models.
     video_fps: float | None = None
-    base_repo: str | None = None  # the Hub repo the weights come from (named in the model card)
-    licence: str | None = None  # the base model's licence, named in the model card
+    licence: Licence | None = None  # the base model's licence (None: the tiny CPU model)
+    usage: Usage | None = None  # how the model card says to run the LoRA (None: tiny)
     needs_flash_attn: bool = False  # the trainer's code for it asserts flash-attn (Wan)

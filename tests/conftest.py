@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,6 +12,16 @@ import pytest
 from events.lease import FileLease
 from events.store import EventStore
 from tests.support.flash_attn_stub import stub_on_path
+
+# hf_xet reads these once per process, when it is first used, so they are set before any test
+# (localpod's workers inherit them): its internal retries (6 tries over minutes by default)
+# are cut so a fault test takes a second, and its caches (shards it has seen, keyed by the CAS
+# URL) are the session's own, never a developer's ~/.cache or an earlier run's.
+os.environ.setdefault("HF_XET_CLIENT_RETRY_MAX_ATTEMPTS", "1")
+os.environ.setdefault("HF_XET_CLIENT_RETRY_BASE_DELAY", "10ms")
+if "HF_XET_CACHE" not in os.environ:
+    os.environ["HF_XET_CACHE"] = tempfile.mkdtemp(prefix="dps-test-xet-cache-")
+    atexit.register(shutil.rmtree, os.environ["HF_XET_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(params=["jsonl", "memory"])

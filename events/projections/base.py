@@ -20,7 +20,7 @@ from events.store import EventLog
 
 @dataclass(frozen=True)
 class MirrorSettings:
-    commit_interval_s: float = 60.0  # one commit a minute per repo: half the Hub's 128/hour
+    commit_interval_s: float = 60.0  # per mirror; the repo's CommitLedger bounds all of them
     progress_interval_s: float = 300.0
     progress_epoch_min_s: float = 60.0
     queue_max: int = 500  # pending files; past it, pending PROGRESS files are coalesced

@@ -6,10 +6,24 @@ INTERRUPTED), from a background thread, so training never waits on the Hub. It o
 retries because huggingface_hub does not retry the commit POST (reference §1.2): it honours 429
 waits, retries 409 with jitter, re-reads the head on 412 and backs off on 5xx and network
 errors. A 401 or 403 is definite (the token is refused): it stops trying for this delivery and
-says so in `status()`. Its cursor ("mirrored up to seq N" plus the projection state) is saved in
-the job folder as `mirror.json` only after a commit landed, so a later delivery (or resume)
-catches up from the log and sends what was left; a resend is harmless anyway, because the files
-are deterministic and the client skips unchanged files without committing.
+says so in `status()`.
+
+The Hub allows 128 commits per repo per hour, and several jobs may write into one repo: every
+commit asks the repo's `CommitLedger` (`events.projections.hub_limits`, a file on the volume
+shared by every job there) first. A batch of ordinary updates may use the budget up to the
+reserve kept for publishes (100 of 128 an hour); a batch that carries a terminal update
+(COMPLETE, ERROR, CANCELLED, INTERRUPTED) asks as a publish does and may use the reserve: there
+is one such update per attempt, and the seed's script ends on it. A wait defers the commit
+(the files stay pending, the job goes on); a 429 is waited by its reset
+(`rate_limit_wait`: the commit limit's "retry this action in about 1 hour") and written to the
+ledger as a hold, so every mirror of that repo waits it out. A RESUMED update's superseded
+ERROR/CANCELLED file is deleted in the commit that adds the RESUMED file (only if it is still
+there, so a resend stays a no-op).
+
+Its cursor ("mirrored up to seq N" plus the projection state) is saved in the job folder as
+`mirror.json` only after a commit landed, so a later delivery (or resume) catches up from the
+log and sends what was left; a resend is harmless anyway, because the files are deterministic
+and the client skips unchanged files without committing.
 
 The mirror never delays the job. Every Hub call runs in its own thread (naming an auto-named
 repo by `whoami`, creating it, committing): `start()` waits at most `start_timeout_s` (5 s, env
@@ -27,7 +41,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -36,10 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
 from events.atomic import write_atomic
 from events.projections.base import MirrorSettings, Projection
+from events.projections.hub_limits import CommitLedger, Purpose, rate_limit_wait
 from events.projections.updates import ProjectionState, UpdateFile
 from events.vocabulary import Fact
 
@@ -68,6 +82,9 @@ class HubMirror(Projection):
 
     Give `repo_id`, or `name_repo` (a call that names it, e.g. by `whoami`), which the mirror's
     own thread makes, retried like any Hub call; events wait for the name in memory.
+    `ledger_clock` is the commit ledger's clock, a wall clock shared by every process on the
+    volume (`time.time`); by default the injected `clock` when one is given (a simulated
+    timeline drives both), else `time.time`.
     """
 
     def __init__(
@@ -87,6 +104,8 @@ class HubMirror(Projection):
         sleep: Sleep = time.sleep,
         background: bool = True,
         rng: random.Random | None = None,
+        ledger_clock: Clock | None = None,
+        commit_budget: bool = True,  # False: no shared ledger (the bench's baseline)
     ) -> None:
         if repo_id is None and name_repo is None:
             raise ValueError("HubMirror needs repo_id or name_repo")
@@ -98,6 +117,9 @@ class HubMirror(Projection):
         self._name_repo = name_repo
         self._clock, self._sleep, self._background = clock, sleep, background
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._ledger_clock = ledger_clock or (time.time if clock is time.monotonic else clock)
+        self._ledger: CommitLedger | None = None
+        self._use_ledger = commit_budget
         self._cond = threading.Condition(self._lock)
         self._pending: list[_Pending] = []
         self._cursor = _Cursor()
@@ -202,6 +224,10 @@ class HubMirror(Projection):
     def _on_named(self) -> None:
         self._cursor = self._load_cursor()
         self._state = self._cursor.state
+        if self._use_ledger:
+            self._ledger = CommitLedger.for_job(
+                self.job_dir, str(self.repo_id), clock=self._ledger_clock
+            )
 
     def _accept(self, update: UpdateFile, state: ProjectionState) -> None:
         if len(self._pending) >= self.settings.queue_max:
@@ -244,26 +270,43 @@ class HubMirror(Projection):
                 return self._not_before - now
             ready = self._repo_ready
             batch: list[_Pending] = []
+            purpose: Purpose = "updates"
             if ready:
                 if not self._pending:
                     return self.settings.poll_s
-                urgent = self._flush_wanted or any(p.update.urgent for p in self._pending)
-                if not urgent and self._last_commit_at is not None:
+                terminal = any(p.update.urgent for p in self._pending)
+                if not (terminal or self._flush_wanted) and self._last_commit_at is not None:
                     due_at = self._last_commit_at + self.settings.commit_interval_s
                     if now < due_at:
                         return due_at - now
                 batch = list(self._pending)
+                purpose = "publish" if terminal else "updates"  # terminal: the reserve too
             self._busy = True
         try:
-            if ready:
-                self._commit(batch)
-            else:
+            if not ready:
                 self._ensure_repo()
+                return 0.0
+            wait = self._budget_wait(purpose)  # file I/O: outside the lock
+            if wait > 0:
+                with self._lock:
+                    self._not_before = max(self._not_before, self._clock() + wait)
+                return wait
+            self._commit(batch, purpose)
         finally:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
         return 0.0
+
+    def _budget_wait(self, purpose: Purpose) -> float:
+        """Seconds the repo's commit ledger asks this commit to wait (never raises)."""
+        if self._ledger is None:
+            return 0.0
+        try:
+            return self._ledger.wait_s(purpose)
+        except Exception as exc:  # the ledger is advice: a broken one must not stop the mirror
+            log.warning("commit ledger unreadable", error=str(exc))
+            return 0.0
 
     def _drain(self, deadline: float) -> bool:
         """Commit until nothing is pending or `deadline` (driven by the injected clock)."""
@@ -317,15 +360,24 @@ class HubMirror(Projection):
             self._cond.notify_all()
         return True
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, batch: list[_Pending], purpose: Purpose = "updates") -> None:
         if not self._ensure_repo():
             return
         first, last = batch[0].update, batch[-1].update
-        operations = [
+        # A superseded file pending in this batch is never sent; one on the Hub is deleted.
+        superseded = {gone for p in batch for gone in p.update.deletes}
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationAdd(path_in_repo=p.update.path, path_or_fileobj=p.update.content)
             for p in batch
+            if p.update.path not in superseded
         ]
         try:
+            operations += [
+                CommitOperationDelete(path_in_repo=path)
+                for path in sorted(superseded)
+                # Only if still there: a resend after a crash must stay a no-op commit.
+                if self.api.file_exists(str(self.repo_id), path, repo_type=self.repo_type)
+            ]
             info = self.api.create_commit(
                 str(self.repo_id),
                 operations,
@@ -336,6 +388,9 @@ class HubMirror(Projection):
             self._failed(exc, "commit")
             return
         made = info.oid != self._cursor.head  # the client returns the old head on a no-op
+        ledger = self._ledger
+        if made and ledger is not None:  # landed, even if after close: the budget is spent
+            self._ledger_call(lambda: ledger.record(purpose))
         done = {id(p) for p in batch}
         with self._lock:
             if self._closing:  # answered after close: a later delivery owns the cursor
@@ -356,6 +411,7 @@ class HubMirror(Projection):
             "hub mirror committed",
             repo_id=self.repo_id,
             files=len(batch),
+            deleted=sum(isinstance(o, CommitOperationDelete) for o in operations),
             seq=last.seq,
             commit=made,
         )
@@ -367,7 +423,11 @@ class HubMirror(Projection):
             n = self._failures
         refused = status in REFUSED
         if status == 429:
-            wait = _rate_limit_wait(exc) or self.settings.rate_limit_wait_s
+            wait = rate_limit_wait(exc) or self.settings.rate_limit_wait_s
+            ledger = self._ledger
+            if ledger is not None:  # every mirror (and publish) of this repo waits it out
+                until = self._ledger_clock() + wait
+                self._ledger_call(lambda: ledger.hold_until(until))
         elif status == 409:  # another commit holds the repo lock: back off a random bit
             wait = (
                 self.settings.conflict_wait_s * min(2 ** (n - 1), 8) * self._rng.uniform(0.5, 1.5)
@@ -397,6 +457,12 @@ class HubMirror(Projection):
             wait_s=None if refused else wait,
             error=message,
         )
+
+    def _ledger_call(self, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except Exception as exc:  # the ledger is advice: never fail the mirror over it
+            log.warning("commit ledger not updated", error=str(exc))
 
     def _refresh_head(self) -> None:
         try:
@@ -440,23 +506,3 @@ def _status_code(exc: Exception) -> int | None:
     response = getattr(exc, "response", None)
     code = getattr(response, "status_code", None)
     return code if isinstance(code, int) else None
-
-
-_RATE_T = re.compile(r"\bt=(\d+)")
-_RETRY_IN = re.compile(r"retry this action in (\d+) (second|minute|hour)", re.IGNORECASE)
-_UNIT = {"second": 1, "minute": 60, "hour": 3600}
-
-
-def _rate_limit_wait(exc: Exception) -> float | None:
-    """Seconds a 429 asks for: RateLimit `t=`, then Retry-After, then the Hub's message."""
-    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
-    found = _RATE_T.search(str(headers.get("RateLimit") or headers.get("ratelimit") or ""))
-    if found:
-        return float(found.group(1)) + 1.0
-    retry_after = str(headers.get("Retry-After") or headers.get("retry-after") or "")
-    if retry_after.strip().isdigit():
-        return float(retry_after.strip())
-    said = _RETRY_IN.search(str(exc))
-    if said:
-        return float(said.group(1)) * _UNIT[said.group(2).lower()]
-    return None

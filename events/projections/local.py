@@ -1,5 +1,6 @@
 """The `UPDATES/` files written to a folder (local output, the demo): the Hub mirror's files,
-synchronously, with no commits to batch."""
+synchronously, with no commits to batch. A RESUMED update's superseded ERROR/CANCELLED file is
+removed from the folder as the RESUMED file is written (see `events.projections.updates`)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class LocalMirror(Projection):
             path = self.folder / update.path
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, update.content.decode("utf-8"))
+            for gone in update.deletes:  # after the new file: the folder never lacks both
+                (self.folder / gone).unlink(missing_ok=True)
             self._written += 1
         except OSError as exc:  # a mirror failure never fails the job
             self._error = f"{type(exc).__name__}: {exc}"

@@ -2,12 +2,17 @@
 seed README's monitoring script.
 
 `watch_updates` lists the folder, downloads the new files in update order, hands each to
-`on_update`, and returns the final update (COMPLETE, ERROR or CANCELLED). INTERRUPTED is not
-final (the job resumes on its next delivery); a `timeout` bounds the wait and raises
-`WatchTimeout` with the last update seen.
+`on_update`, and after each poll decides on the newest update: it returns it when its status is
+final (COMPLETE, ERROR, CANCELLED), so a final status that a later update supersedes (an ERROR
+followed by RESUMED, in one poll or while the mirror had not yet deleted it) never ends the
+watch. INTERRUPTED is not final (the job resumes on its next delivery); a `timeout` bounds the
+wait and raises `WatchTimeout` with the last update seen. A file listed but gone when fetched
+(a superseded one the mirror just deleted) is skipped.
 
 Exit codes: 0 on COMPLETE (prints the download URL), 1 on ERROR (prints the error), 2 on
-CANCELLED or when `--timeout` passes without a final update (an INTERRUPTED job, say).
+CANCELLED (the file's `type`; its `status` reads COMPLETE with the latest saved LoRA's URL, which
+is printed, or ERROR with why none was published) or when `--timeout` passes without a final
+update (an INTERRUPTED job, say).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Annotated, Any
 
 import typer
 from huggingface_hub import HfApi
+from huggingface_hub.errors import EntryNotFoundError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
@@ -46,26 +52,34 @@ def watch_updates(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> Update:
-    """Poll until a final update appears; return it. Network errors are retried next poll."""
+    """Poll until the newest update is final; return it. Network errors are retried next poll."""
     api = api or HfApi(endpoint=endpoint, token=token)
     seen: set[str] = set()
-    last: Update | None = None
+    newest: tuple[tuple[int, str], Update] | None = None
     deadline = None if timeout is None else clock() + timeout
     with tempfile.TemporaryDirectory(prefix="dps-watch-") as cache:
         while True:
             for path in _new_update_files(api, repo_id, repo_type, seen):
-                local = api.hf_hub_download(
-                    repo_id, path, repo_type=repo_type, cache_dir=Path(cache)
-                )
+                try:
+                    local = api.hf_hub_download(
+                        repo_id, path, repo_type=repo_type, cache_dir=Path(cache)
+                    )
+                except EntryNotFoundError:  # superseded and deleted since the listing
+                    seen.add(path)
+                    continue
+                except Exception:  # the Hub hiccupped: this file and the rest next poll
+                    break
                 seen.add(path)
                 update: Update = json.loads(Path(local).read_text("utf-8"))
-                last = update
                 if on_update is not None:
                     on_update(update)
-                if update.get("status") in FINAL_STATUSES:
-                    return update
+                key = update_sort_key(path)
+                if newest is None or key >= newest[0]:
+                    newest = (key, update)
+            if newest is not None and newest[1].get("status") in FINAL_STATUSES:
+                return newest[1]
             if deadline is not None and clock() + interval > deadline:
-                raise WatchTimeout(last)
+                raise WatchTimeout(None if newest is None else newest[1])
             sleep(interval)
 
 
@@ -182,6 +196,11 @@ def watch(  # noqa: PLR0917 - typer maps each parameter to an argument or option
         raise typer.Exit(2) from None
     data = final.get("data") or {}
     status = final.get("status")
+    if final.get("type") == "CANCELLED":
+        url = download_url(final)
+        said = f"latest saved LoRA: {url}" if url else data.get("error") or ""
+        console.print(f"Job CANCELLED: {said}", markup=False, soft_wrap=True)
+        raise typer.Exit(2)
     if status == "COMPLETE":
         url = download_url(final)
         console.print(f"Download your LoRA: {url}", markup=False, soft_wrap=True)

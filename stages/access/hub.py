@@ -4,7 +4,9 @@ whoami first (a 401 is a token the Hub does not take; a read token, or a fine-gr
 scopes give no `repo.write` on the namespace, cannot publish), then the repo created or found
 (`create_repo(exist_ok=True)`: a 403 is a namespace the token cannot write), then its
 visibility read back: an existing repo keeps its own, so a public one where the request asked
-for a private one is said in a warning. The default repo id is the publish stage's.
+for a private one is said in a warning. The default repo id is the publish stage's; when that
+repo already exists and holds files with no trace of this job, the job is refused (a repo is
+never written by a job that did not make it unless `repo_id` names it).
 
 Note: for a token without create rights, the client answers a 403 on creation by reading the
 repo and returns quietly when it exists, which is why the role is checked from whoami.
@@ -12,22 +14,28 @@ repo and returns quietly when it exists, which is why the role is checked from w
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.utils._headers import build_hf_headers
+from huggingface_hub.utils._pagination import paginate
 
 from stages.access.inputs import Bounds, HubTarget
 from stages.access.retry import Checked, Clock, Sleep, Transient, retried
 from stages.errors import StageFailed
-from stages.publish.hub import default_repo_id
+from stages.publish.hub import default_repo_id, job_trace
 
 FIELD = "output.huggingface.token"
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_TRACE_SCAN = 200  # commits read for this job's trace (its own are the newest)
 T = TypeVar("T")
 Refusal = Callable[[HfHubHTTPError], StageFailed]  # a definite refusal's message, per call
 
@@ -142,6 +150,8 @@ def check_hub(target: HubTarget, bounds: Bounds, *, sleep: Sleep, clock: Clock) 
         return other(err)
 
     info = run("repo info", lambda: api.model_info(repo_id), info_refused)
+    if not target.repo_id:
+        run("repo history", lambda: _ours_or_refuse(api, info, target, repo_id), other)
     private = info.private
     checked.facts["private"] = private
     if target.private and private is False:
@@ -151,6 +161,39 @@ def check_hub(target: HubTarget, bounds: Bounds, *, sleep: Sleep, clock: Clock) 
             "private on the Hub, or choose another repo_id"
         )
     return checked
+
+
+def _ours_or_refuse(api: HfApi, info: Any, target: HubTarget, repo_id: str) -> None:
+    """An auto-named repo that already holds files is written only when this job made them: a
+    commit of its publish carries `job=<id>`, or the repo holds only UPDATES/ whose first file
+    is this job's (its mirror may commit before this check). An empty repo is fine."""
+    files = [s.rfilename for s in info.siblings or [] if s.rfilename != ".gitattributes"]
+    if not files:
+        return
+    trace = job_trace(target.job_id)
+    headers = build_hf_headers(token=target.token.get_secret_value())
+    url = f"{target.endpoint.rstrip('/')}/api/models/{repo_id}/commits/main"
+    for n, item in enumerate(paginate(url, params={}, headers=headers)):
+        if trace in str(item.get("message") or "") or trace in str(item.get("title") or ""):
+            return
+        if n >= _TRACE_SCAN:
+            break
+    updates = sorted(f for f in files if f.startswith("UPDATES/"))
+    if updates and len(updates) == len(files):
+        with tempfile.TemporaryDirectory() as folder:
+            path = api.hf_hub_download(repo_id, updates[0], cache_dir=folder)
+            try:
+                job_id = json.loads(Path(path).read_text("utf-8")).get("job_id")
+            except (ValueError, AttributeError):
+                job_id = None
+        if job_id == target.job_id:
+            return
+    raise StageFailed(
+        f"output.huggingface.repo_id: {repo_id}, the name this job would publish to, already "
+        f"exists and holds files this job did not make ({len(files)} of them), so it is not "
+        "written unless output.huggingface.repo_id names it: set output.huggingface.repo_id "
+        f'to "{repo_id}" to publish there anyway, or to another repo'
+    )
 
 
 def _auto(target: HubTarget) -> str:

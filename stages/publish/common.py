@@ -22,6 +22,11 @@ from stages.training.config import DATASET_FILE
 from stages.training.run_folder import saved_loras
 
 _CHUNK = 1 << 20
+# 15 minutes: a job that meets the Hub's commit limit ("about 1 hour") must not hold a GPU for
+# the hour (the LoRA is safe on the volume; a later delivery publishes it in seconds). 15 min
+# covers the api bucket's 5-minute window and a shared repo's budget that frees up soon, at a
+# cost far below the training run's.
+PUBLISH_WAIT_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,9 @@ class RetryPolicy:
     base_s: float = 2.0
     cap_s: float = 60.0
     max_wait_s: float = 900.0  # the longest a server-requested wait (Retry-After) is honoured
+    # Hub publish: the most a commit waits, in all, for the Hub's rate limit and the repo's
+    # commit budget; a longer wait defers the publish (env DPS_HUB_PUBLISH_MAX_WAIT_S).
+    publish_wait_s: float = PUBLISH_WAIT_S
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: spreads retries of workers that failed together (409 lock contention)."""

@@ -274,7 +274,11 @@ def _same_size(path: Path, size: int) -> bool:
 
 
 def _bar_class(tracker: Tracker) -> type[tqdm]:
-    """A silent tqdm class that counts downloaded bytes into `tracker` (the client's hook)."""
+    """A silent tqdm class that counts downloaded bytes into `tracker` (the client's hook).
+
+    Only file bytes count. A Xet download reports network bytes too (compressed xorb ranges):
+    a class with `update_transfer` gets those there, in one bar, instead of in a second bar
+    whose `update` would count each byte twice."""
 
     class _Bar(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -284,5 +288,11 @@ def _bar_class(tracker: Tracker) -> type[tqdm]:
         def update(self, n: float | None = 1) -> bool | None:
             tracker.add(int(n or 0))
             return super().update(n)  # type: ignore[no-any-return]
+
+        def update_transfer(self, n: float | None = 1) -> None:
+            return None  # network bytes, not file bytes
+
+        def set_transfer_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+            return None
 
     return _Bar

@@ -324,3 +324,72 @@ def test_unflattened_download_keeps_the_repo_layout() -> None:
     download = HubFiles("o/r", "d", files=("a/b.safetensors",))
     assert download.targets() == ("d/a/b.safetensors",)
     assert HubFiles("o/r", "whole").targets() == ("whole",)
+
+
+# The model card's facts, typed out by hand: (licence id, base_model, pipeline_tag, LoRA node).
+CARD_FACTS = {
+    "flux": ("other", "black-forest-labs/FLUX.1-dev", "text-to-image", "LoraLoaderModelOnly"),
+    "sdxl": (
+        "openrail++",
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        "text-to-image",
+        "LoraLoader",  # the kohya file has text encoder LoRAs too
+    ),
+    "wan13": ("apache-2.0", "Wan-AI/Wan2.1-T2V-1.3B", "text-to-video", "LoraLoaderModelOnly"),
+    "wan14b_t2v": ("apache-2.0", "Wan-AI/Wan2.1-T2V-14B", "text-to-video", "LoraLoaderModelOnly"),
+    "wan14b_i2v": (
+        "apache-2.0",
+        "Wan-AI/Wan2.1-I2V-14B-480P",
+        "image-to-video",
+        "LoraLoaderModelOnly",
+    ),
+    "qwen": ("apache-2.0", "Qwen/Qwen-Image", "text-to-image", "LoraLoaderModelOnly"),
+    "z_image_turbo": (
+        "apache-2.0",
+        "Tongyi-MAI/Z-Image-Turbo",
+        "text-to-image",
+        "LoraLoaderModelOnly",
+    ),
+}
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_card_facts_reach_the_stages(model_type: str) -> None:
+    info = get_model(model_type).info
+    assert info.licence is not None
+    assert info.usage is not None
+    hub_id, base, tag, node = CARD_FACTS[model_type]
+    assert (info.licence.hub_id, info.usage.base_model, info.usage.pipeline_tag) == (
+        hub_id,
+        base,
+        tag,
+    )
+    assert info.usage.comfy_node == node
+    # license_name only where the Hub's list has no id for the licence.
+    assert (info.licence.slug is not None) is (hub_id == "other")
+    assert info.usage.comfy_files
+
+
+def test_wan_snippets_load_the_diffusers_repos_of_what_is_trained() -> None:
+    for model_type in ("wan13", "wan14b_t2v", "wan14b_i2v"):
+        entry = get_model(model_type)
+        usage = entry.info.usage
+        assert usage is not None
+        assert usage.base_model == entry.downloads[0].repo_id
+        assert usage.diffusers_repo == f"{entry.downloads[0].repo_id}-Diffusers"
+
+
+def test_z_image_comfy_files_are_the_downloaded_ones() -> None:
+    entry = get_model("z_image_turbo")
+    usage = entry.info.usage
+    assert usage is not None
+    files = entry.downloads[0].files
+    assert files is not None
+    downloaded = {f.rsplit("/", 1)[-1] for f in files}
+    assert {f.name for f in usage.comfy_files} == downloaded
+
+
+def test_tiny_has_no_card_facts() -> None:
+    info = get_model("tiny").info
+    assert info.licence is None
+    assert info.usage is None

@@ -17,7 +17,9 @@ from events.errors import LeaseHeld
 from events.lease import FileLease
 from events.store import EventStore
 from events.vocabulary import Status
+from orchestrator.response import respond
 from orchestrator.runner import run_job
+from stages.errors import PublishDeferred
 from tests.support.rehearsal import Download, Publish, Train, Weights
 
 SEED_WALK = [
@@ -252,3 +254,53 @@ def test_the_first_answer_is_whole_while_the_log_keeps_it_redacted(tmp_path: Pat
     assert outcome.result is not None
     assert "AKIAABCDEFGHIJKLMNOP" in outcome.result["download_url"]
     assert "AKIAABCDEFGHIJKLMNOP" not in (tmp_path / "jobs" / "job-1" / "events.jsonl").read_text()
+
+
+class _DeferredPublish(Publish):
+    """A publish the Hub defers (its commit limit): the first `defer` runs raise."""
+
+    def __init__(self, dest: Path, defer: int = 1) -> None:
+        super().__init__(dest)
+        self.defer = defer
+
+    def run(self, ctx: Any) -> dict[str, Any]:
+        if self.defer > 0:
+            self.defer -= 1
+            raise PublishDeferred(
+                "Hugging Face takes no commit to alice/r before 2027-01-15T09:00:00Z",
+                retry_at=1_800_003_600.0,
+                repo_id="alice/r",
+                lora_path=str(ctx.job_dir / "lora.bin"),
+            )
+        return super().run(ctx)
+
+
+def test_a_deferred_publish_is_interrupted_not_an_error_and_a_retry_only_publishes(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    stages = [Download(), Weights(), Train(), _DeferredPublish(tmp_path / "published")]
+    first = run_job(root=root, job_id="job-1", stages=stages)
+    assert first.status is Status.INTERRUPTED  # the LoRA is safe: not a failure
+    assert first.result is not None
+    assert first.result["deferred"] is True
+    assert first.result["retry_at"] == "2027-01-15T09:00:00Z"
+    assert first.result["lora_path"] == str(root / "jobs" / "job-1" / "lora.bin")
+    message = first.result["message"]
+    assert "POST /retry/job-1" in message
+    assert "without training again" in message
+    answer = respond(first, None)
+    assert answer["status"] == "failed"
+    assert answer["error"].startswith("the LoRA is trained but not published yet: ")
+    assert "2027-01-15T09:00:00Z" in answer["error"]
+    assert "POST /retry/job-1" in answer["error"]
+    assert answer["deferred"]["lora_path"] == first.result["lora_path"]
+    # POST /retry once the Hub allows commits: training's STAGE_DONE verifies, only publish runs.
+    train = Train()
+    second = run_job(root=root, job_id="job-1", stages=[Download(), Weights(), train, stages[3]])
+    assert second.status is Status.COMPLETE
+    assert second.ran == ["publish"]
+    assert train.runs == 0
+    events = EventStore.on_disk(root).read("job-1")
+    assert [e.status for e in events].count("ERROR") == 0
+    assert audit(events).ok

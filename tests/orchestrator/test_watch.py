@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from bench.mirror_bench import Chain, SimClock
 from events.projections.hub import HubMirror
-from events.projections.updates import render
+from events.projections.updates import ProjectionState, project, render
 from orchestrator.cli.watch import watch, watch_updates
 from tests.support.fakehub import FakeHub
 
@@ -196,3 +196,149 @@ def test_cli_watch_exits_1_with_the_error(hub: FakeHub) -> None:
     result = _cli(["me/cli-err", "--endpoint", hub.url, "--interval", "0"])
     assert result.exit_code == 1, result.output
     assert "CUDA out of memory at step 20" in result.output
+
+
+# -- resumed and cancelled jobs, long jobs: the seed's script, unchanged, is the test ------------
+def _seed(hub: FakeHub, tmp_path: Path, repo: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "monitor.py"
+    script.write_text(SEED_SCRIPT)
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_OFFLINE", None)
+    return subprocess.run(
+        [sys.executable, str(script), repo, TOKEN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _deliver(hub: FakeHub, repo: str, job_dir: Path, chain: Chain) -> None:
+    """One delivery's mirror: replays the whole log, as a resumed runner does."""
+    clock = SimClock()
+    mirror = HubMirror(
+        repo_id=repo,
+        job_id="job-1",
+        job_dir=job_dir,
+        endpoint=hub.url,
+        token=TOKEN,
+        clock=clock,
+        sleep=clock.sleep,
+        background=False,
+    )
+    for event in chain.events:
+        mirror.publish(event)
+    mirror.start()
+    assert mirror.close(timeout=30)["ok"] is True
+
+
+def test_seed_script_follows_a_resumed_job_past_its_old_error(hub: FakeHub, tmp_path: Path) -> None:
+    repo = "me/seed-resumed"
+    chain = _job("ERROR", error="output.huggingface.token was refused: it needs write access")
+    _deliver(hub, repo, tmp_path / "job", chain)
+    failed = _seed(hub, tmp_path, repo)
+    assert failed.returncode == 1  # at the time, the job had failed: the script says so
+    assert "it needs write access" in failed.stderr
+    chain.clock.sleep(600)
+    for kind in ("RESUMED", "UPLOADING"):
+        chain.add(kind)
+    chain.add("COMPLETE", message="Training completed successfully!", direct_download_url=URL)
+    _deliver(hub, repo, tmp_path / "job", chain)  # POST /retry: the next delivery
+    done = _seed(hub, tmp_path, repo)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "[ERROR] Something failed" not in lines
+    assert "[RESUMED] Picked up again by a new attempt" in lines
+    assert lines[-1] == f"Download your LoRA: {URL}"
+
+
+def test_seed_script_returns_a_cancelled_jobs_published_lora(hub: FakeHub, tmp_path: Path) -> None:
+    repo = "me/seed-cancelled"
+    output = {"download_url": URL, "repo_url": "https://huggingface.co/me/lora"}
+    chain = _job(
+        "CANCELLED",
+        message="RunPod cancelled the job",
+        published={"latest_epoch": "epoch2", "output": output},
+    )
+    _deliver(hub, repo, tmp_path / "job", chain)
+    done = _seed(hub, tmp_path, repo)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-2:] == [
+        "[COMPLETE] RunPod cancelled the job",
+        f"Download your LoRA: {URL}",
+    ]
+    result = _cli([repo, "--endpoint", hub.url, "--interval", "0"])
+    assert result.exit_code == 2, result.output  # dpserve watch: cancelled, with the LoRA
+    assert URL in result.output.replace("\n", "")
+
+
+def test_seed_script_ends_with_an_error_for_a_cancelled_job_without_a_lora(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    repo = "me/seed-cancelled-bare"
+    chain = _job("CANCELLED", message="execution timeout", published=None)
+    _deliver(hub, repo, tmp_path / "job", chain)
+    done = _seed(hub, tmp_path, repo)
+    assert done.returncode == 1
+    assert "Exception: Job cancelled (execution timeout); no LoRA was published" in done.stderr
+
+
+def test_seed_script_reads_updates_past_9999_in_order(hub: FakeHub, tmp_path: Path) -> None:
+    repo = "me/seed-long"
+    chain = _job("COMPLETE", message="Training completed successfully!", direct_download_url=URL)
+    files = {}
+    for number, event in enumerate(chain.events, start=9995):  # a very long job's last files
+        update = render(event, number=number, repo_id=repo)
+        files[update.path] = update.content
+    hub.add_repo(repo, files)
+    done = _seed(hub, tmp_path, repo)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == len(chain.events) + 1  # every update, in order
+    assert done.stdout.splitlines()[0] == "[INITIALIZED] Repository created, job starting"
+
+
+def test_watch_decides_on_the_newest_update_not_a_superseded_final_one(hub: FakeHub) -> None:
+    chain = _job("ERROR", error="boom")
+    for kind in ("RESUMED", "UPLOADING"):
+        chain.add(kind)
+    chain.add("COMPLETE", direct_download_url=URL)
+    _publish(hub, "me/watch-resumed", chain)  # all in one poll, the ERROR still there
+    final = watch_updates("me/watch-resumed", TOKEN, hub.url, interval=0)
+    assert final["status"] == "COMPLETE"
+    result = _cli(["me/watch-resumed", "--endpoint", hub.url, "--interval", "0"])
+    assert result.exit_code == 0, result.output
+
+
+def test_watch_skips_a_file_deleted_between_listing_and_download(hub: FakeHub) -> None:
+    from huggingface_hub import HfApi  # noqa: PLC0415
+
+    chain = _job("ERROR", error="boom")
+    for kind in ("RESUMED", "UPLOADING"):
+        chain.add(kind)
+    chain.add("COMPLETE", direct_download_url=URL)
+    state, files, deleted = ProjectionState(), {}, []
+    for event in chain.events:  # as the mirror leaves it: the ERROR file deleted
+        state, update = project(state, event, repo_id="me/watch-raced")
+        if update is not None:
+            files[update.path] = update.content
+            for path in update.deletes:
+                files.pop(path)
+                deleted.append(path)
+    hub.add_repo("me/watch-raced", files)
+    (gone,) = deleted
+    assert gone.endswith("_ERROR.json")
+
+    class Raced(HfApi):  # a listing made just before the RESUMED commit deleted the ERROR
+        def list_repo_files(self, *args: Any, **kwargs: Any) -> list[str]:
+            return [*super().list_repo_files(*args, **kwargs), gone]
+
+    seen: list[str] = []
+    final = watch_updates(
+        "me/watch-raced",
+        on_update=lambda u: seen.append(u["type"]),
+        interval=0,
+        api=Raced(endpoint=hub.url, token=TOKEN),
+    )
+    assert final["status"] == "COMPLETE"
+    assert "ERROR" not in seen

@@ -288,6 +288,8 @@ def _updates_problems(job_dir: Path, events: list[Event]) -> list[str]:
         )
         if update is not None:
             expected[Path(update.path).name] = update.content
+            for gone in update.deletes:
+                expected.pop(Path(gone).name, None)
     folder = job_dir / "UPDATES"
     found = {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".")}
     problems = []

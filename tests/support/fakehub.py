@@ -1,37 +1,70 @@
 """A loopback Hugging Face Hub that the real `huggingface_hub` client can talk to.
 
 It speaks the slice of the wire protocol in reference/hub-and-eventsourcing.md §2: repo
-create/info, recursive tree listing, preupload (always `regular`, so neither LFS nor Xet is ever
-touched), NDJSON commits (412 on a stale `parentCommit`), and `resolve` downloads with
-`X-Repo-Commit`, `ETag`, `Content-Length` and Range. Errors carry the `X-Error-Code` headers the
-client maps to exceptions. Repos live in memory as commit sha -> {path: bytes}; file oids are git
-blob SHA-1s, so the client's no-op detection works. Every request is recorded for counting, and
-`fail()` injects faults (409/429/5xx) for retry tests; `drop()` applies a request and then
-closes the connection without answering (a response lost after the commit landed). Commits
-keep their title, description and parent, listed by `GET /api/{t}/{id}/commits/{rev}`, and
-`GET /api/whoami-v2` names the token's user (`users`, else `whoami_name`); `POST
-/api/validate-yaml` (the README check create_commit makes) only checks the front matter closes.
-`hang()` accepts matching requests and answers none until `release()` (a Hub that hangs);
-`down()` stops listening, so connections are refused, until `up()` (a Hub that is down).
+create/info, recursive tree listing and `paths-info`, preupload, NDJSON commits (412 on a stale
+`parentCommit`), and `resolve` downloads with `X-Repo-Commit`, `ETag`, `Content-Length` and Range.
+
+Xet, as on the real Hub (on by default; `FakeHub(xet=False)` answers `regular` for every file):
+preupload answers `lfs` for a file the repo's `.gitattributes` marks `filter=lfs` (the Hub's
+default patterns when it has none), one of 10 MiB or more, or one whose 512-byte sample is
+binary (a NUL byte, or not UTF-8); `GET /api/{t}s/{id}/xet-write-token/{rev}` and
+`xet-read-token/{rev}` issue tokens for the loopback CAS `hub.cas` (tests/support/xet), as JSON
+(`accessToken`, `exp`, `casUrl`) and as `X-Xet-*` headers; a commit's `lfsFile` line must name
+the SHA-256 of a file the CAS holds (else 400, as the Hub refuses an unknown LFS object); resolve
+answers an Xet file with `X-Xet-Hash`, `Link: <...xet-read-token...>; rel="xet-auth"`,
+`X-Linked-Size` and `X-Linked-ETag` (GET still serves the bytes), and tree/paths-info entries
+carry `lfs` and `xetHash`. `add_repo` stores such files in the CAS (chunked as the spec says),
+so downloads of seeded weights go through Xet.
+
+A private repo answers 401 `RepoNotFound` to a request without a token or from a user other
+than its namespace or creator (as the Hub hides it); commit listings page `commits_page_size`
+entries at a time with a `Link: <...?p=N>; rel="next"` header.
+
+Errors carry the `X-Error-Code` headers the client maps to exceptions. Repos live in memory as
+commit sha -> {path: bytes}; file oids are git blob SHA-1s, so the client's no-op detection
+works. Every request is recorded for counting, and `fail()` injects faults (409/429/5xx) for
+retry tests; `drop()` applies a request and then closes the connection without answering (a
+response lost after the commit landed). Commits keep their title, description and parent, listed
+by `GET /api/{t}/{id}/commits/{rev}`, and `GET /api/whoami-v2` names the token's user (`users`,
+else `whoami_name`); `POST /api/validate-yaml` (the README check create_commit makes) only
+checks the front matter closes. `hang()` accepts matching requests and answers none until
+`release()` (a Hub that hangs); `down()` stops listening, so connections are refused, until
+`up()` (a Hub that is down).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from tests.support.xet import FakeXetCas
+from tests.support.xet.hashing import to_hex
 
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 API_TYPE = {"models": "model", "datasets": "dataset", "spaces": "space"}
+LFS_MIN_SIZE = 10 * 1024 * 1024  # the Hub sends files this large to LFS/Xet whatever their name
+# The `filter=lfs` patterns of the .gitattributes the Hub writes into a new repo (the fake uses
+# them for a repo that has no .gitattributes of its own).
+DEFAULT_LFS_PATTERNS = (
+    "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib",
+    "*.lfs.*", "*.mlmodel", "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot",
+    "*.parquet", "*.pb", "*.pickle", "*.pkl", "*.pt", "*.pth", "*.rar", "*.safetensors",
+    "saved_model/**/*", "*.tar.*", "*.tar", "*.tflite", "*.tgz", "*.wasm", "*.xz", "*.zip",
+    "*.zst", "*tfevents*",
+)  # fmt: skip
 
 
+@functools.lru_cache(maxsize=256)  # the real Hub answers from stored metadata, not by hashing
 def git_oid(data: bytes) -> str:
     """The git blob SHA-1 the Hub reports as a regular file's `oid`."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
@@ -94,6 +127,9 @@ class Repo:
     # sha -> {"title", "message", "parent", "date"}, for the commits listing
     meta: dict[str, dict[str, str]] = field(default_factory=dict)
     gated_tokens: frozenset[str] | None = None  # None: not gated; else tokens allowed in
+    # sha -> {path: sha256 hex} of the files stored as Xet (LFS) files in that commit
+    lfs: dict[str, dict[str, str]] = field(default_factory=dict)
+    members: frozenset[str] = frozenset()  # users who see it when private (namespace, creator)
 
     def resolve(self, rev: str) -> str | None:
         """A branch name or a full commit sha -> the commit sha, or None."""
@@ -138,16 +174,20 @@ class HubError(Exception):
 
 
 class FakeHub:
-    """Start with `with FakeHub() as hub:`; point the client at `hub.url`."""
+    """Start with `with FakeHub() as hub:`; point the client at `hub.url`. `xet=False`: no
+    Xet (every file `regular`, no CAS), for a test that must not depend on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, xet: bool = True) -> None:
+        self.xet = xet
+        self._cas = FakeXetCas() if xet else None
+        self.commits_page_size = 50  # commits per page of `GET .../commits/{rev}`
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[Seen] = []
         self.faults: list[Fault] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._commit_no = 0
-        self.delay_s = 0.0  # pause before sending file content: widens races in lock tests
+        self._delay_s = 0.0
         self.users: dict[str, str] = {}  # token -> user name, for whoami
         self.whoami_name = "fake-user"  # the user of any other token
         self.tokens: dict[str, Token] = {}  # token -> its user and role (others: write)
@@ -161,6 +201,8 @@ class FakeHub:
         class Handler(_Handler):
             fake = hub
 
+        if self._cas is not None:
+            self._cas.__enter__()
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         self._server = server
@@ -173,6 +215,26 @@ class FakeHub:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self._cas is not None:
+            self._cas.__exit__()
+
+    @property
+    def delay_s(self) -> float:
+        """Pause before sending file content (resolve GETs and CAS xorb fetches): widens races
+        in lock tests."""
+        return self._delay_s
+
+    @delay_s.setter
+    def delay_s(self, value: float) -> None:
+        self._delay_s = value
+        if self._cas is not None:
+            self._cas.delay_s = value
+
+    @property
+    def cas(self) -> FakeXetCas:
+        """The loopback Xet CAS the xet token routes point at."""
+        assert self._cas is not None, "FakeHub(xet=False) has no CAS"
+        return self._cas
 
     @property
     def url(self) -> str:
@@ -189,12 +251,35 @@ class FakeHub:
         gated_tokens: set[str] | None = None,
         private: bool = False,
     ) -> str:
-        """Create (or replace) a repo with one commit holding `files`; return its sha."""
+        """Create (or replace) a repo with one commit holding `files`; return its sha. With
+        Xet on, files the Hub would send to LFS are stored in the CAS as Xet files."""
         gated = frozenset(gated_tokens) if gated_tokens is not None else None
+        files = dict(files or {})
         with self._lock:
-            repo = Repo(repo_id, repo_type, private=private, gated_tokens=gated)
+            repo = Repo(
+                repo_id,
+                repo_type,
+                private=private,
+                gated_tokens=gated,
+                members=frozenset({repo_id.split("/", 1)[0]}),
+            )
             self.repos[(repo_type, repo_id)] = repo
-            return self._commit(repo, "main", dict(files or {}))
+            lfs: dict[str, str] = {}
+            if self._cas is not None:
+                with self._cas._lock:
+                    for path, data in files.items():
+                        if data and wants_lfs(files, repo_type, path, len(data), data[:512]):
+                            lfs[path] = self._cas.store.ingest(data).sha256
+            return self._commit(repo, "main", files, lfs=lfs)
+
+    def xet_paths(
+        self, repo_id: str, revision: str = "main", repo_type: str = "model"
+    ) -> dict[str, str]:
+        """{path: sha256} of the files stored as Xet files at `revision`."""
+        repo = self.repos[(repo_type, repo_id)]
+        sha = repo.resolve(revision)
+        assert sha is not None, f"no revision {revision} in {repo_id}"
+        return dict(repo.lfs.get(sha, {}))
 
     def files(
         self, repo_id: str, revision: str = "main", repo_type: str = "model"
@@ -282,8 +367,10 @@ class FakeHub:
             )
 
     def downloads(self) -> int:
-        """File-content fetches (GET on a resolve URL)."""
-        return self.count("GET", "/resolve/")
+        """File-content fetches: GETs on a resolve URL, plus the CAS reconstructions a Xet
+        download asks for instead (one per file the real client fetches through Xet)."""
+        xet = self._cas.count("GET", "/v1/reconstructions/") if self._cas is not None else 0
+        return self.count("GET", "/resolve/") + xet
 
     # -- internals ---------------------------------------------------------------------------
     def _commit(
@@ -293,6 +380,7 @@ class FakeHub:
         files: dict[str, bytes],
         title: str = "initial commit",
         message: str = "",
+        lfs: dict[str, str] | None = None,
     ) -> str:
         self._commit_no += 1
         seed = f"{repo.repo_type}/{repo.repo_id}/{branch}/{self._commit_no}".encode()
@@ -304,6 +392,7 @@ class FakeHub:
             "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
         }
         repo.commits[sha] = files
+        repo.lfs[sha] = dict(lfs or {})
         repo.branches[branch] = sha
         return sha
 
@@ -428,11 +517,33 @@ class _Handler(BaseHTTPRequestHandler):
                 f'You don\'t have the rights to {doing} under the namespace "{namespace}"',
             )
 
+    def _user(self) -> str | None:
+        """The user the request's token belongs to (None: no token)."""
+        token = self._token()
+        if token is None:
+            return None
+        info = self.fake.tokens.get(token)
+        return info.user if info is not None else self.fake.users.get(token, self.fake.whoami_name)
+
     def _repo(self, repo_type: str, repo_id: str) -> Repo:
         repo = self.fake.repos.get((repo_type, repo_id))
-        if repo is None:  # the Hub answers 401 for unknown repos, as for private ones
+        # The Hub answers 401 for unknown repos, and for private ones the caller may not see.
+        if repo is None or (repo.private and self._user() not in repo.members):
             raise HubError(401, "RepoNotFound", f"Repository Not Found for {repo_id}")
         return repo
+
+    def _gate(self, repo: Repo) -> None:
+        if repo.gated_tokens is not None and self._token() not in repo.gated_tokens:
+            status = 401 if self._token() is None else 403
+            raise HubError(
+                status,
+                "GatedRepo",
+                f"Access to model {repo.repo_id} is restricted. You must have access to it "
+                "and be authenticated to access it. Please log in.",
+            )
+
+    def _api_url(self, repo: Repo) -> str:
+        return f"{self.fake.url}/api/{repo.repo_type}s/{repo.repo_id}"
 
     @staticmethod
     def _sha(repo: Repo, rev: str) -> str:
@@ -469,10 +580,11 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{req['organization']}/{req['name']}" if req.get("organization") else req["name"]
         self._may_write(repo_id, f"create a {repo_type}")
         url = f"{self.fake.url}/{PREFIX[repo_type]}{repo_id}"
-        if (repo_type, repo_id) in self.fake.repos:
+        if (repo_type, repo_id) in self.fake.repos:  # its visibility stays as it is
             return _json(409, {"error": "You already created this repo", "url": url})
         private = req.get("visibility") == "private" or req.get("private") is True
-        repo = Repo(repo_id, repo_type, private=private)
+        members = frozenset({repo_id.split("/", 1)[0], self._user() or ""})
+        repo = Repo(repo_id, repo_type, private=private, members=members)
         self.fake.repos[(repo_type, repo_id)] = repo
         self.fake._commit(repo, "main", {})
         return _json(200, {"url": url, "name": repo_id})
@@ -506,28 +618,91 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and action == "tree":
             sha = self._sha(repo, rev)
             recursive = query.get("recursive", ["false"])[0].lower() == "true"
-            return _json(200, list(_tree(repo.commits[sha], "/".join(rest[2:]), recursive)))
+            entries = _tree(repo.commits[sha], "/".join(rest[2:]), recursive)
+            return _json(200, [self._lfs_entry(repo, sha, e) for e in entries])
+        if method == "POST" and action == "paths-info":
+            return self._paths_info(repo, self._sha(repo, rev), body)
         if method == "POST" and action == "preupload":
             self._may_write(repo.repo_id, f"write to a {repo.repo_type}")
-            files = repo.commits[self._sha(repo, rev)]
-            wanted = json.loads(body)["files"]
-            answer = [
-                {
-                    "path": f["path"],
-                    "uploadMode": "regular",  # never LFS/Xet: the fake stores bytes inline
-                    "shouldIgnore": False,
-                    "oid": git_oid(files[f["path"]]) if f["path"] in files else None,
-                }
-                for f in wanted
-            ]
-            return _json(200, {"files": answer})
+            return self._preupload(repo, self._sha(repo, rev), json.loads(body)["files"])
         if method == "POST" and action == "commit":
             return self._commit_ndjson(repo, rev, body)
         if method == "GET" and action == "commits":
-            return _json(
-                200, [_commit_item(sha, m) for sha, m in _history(repo, self._sha(repo, rev))]
-            )
+            return self._commits_page(repo, rev, query)
+        if method == "GET" and action in ("xet-write-token", "xet-read-token") and self.fake.xet:
+            return self._xet_token(repo, action == "xet-write-token")
         raise HubError(404, None, f"no route for {method} {action}")
+
+    def _preupload(self, repo: Repo, sha: str, wanted: list[dict[str, Any]]) -> Reply:
+        files, lfs = repo.commits[sha], repo.lfs.get(sha, {})
+        answer = []
+        for f in wanted:
+            path = f["path"]
+            sample = base64.b64decode(f.get("sample") or "")
+            mode = (
+                "lfs"
+                if self.fake.xet and wants_lfs(files, repo.repo_type, path, f["size"], sample)
+                else "regular"
+            )
+            # The remote oid the client compares with its own: sha256 for LFS, git SHA-1 else.
+            oid = lfs.get(path) or (git_oid(files[path]) if path in files else None)
+            answer.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
+        return _json(200, {"files": answer})
+
+    def _xet_token(self, repo: Repo, write: bool) -> Reply:
+        """A CAS access token, as the Hub's xet token routes answer (JSON and headers)."""
+        if write:
+            if self._token() is None:
+                raise HubError(401, None, "Invalid credentials in Authorization header")
+            self._may_write(repo.repo_id, f"write to a {repo.repo_type}")
+        else:
+            self._gate(repo)
+        cas = self.fake.cas
+        token, exp = cas.issue("write" if write else "read", f"{repo.repo_type}/{repo.repo_id}")
+        headers = {
+            "X-Xet-Access-Token": token,
+            "X-Xet-Token-Expiration": str(exp),
+            "X-Xet-Cas-Url": cas.url,
+        }
+        return _json(200, {"accessToken": token, "exp": exp, "casUrl": cas.url}, headers)
+
+    def _commits_page(self, repo: Repo, rev: str, query: dict[str, list[str]]) -> Reply:
+        """One page of the history, newest first, with a `Link` to the next as the Hub pages."""
+        history = list(_history(repo, self._sha(repo, rev)))
+        size = self.fake.commits_page_size
+        page = int(query.get("p", ["0"])[0] or 0)
+        items = [_commit_item(sha, m) for sha, m in history[page * size : (page + 1) * size]]
+        headers = {}
+        if (page + 1) * size < len(history):
+            nxt = f"{self._api_url(repo)}/commits/{quote(rev, safe='')}?p={page + 1}"
+            headers["Link"] = f'<{nxt}>; rel="next"'
+        return _json(200, items, headers)
+
+    def _lfs_entry(self, repo: Repo, sha: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """A tree entry with `lfs` and `xetHash` for a Xet file, as the Hub lists one."""
+        sha256 = repo.lfs.get(sha, {}).get(entry["path"])
+        if entry["type"] != "file" or sha256 is None:
+            return entry
+        pointer = lfs_pointer(sha256, entry["size"])
+        stored = self.fake.cas.store.by_oid(sha256)
+        assert stored is not None, f"{entry['path']} is Xet but the CAS lacks it"
+        return {
+            **entry,
+            "oid": git_oid(pointer),
+            "lfs": {"oid": sha256, "size": entry["size"], "pointerSize": len(pointer)},
+            "xetHash": xet_hex(stored.file_hash),
+        }
+
+    def _paths_info(self, repo: Repo, sha: str, body: bytes) -> Reply:
+        """`POST .../paths-info/{rev}` (form-encoded `paths`): the entries that exist."""
+        form = parse_qs(body.decode())
+        wanted = form.get("paths", [])
+        if not wanted and body.strip().startswith(b"{"):
+            wanted = json.loads(body).get("paths", [])
+        files = repo.commits[sha]
+        entries = list(_tree(files, "", recursive=True))
+        out = [self._lfs_entry(repo, sha, e) for e in entries if e["path"] in wanted]
+        return _json(200, out)
 
     def _info(self, repo: Repo, sha: str) -> dict[str, Any]:
         files = repo.commits[sha]
@@ -545,6 +720,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._may_write(repo.repo_id, f"write to a {repo.repo_type}")
         head = self._sha(repo, rev)
         files = dict(repo.commits[head])
+        lfs = dict(repo.lfs.get(head, {}))
         title, message = "", ""
         for line in body.splitlines():
             if not line.strip():
@@ -558,31 +734,59 @@ class _Handler(BaseHTTPRequestHandler):
                 title, message = value.get("summary", ""), value.get("description", "")
             elif key == "file":
                 files[value["path"]] = base64.b64decode(value["content"])
+                lfs.pop(value["path"], None)
+            elif key == "lfsFile" and self.fake.xet:
+                files[value["path"]] = self._uploaded(value)
+                lfs[value["path"]] = value["oid"]
             elif key == "deletedFile":
                 files.pop(value["path"], None)
+                lfs.pop(value["path"], None)
             elif key == "deletedFolder":
                 prefix = value["path"].rstrip("/") + "/"
                 files = {p: d for p, d in files.items() if not p.startswith(prefix)}
+                lfs = {p: o for p, o in lfs.items() if not p.startswith(prefix)}
             else:
                 raise HubError(400, None, f"the fake hub does not accept {key!r} operations")
-        sha = self.fake._commit(repo, rev, files, title, message)
+        sha = self.fake._commit(repo, rev, files, title, message, lfs)
         url = f"{self.fake.url}/{PREFIX[repo.repo_type]}{repo.repo_id}/commit/{sha}"
         return _json(200, {"commitUrl": url, "commitOid": sha, "success": True})
 
-    def _resolve(self, repo: Repo, rev: str, path: str) -> Reply:
-        if repo.gated_tokens is not None and self._token() not in repo.gated_tokens:
-            status = 401 if self._token() is None else 403
+    def _uploaded(self, value: dict[str, Any]) -> bytes:
+        """The bytes of an `lfsFile` line's object; 400 unless the CAS holds it."""
+        path, oid = value.get("path"), str(value.get("oid", ""))
+        if value.get("algo", "sha256") != "sha256":
+            raise HubError(400, None, f"lfsFile {path}: unsupported algo {value.get('algo')!r}")
+        cas = self.fake.cas
+        with cas._lock:
+            stored = cas.store.by_oid(oid)
+            data = cas.store.read(stored) if stored is not None else None
+        if data is None:
             raise HubError(
-                status,
-                "GatedRepo",
-                f"Access to model {repo.repo_id} is restricted. You must have access to it "
-                "and be authenticated to access it. Please log in.",
+                400, None, f"Your push was rejected: LFS object {oid} for {path} was not uploaded"
             )
+        if value.get("size") is not None and int(value["size"]) != len(data):
+            raise HubError(400, None, f"lfsFile {path}: size {value['size']} is not {len(data)}")
+        return data
+
+    def _resolve(self, repo: Repo, rev: str, path: str) -> Reply:
+        self._gate(repo)
         sha = self._sha(repo, rev)
         data = repo.commits[sha].get(path)
         if data is None:
             raise HubError(404, "EntryNotFound", f"{path} does not exist on {rev}", commit=sha)
         headers = {"X-Repo-Commit": sha, "ETag": f'"{git_oid(data)}"', "Accept-Ranges": "bytes"}
+        sha256 = repo.lfs.get(sha, {}).get(path)
+        if sha256 is not None:  # a Xet file: what sends hf_hub_download to the CAS
+            stored = self.fake.cas.store.by_oid(sha256)
+            assert stored is not None, f"{path} is Xet but the CAS lacks it"
+            token_url = f"{self._api_url(repo)}/xet-read-token/{sha}"
+            headers |= {
+                "ETag": f'"{sha256}"',
+                "X-Linked-ETag": f'"{sha256}"',
+                "X-Linked-Size": str(len(data)),
+                "X-Xet-Hash": xet_hex(stored.file_hash),
+                "Link": f'<{token_url}>; rel="xet-auth"',
+            }
         status, start, end = 200, 0, len(data)
         ranged = self.headers.get("range", "")
         if ranged.startswith("bytes="):
@@ -592,6 +796,52 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
         return status, data[start:end], headers, "application/octet-stream"
+
+
+def xet_hex(file_hash: bytes) -> str:
+    """A Xet hash as the Hub shows it (`X-Xet-Hash`, `xetHash`): the spec's hash string."""
+    return to_hex(file_hash)
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The git LFS pointer file the Hub's git tree holds for an LFS/Xet file."""
+    return (
+        f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    )
+
+
+def _lfs_patterns(files: dict[str, bytes]) -> tuple[str, ...]:
+    """The `filter=lfs` patterns of the repo's .gitattributes, or the Hub's defaults."""
+    text = files.get(".gitattributes")
+    if text is None:
+        return DEFAULT_LFS_PATTERNS
+    return tuple(
+        line.split()[0]
+        for line in text.decode(errors="replace").splitlines()
+        if "filter=lfs" in line.split()[1:]
+    )
+
+
+def _binary(sample: bytes) -> bool:
+    """NUL bytes, or not UTF-8 (a multi-byte character cut at the sample's end excepted)."""
+    if b"\0" in sample:
+        return True
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return not (err.reason == "unexpected end of data" and err.end == len(sample))
+    return False
+
+
+def wants_lfs(files: dict[str, bytes], repo_type: str, path: str, size: int, sample: bytes) -> bool:
+    """The Hub's preupload rule: LFS (so Xet) for a .gitattributes LFS pattern, 10 MiB or
+    more, or binary content; `regular` otherwise. Empty files are always regular."""
+    if size == 0:
+        return False
+    name = path.rsplit("/", 1)[-1]
+    patterns = _lfs_patterns(files)
+    matched = any(fnmatch(path, p) or ("/" not in p and fnmatch(name, p)) for p in patterns)
+    return matched or size >= LFS_MIN_SIZE or _binary(sample)
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:

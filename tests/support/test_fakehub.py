@@ -102,8 +102,8 @@ def test_tree_listing(hub: FakeHub, api: HfApi) -> None:
 
 
 def test_resolve_headers_and_range(hub: FakeHub) -> None:
-    sha = hub.add_repo("o/m", {"w.bin": b"0123456789"})
-    url = f"{hub.url}/o/m/resolve/main/w.bin"
+    sha = hub.add_repo("o/m", {"w.txt": b"0123456789"})
+    url = f"{hub.url}/o/m/resolve/main/w.txt"
     head = httpx2.head(url)
     assert head.headers["X-Repo-Commit"] == sha
     assert head.headers["ETag"] == f'"{git_oid(b"0123456789")}"'

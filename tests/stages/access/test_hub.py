@@ -3,15 +3,18 @@ tokens as the Hub does (401 for a bad one, a read token's role in whoami and 403
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
+from huggingface_hub import CommitOperationAdd, HfApi
 from pydantic import SecretStr
 
 from stages.access.hub import check_hub
 from stages.access.inputs import Bounds, HubTarget
 from stages.access.retry import Checked, Transient
 from stages.errors import StageFailed
+from stages.publish.hub import marker
 from tests.support.fakehub import FakeHub, Scope, Token
 
 TOKEN = "hf_access_check_secret_0001"
@@ -45,12 +48,12 @@ def test_a_write_token_creates_the_default_repo_private(hub: FakeHub) -> None:
     hub.tokens[TOKEN] = Token(user="alice")
     got = _check(hub, _target(hub, repo_id=None))
     assert got.facts == {
-        "repo_id": "alice/qwen-lora-a1b2c3d4",
+        "repo_id": "alice/qwen-lora-a1b2c3d4-e5f6",
         "token_role": "write",
         "private": True,
     }
     assert got.warnings == []
-    assert hub.repos[("model", "alice/qwen-lora-a1b2c3d4")].private is True
+    assert hub.repos[("model", "alice/qwen-lora-a1b2c3d4-e5f6")].private is True
     assert hub.count("GET", "/api/whoami-v2") == 1
 
 
@@ -108,6 +111,7 @@ def test_a_403_on_creation_names_the_token_and_the_repo(hub: FakeHub) -> None:
 
 
 def test_an_existing_public_repo_is_a_warning_not_a_failure(hub: FakeHub) -> None:
+    hub.tokens[TOKEN] = Token(user="alice")  # the owner: the Hub shows a private repo to it
     hub.add_repo("alice/my-lora", private=False)
     got = _check(hub, _target(hub))
     assert got.facts["private"] is False
@@ -133,3 +137,51 @@ def test_a_hub_that_keeps_failing_is_transient_after_the_bound(hub: FakeHub) -> 
     with pytest.raises(Transient, match="whoami: HTTP 429"):
         _check(hub, _target(hub))
     assert hub.count("GET", "/api/whoami-v2") == FAST.attempts
+
+
+AUTO_REPO = "alice/qwen-lora-a1b2c3d4-e5f6"  # the default name for _target's job id
+
+
+def test_an_auto_named_repo_holding_another_jobs_files_is_refused(hub: FakeHub) -> None:
+    hub.tokens[TOKEN] = Token(user="alice")
+    hub.add_repo(AUTO_REPO, {"adapter_model.safetensors": b"\0" * 64, "README.md": b"theirs"})
+    before = hub.files(AUTO_REPO)
+    with pytest.raises(StageFailed) as info:
+        _check(hub, _target(hub, repo_id=None))
+    message = str(info.value)
+    assert message.startswith(f"output.huggingface.repo_id: {AUTO_REPO}, the name this job")
+    assert f'set output.huggingface.repo_id to "{AUTO_REPO}"' in message
+    assert hub.files(AUTO_REPO) == before
+    # Naming it is the user's choice: then it is written.
+    assert _check(hub, _target(hub, repo_id=AUTO_REPO)).facts["repo_id"] == AUTO_REPO
+
+
+def test_an_auto_named_repo_with_this_jobs_trace_or_nothing_in_it_is_fine(hub: FakeHub) -> None:
+    hub.tokens[TOKEN] = Token(user="alice")
+    hub.add_repo(AUTO_REPO)  # empty
+    assert _check(hub, _target(hub, repo_id=None)).facts["repo_id"] == AUTO_REPO
+    # A publish of this job landed there (an earlier delivery): its marker names the job.
+    HfApi(endpoint=hub.url, token=TOKEN).create_commit(
+        AUTO_REPO,
+        [CommitOperationAdd("adapter_model.safetensors", b"\1" * 64)],
+        commit_message="Upload",
+        commit_description=marker("a1b2c3d4-e5f6", "d1g357"),
+    )
+    assert _check(hub, _target(hub, repo_id=None)).facts["repo_id"] == AUTO_REPO
+    # Another job whose id starts the same is not this one.
+    other = _target(hub, repo_id=None, job_id="a1b2c3d4-e5f6-7")
+    hub.add_repo("alice/qwen-lora-a1b2c3d4-e5f6-7", {"x.bin": b"\0"})
+    with pytest.raises(StageFailed, match="already exists and holds files"):
+        _check(hub, other)
+
+
+def test_an_auto_named_repo_holding_only_this_jobs_updates_is_fine(hub: FakeHub) -> None:
+    """The job's mirror may commit its first UPDATES before this check runs."""
+    hub.tokens[TOKEN] = Token(user="alice")
+    first = json.dumps({"status": "INITIALIZED", "job_id": "a1b2c3d4-e5f6"}).encode()
+    hub.add_repo(AUTO_REPO, {"UPDATES/000001_INITIALIZED.json": first})
+    assert _check(hub, _target(hub, repo_id=None)).facts["repo_id"] == AUTO_REPO
+    theirs = json.dumps({"status": "INITIALIZED", "job_id": "someone-else"}).encode()
+    hub.add_repo(AUTO_REPO, {"UPDATES/000001_INITIALIZED.json": theirs})
+    with pytest.raises(StageFailed, match="already exists and holds files"):
+        _check(hub, _target(hub, repo_id=None))
