@@ -47,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from tests.support.faults import Fault, Faults, Seen
 from tests.support.xet import FakeXetCas
 from tests.support.xet.hashing import to_hex
 
@@ -136,23 +137,6 @@ class Repo:
         return self.branches.get(rev) or (rev if rev in self.commits else None)
 
 
-@dataclass(frozen=True)
-class Seen:
-    method: str
-    path: str  # unquoted, without the query string
-    auth: bool  # an Authorization header was sent
-
-
-@dataclass
-class Fault:
-    status: int
-    method: str | None
-    path_contains: str | None
-    times: int
-    headers: dict[str, str]
-    drop: bool = False  # apply the request, then close the connection without a response
-
-
 @dataclass
 class Hang:
     """Requests held unanswered until `released` is set (`FakeHub.hang`)."""
@@ -173,7 +157,7 @@ class HubError(Exception):
         self.status, self.code, self.commit = status, code, commit
 
 
-class FakeHub:
+class FakeHub(Faults):
     """Start with `with FakeHub() as hub:`; point the client at `hub.url`. `xet=False`: no
     Xet (every file `regular`, no CAS), for a test that must not depend on it."""
 
@@ -289,26 +273,6 @@ class FakeHub:
         assert sha is not None, f"no revision {revision} in {repo_id}"
         return dict(repo.commits[sha])
 
-    def fail(
-        self,
-        status: int,
-        *,
-        method: str | None = None,
-        path_contains: str | None = None,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Answer the next `times` matching requests with `status` (409, 429, 5xx...)."""
-        with self._lock:
-            self.faults.append(Fault(status, method, path_contains, times, dict(headers or {})))
-
-    def drop(
-        self, *, method: str | None = None, path_contains: str | None = None, times: int = 1
-    ) -> None:
-        """Apply the next `times` matching requests, then close the connection unanswered."""
-        with self._lock:
-            self.faults.append(Fault(0, method, path_contains, times, {}, drop=True))
-
     def hang(
         self,
         *,
@@ -357,14 +321,6 @@ class FakeHub:
                 {"id": sha, "title": meta["title"], "message": meta["message"]}
                 for sha, meta in _history(repo, repo.branches["main"])
             ]
-
-    def count(self, method: str | None = None, contains: str = "") -> int:
-        with self._lock:
-            return sum(
-                1
-                for r in self.requests
-                if (method is None or r.method == method) and contains in r.path
-            )
 
     def downloads(self) -> int:
         """File-content fetches: GETs on a resolve URL, plus the CAS reconstructions a Xet
@@ -415,16 +371,6 @@ class FakeHub:
         hang.released.wait()
         with self._lock:
             hang.held -= 1
-
-    def _take_fault(self, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self.faults:
-                if (fault.method in (None, method)) and (fault.path_contains or "") in path:
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self.faults.remove(fault)
-                    return fault
-        return None
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -34,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support.faults import Fault, Faults, Seen
 from tests.support.xet import hashing
 from tests.support.xet.store import Rejected, Store, StoredFile
 
@@ -45,23 +46,6 @@ class Grant:
     repo: str  # "{type}/{id}", for the record
 
 
-@dataclass(frozen=True)
-class Seen:
-    method: str
-    path: str  # without the query string
-    auth: bool
-
-
-@dataclass
-class Fault:
-    status: int
-    method: str | None
-    path_contains: str | None
-    times: int
-    headers: dict[str, str]
-    drop: bool = False
-
-
 Reply = tuple[int, bytes, dict[str, str]]
 
 
@@ -71,7 +55,7 @@ class CasError(Exception):
         self.status = status
 
 
-class FakeXetCas:
+class FakeXetCas(Faults):
     """Started by FakeHub (`hub.cas`); usable alone as a context manager."""
 
     def __init__(self) -> None:
@@ -125,45 +109,6 @@ class FakeXetCas:
         """Every token issued so far expires now (the next CAS call gets 401)."""
         with self._lock:
             self.grants = {t: Grant(g.scope, 0, g.repo) for t, g in self.grants.items()}
-
-    # -- faults and inspection (the names FakeHub uses) --------------------------------------
-    def fail(
-        self,
-        status: int,
-        *,
-        method: str | None = None,
-        path_contains: str | None = None,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Answer the next `times` matching requests with `status`."""
-        with self._lock:
-            self.faults.append(Fault(status, method, path_contains, times, dict(headers or {})))
-
-    def drop(
-        self, *, method: str | None = None, path_contains: str | None = None, times: int = 1
-    ) -> None:
-        """Apply the next `times` matching requests, then close the connection unanswered."""
-        with self._lock:
-            self.faults.append(Fault(0, method, path_contains, times, {}, drop=True))
-
-    def count(self, method: str | None = None, contains: str = "") -> int:
-        with self._lock:
-            return sum(
-                1
-                for r in self.requests
-                if (method is None or r.method == method) and contains in r.path
-            )
-
-    def _take_fault(self, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self.faults:
-                if fault.method in (None, method) and (fault.path_contains or "") in path:
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self.faults.remove(fault)
-                    return fault
-        return None
 
     # -- what the routes need ----------------------------------------------------------------
     def _sign(self, xorb_hex: str) -> str:
