@@ -20,6 +20,7 @@ from events.projections.updates import ProjectionState, Thinning, project, rende
 from events.store import EventStore
 from orchestrator.settings import Settings
 from tests.support.fakehub import FakeHub
+from tests.support.sim_mirror import sim_mirror, updates_on_hub
 
 TOKEN = "hf_mirrorwritertoken0000000000"
 REPO = "me/lora"
@@ -39,25 +40,10 @@ def repo(hub: FakeHub, request: pytest.FixtureRequest) -> str:
 
 
 def _mirror(hub: FakeHub, repo: str, job_dir: Path, clock: SimClock, **kw: Any) -> HubMirror:
-    return HubMirror(
-        repo_id=repo,
-        job_id="job-1",
-        job_dir=job_dir,
-        endpoint=hub.url,
-        token=TOKEN,
-        clock=clock,
-        sleep=clock.sleep,
-        background=False,
-        **kw,
-    )
+    return sim_mirror(hub, repo, job_dir, clock, token=TOKEN, **kw)
 
 
-def _updates(hub: FakeHub, repo: str) -> dict[str, dict[str, Any]]:
-    return {
-        path: json.loads(data)
-        for path, data in hub.files(repo).items()
-        if path.startswith("UPDATES/")
-    }
+_updates = updates_on_hub
 
 
 def _posts(hub: FakeHub, repo: str) -> int:

@@ -5,7 +5,6 @@ Real client, the fake Hub, simulated time.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from events.projections.hub import CURSOR_FILE, HubMirror
 from events.projections.hub_limits import HOURLY_LIMIT, UPDATES_BUDGET, CommitLedger
 from events.projections.local import LocalMirror
 from tests.support.fakehub import FakeHub
+from tests.support.sim_mirror import sim_mirror, updates_on_hub
 
 TOKEN = "hf_mirrorbudgettoken0000000000"
 URL = "https://huggingface.co/me/lora/resolve/main/adapter_model.safetensors?download=true"
@@ -35,25 +35,10 @@ def hub() -> Iterator[FakeHub]:
 
 
 def _mirror(hub: FakeHub, repo: str, job_dir: Path, clock: SimClock, **kw: Any) -> HubMirror:
-    return HubMirror(
-        repo_id=repo,
-        job_id=kw.pop("job_id", "job-1"),
-        job_dir=job_dir,
-        endpoint=hub.url,
-        token=TOKEN,
-        clock=clock,
-        sleep=clock.sleep,
-        background=False,
-        **kw,
-    )
+    return sim_mirror(hub, repo, job_dir, clock, token=TOKEN, **kw)
 
 
-def _updates(hub: FakeHub, repo: str) -> dict[str, dict[str, Any]]:
-    return {
-        path: json.loads(data)
-        for path, data in hub.files(repo).items()
-        if path.startswith("UPDATES/")
-    }
+_updates = updates_on_hub
 
 
 def test_three_mirrors_into_one_repo_never_exceed_the_budget_in_any_hour(

@@ -18,6 +18,7 @@ from events.projections.hub import HubMirror
 from events.projections.updates import ProjectionState, project, render
 from orchestrator.cli.watch import watch, watch_updates
 from tests.support.fakehub import FakeHub
+from tests.support.sim_mirror import sim_mirror
 
 TOKEN = "hf_watchreadertoken00000000000"
 URL = "https://huggingface.co/me/lora/resolve/main/adapter_model.safetensors?download=true"
@@ -217,16 +218,7 @@ def _seed(hub: FakeHub, tmp_path: Path, repo: str) -> subprocess.CompletedProces
 def _deliver(hub: FakeHub, repo: str, job_dir: Path, chain: Chain) -> None:
     """One delivery's mirror: replays the whole log, as a resumed runner does."""
     clock = SimClock()
-    mirror = HubMirror(
-        repo_id=repo,
-        job_id="job-1",
-        job_dir=job_dir,
-        endpoint=hub.url,
-        token=TOKEN,
-        clock=clock,
-        sleep=clock.sleep,
-        background=False,
-    )
+    mirror = sim_mirror(hub, repo, job_dir, clock, token=TOKEN)
     for event in chain.events:
         mirror.publish(event)
     mirror.start()
