@@ -54,6 +54,12 @@ def t5_tokenizer() -> T5Tokenizer:
 
 def build(dest: Path) -> Path:
     torch.manual_seed(0)
+    pipeline().save_pretrained(dest)
+    return dest
+
+
+def pipeline() -> Any:
+    """The tiny FluxPipeline, not saved (tests/support/tiny_pipelines trains its LoRA on it)."""
     clip_tok, t5_tok = clip_tokenizer(), t5_tokenizer()
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -110,7 +116,7 @@ def build(dest: Path) -> Path:
         guidance_embeds=True,
         axes_dims_rope=(4, 6, 6),
     )
-    pipeline = FluxPipeline(
+    return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),
         vae=vae,
         text_encoder=text_encoder,
@@ -119,8 +125,6 @@ def build(dest: Path) -> Path:
         tokenizer_2=t5_tok,
         transformer=transformer,
     )
-    pipeline.save_pretrained(dest)
-    return dest
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ dest)` builds into any folder.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import re
-import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,14 @@ from torch import nn
 # diffusers and transformers' model classes, untyped for mypy: used through Any.
 D: Any = diffusers
 T: Any = transformers
+# contract/ holds scripts for the trainer's venv, not a package: its tiny Flux is loaded by path.
+_spec = importlib.util.spec_from_file_location(
+    "contract_tiny_flux", Path(__file__).resolve().parents[3] / "contract" / "tiny_flux.py"
+)
+assert _spec is not None
+assert _spec.loader is not None
+tiny_flux: Any = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny_flux)
 _bytes_to_unicode: Any = importlib.import_module(
     "transformers.convert_slow_tokenizer"
 ).bytes_to_unicode
@@ -77,24 +85,10 @@ def _files(root: Path) -> dict[str, bytes]:
 
 # --- tokenizers: built from a vocabulary written here ---------------------------------------
 
-_CHARS = [c for c in string.printable if not c.isspace()]
 
-
-def clip_tokenizer(max_length: int = 77) -> Any:
-    """CLIP BPE over printable characters with no merges: one token per character."""
-
-    tokens = ["<|startoftext|>", "<|endoftext|>", *_CHARS, *(f"{c}</w>" for c in _CHARS)]
-    return T.CLIPTokenizer(
-        vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=max_length
-    )
-
-
-def t5_tokenizer(max_length: int = 512) -> Any:
-    """A unigram vocabulary of single characters (plus the word marker)."""
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
-    pieces += [(c, -2.0) for c in _CHARS]
-    return T.T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
+# CLIP BPE and T5 unigram over single characters: the contract test's tiny Flux tokenizers.
+clip_tokenizer = tiny_flux.clip_tokenizer
+t5_tokenizer = tiny_flux.t5_tokenizer
 
 
 # Qwen's chat format; Z-Image's pipeline renders the prompt through the tokenizer's template.
@@ -180,72 +174,9 @@ def _shape(linear: nn.Linear) -> tuple[int, int]:
 
 
 def _flux(dest: Path, gen: torch.Generator) -> tuple[str, str, int]:
-
-    width = 32  # text encoders' hidden size: the transformer's joint and pooled dimensions
-    clip_tok, t5_tok = clip_tokenizer(), t5_tokenizer()
-    text_encoder = T.CLIPTextModel(
-        T.CLIPTextConfig(
-            vocab_size=len(clip_tok),
-            hidden_size=width,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=width,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
-    text_encoder_2 = T.T5EncoderModel(
-        T.T5Config(
-            vocab_size=len(t5_tok),
-            d_model=width,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-    )
-    vae = D.AutoencoderKL(  # four blocks: the scale factor stays 8, as Flux's
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
-    transformer = D.FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=64,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=width,
-        pooled_projection_dim=width,
-        guidance_embeds=True,
-        axes_dims_rope=(4, 6, 6),
-    )
-    D.FluxPipeline(
-        scheduler=D.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=clip_tok,
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=t5_tok,
-        transformer=transformer,
-    ).save_pretrained(dest / "pipeline")
+    pipe = tiny_flux.pipeline()  # the contract test's tiny Flux, which the real trainer loads
+    pipe.save_pretrained(dest / "pipeline")
+    transformer = pipe.transformer
     # diffusion-pipe: every Linear in the Flux blocks (models/flux.py adapter_target_modules),
     # saved with D.FluxPipeline.save_lora_weights(transformer_lora_layers=...) (flux.py:231-235).
     blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
