@@ -114,3 +114,12 @@ def assert_no_canary(*texts: str | bytes) -> None:
         blob = text if isinstance(text, bytes) else text.encode()
         for name, canary in CANARY.items():
             assert canary.encode() not in blob, f"the {name} canary leaked"
+
+
+def hub_job(root: Path, repo_id: str, **kw: Any) -> PublishInputs:
+    """`make_job` for Hub output into `repo_id`, with the canary output token."""
+    output = {
+        "method": "huggingface",
+        "huggingface": {"token": CANARY["hf_output"], "repo_id": repo_id},
+    }
+    return make_job(root, output, **kw)

@@ -19,7 +19,7 @@ from stages.errors import PublishDeferred
 from stages.publish.common import PublishInputs, RetryPolicy
 from stages.publish.hub import MARKER_PREFIX, HubPublisher
 from tests.support.fakehub import FakeHub
-from tests.support.publish_job import CANARY, make_job
+from tests.support.publish_job import CANARY, hub_job, make_job
 
 REPO = "alice/qwen-style"
 COMMIT_LIMIT = {
@@ -57,11 +57,7 @@ def hub() -> Iterator[FakeHub]:
 
 
 def _inputs(tmp_path: Path) -> PublishInputs:
-    output = {
-        "method": "huggingface",
-        "huggingface": {"token": CANARY["hf_output"], "repo_id": REPO},
-    }
-    return make_job(tmp_path, output)
+    return hub_job(tmp_path, REPO)
 
 
 def _publisher(

@@ -20,7 +20,7 @@ from stages.errors import StageFailed
 from stages.publish.common import PublishInputs, RetryPolicy
 from stages.publish.hub import MARKER_PREFIX, REFUSED, HubPublisher
 from tests.support.fakehub import FakeHub
-from tests.support.publish_job import CANARY, lora_bytes, make_job
+from tests.support.publish_job import CANARY, hub_job, lora_bytes
 
 REPO = "alice/qwen-style"
 FAST = RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05)
@@ -36,11 +36,7 @@ def hub() -> Iterator[FakeHub]:
 
 
 def _inputs(tmp_path: Path) -> PublishInputs:
-    output = {
-        "method": "huggingface",
-        "huggingface": {"token": CANARY["hf_output"], "repo_id": REPO},
-    }
-    return make_job(tmp_path, output)
+    return hub_job(tmp_path, REPO)
 
 
 def _publish(hub: FakeHub, inputs: PublishInputs, sleeps: list[float]) -> dict[str, Any]:
