@@ -237,16 +237,18 @@ class HubPublisher:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _note_attempt(self, repo_id: str) -> None:
-        """Kept before the first commit is sent: a later scan reads no commit older."""
+    def _note_attempt(self, repo_id: str) -> float:
+        """Kept before the first commit is sent: a later scan reads no commit older. Returns
+        the time noted."""
         path = self.inputs.job_dir / ATTEMPTS_FILE
         try:
             raw = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError):
             raw = {}
-        if not isinstance(raw, dict) or repo_id in raw:
-            return
-        write_atomic(path, json.dumps({**raw, repo_id: self.clock()}) + "\n")
+        now = self.clock()
+        if isinstance(raw, dict):
+            write_atomic(path, json.dumps({**raw, repo_id: now}) + "\n")
+        return now
 
     def find_marker(self, repo_id: str, mark: str, since: float | None = None) -> str | None:
         """The id of a commit carrying `mark`, read newest first and lazily, page by page: no
@@ -273,10 +275,9 @@ class HubPublisher:
         title = f"Upload {entry.display_name} LoRA ({self.inputs.lora_name})"
         ledger = CommitLedger.for_job(self.inputs.job_dir, repo_id, clock=self.clock)
         deadline = self.clock() + self.policy.publish_wait_s
-        since = self.first_attempt(repo_id)
-        maybe_landed = since is not None  # an earlier delivery tried: its commit may be there
-        self._note_attempt(repo_id)
-        since = self.first_attempt(repo_id) or since
+        earlier = self.first_attempt(repo_id)
+        maybe_landed = earlier is not None  # an earlier delivery tried: its commit may be there
+        since = earlier if earlier is not None else self._note_attempt(repo_id)
         failures = limited = 0
         hold = 0.0  # the Hub said no commit before this (kept here too: the ledger may not save)
         while True:
