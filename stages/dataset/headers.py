@@ -48,8 +48,10 @@ _HEADER_TYPES = frozenset(
 
 
 def show(name: str) -> str:
+    """An entry name for a message: escaped, and when long its start and its end (the file
+    name, which is what a user looks for in the archive) around "..."."""
     text = name.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 80 else f"{text[:38]}...{text[-39:]}"
 
 
 def refused(field: str, why: str) -> ArchiveRefused:
