@@ -23,6 +23,7 @@ from huggingface_hub.hf_api import RepoFile
 
 from stages.dataset.limits import DownloadLimits, too_large
 from stages.errors import DownloadFailed
+from stages.xet_errors import xet_refused
 
 
 def parse_hf(url: str, field: str) -> tuple[str, str | None]:
@@ -100,3 +101,6 @@ def _snapshot(
                 "space, or use a smaller dataset"
             ) from exc
         raise DownloadFailed(f"{field}: could not download {repo}: {exc}") from exc
+    except RuntimeError as exc:  # hf_xet: a file stored by Xet did not download
+        why = "the Hub refused the token" if xet_refused(exc) else str(exc).splitlines()[0]
+        raise DownloadFailed(f"{field}: could not download {repo}: {why}") from exc

@@ -49,18 +49,7 @@ from stages.publish.common import (
     content_digest,
     fail,
 )
-
-
-def _xet_auth_error() -> type[Exception]:
-    """hf_xet's token refusal (a PermissionError); hf_xet ships wherever the client uses Xet."""
-    try:
-        from hf_xet import XetAuthenticationError  # type: ignore[import-untyped]  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - no Xet client: its error cannot be raised
-        return PermissionError
-    return XetAuthenticationError  # type: ignore[no-any-return]
-
-
-_XetAuth = _xet_auth_error()
+from stages.xet_errors import XetAuthenticationError, xet_status
 
 log = structlog.get_logger(__name__)
 
@@ -77,9 +66,6 @@ ATTEMPTS_FILE = "hub-publish.json"  # in the job folder: when this job first tri
 _RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _AMBIGUOUS_STATUS = frozenset({408, 500, 502, 503, 504})  # the commit may have landed
 _CARD_REFUSED = "Invalid metadata in README.md"  # the client's README check (validate-yaml)
-# hf_xet's message names the HTTP status its token route or the CAS answered: "HTTP status
-# client error (403 Forbidden)". 401/403 is a refused token; another 4xx is not transient.
-_XET_STATUS = re.compile(r"\((\d{3}) [A-Z][A-Za-z ]*\)")
 # The Hub's clock and the worker's may disagree: commits this much older than the first
 # attempt are still read before the scan stops.
 SCAN_SKEW_S = 600.0
@@ -130,12 +116,6 @@ def _first_line(err: BaseException) -> str:
     """The first line of the client's message: status, URL path and the server's reason."""
     text = str(err).strip()
     return text.splitlines()[0][:300] if text else type(err).__name__
-
-
-def _xet_status(err: BaseException) -> int:
-    """The HTTP status an hf_xet error names (0: none, e.g. a dropped connection)."""
-    found = _XET_STATUS.search(str(err))
-    return int(found[1]) if found else 0
 
 
 def _utc(at: float) -> str:
@@ -314,14 +294,14 @@ class HubPublisher:
                 if status not in _RETRY_STATUS or failures >= self.policy.attempts:
                     raise self._refused(err, "commit") from None
                 maybe_landed = status in _AMBIGUOUS_STATUS
-            except _XetAuth:  # hf_xet: the Hub refused the token for Xet storage
+            except XetAuthenticationError:  # hf_xet: the Hub refused the token for Xet
                 raise StageFailed(REFUSED) from None
             except ValueError as err:
                 raise self._value_error(err) from None
             except (httpx2.TransportError, OSError) as err:
                 # No answer (a dropped connection, a Xet token route or CAS that failed after
                 # hf_xet's own retries): the commit may or may not have been applied.
-                answered = _xet_status(err)
+                answered = xet_status(err)
                 if answered in (401, 403):
                     raise StageFailed(REFUSED) from None
                 failures += 1

@@ -33,6 +33,7 @@ from stages.errors import StageFailed
 from stages.weights.inputs import WeightsOptions
 from stages.weights.progress import Tracker
 from stages.weights.sources import HubFiles
+from stages.xet_errors import xet_refused
 
 HUB_PAGE = "https://huggingface.co"
 
@@ -192,7 +193,14 @@ def _hub_errors(spec: HubFiles, options: WeightsOptions, token: str | None) -> I
                 f"{spec.repo_id}: the Hub refused access ({status}); check the token"
             ) from exc
         raise _Retryable(f"HTTP {status}") from exc
-    except (LocalEntryNotFoundError, HTTPError, OSError) as exc:
+    except (
+        LocalEntryNotFoundError,
+        HTTPError,
+        OSError,
+        RuntimeError,
+    ) as exc:  # RuntimeError: hf_xet
+        if xet_refused(exc):  # hf_xet: the Hub's CAS refused the token
+            raise StageFailed(f"{spec.repo_id}: the Hub refused access; check the token") from exc
         raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
 
 

@@ -245,10 +245,16 @@ def test_hf_dataset_over_the_cap_is_refused_before_downloading(tmp_path: Path) -
     assert not (tmp_path / "images").exists()
 
 
-def test_hf_dataset_that_fails_midway_is_removed(tmp_path: Path) -> None:
-    with FakeHub() as hub:
+@pytest.mark.parametrize("path", ["regular", "xet"])
+def test_hf_dataset_that_fails_midway_is_removed(tmp_path: Path, path: str) -> None:
+    """On the Hub's regular path the resolve GET fails; on the Xet path (how the Hub stores
+    archives) the CAS does, and hf_xet raises a RuntimeError of its own."""
+    with FakeHub(xet=path == "xet") as hub:
         hub.add_repo("me/half", {"a.zip": DATA, "b.zip": DATA}, repo_type="dataset")
-        hub.fail(403, method="GET", path_contains="b.zip", times=10)
+        if path == "xet":
+            hub.cas.fail(403, method="GET", path_contains="/v1/reconstructions/", times=10)
+        else:
+            hub.fail(403, method="GET", path_contains="b.zip", times=10)
         with pytest.raises(DownloadFailed) as exc:
             download(
                 "hf://datasets/me/half",
@@ -264,14 +270,15 @@ def test_hf_dataset_that_fails_midway_is_removed(tmp_path: Path) -> None:
 def test_hf_dataset_on_a_full_disk_is_a_download_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # huggingface_hub's temp file
+    # huggingface_hub's temp file, on the Hub's regular path: hf_xet (the Xet path) writes from
+    # Rust, where a Python-level full volume cannot reach it.
     fill_volume(
         monkeypatch,
         errno.ENOSPC,
         lambda path, mode: path.name.endswith(".incomplete") and written(mode),
         0,
     )
-    with FakeHub() as hub:
+    with FakeHub(xet=False) as hub:
         hub.add_repo("me/faces", {"set.zip": DATA}, repo_type="dataset")
         with pytest.raises(DownloadFailed) as exc:
             download(

@@ -187,6 +187,22 @@ def test_network_failure_names_the_repo(tmp_path: Path) -> None:
     assert "after 2 attempts" in str(exc.value)
 
 
+def test_a_failing_xet_download_is_retried_and_a_refused_one_says_so(
+    hub: FakeHub, settings: Settings
+) -> None:
+    """Weights stored by Xet come through hf_xet, which raises RuntimeError, not the Hub
+    client's errors: a CAS 5xx is retried like any transient failure, a 403 is the token."""
+    assert hub.xet_paths(REPO)  # the safetensors file is a Xet file
+    hub.cas.fail(503, method="GET", path_contains="/v1/reconstructions/", times=1)
+    ensure_model("m", [PATTERNS], options=settings.weights)
+    assert hub.cas.count("GET", "/v1/reconstructions/") == 2
+
+    other = HubFiles(REPO, "m2", allow_patterns=("transformer/*",))
+    hub.cas.fail(403, method="GET", path_contains="/v1/reconstructions/", times=10)
+    with pytest.raises(StageFailed, match="the Hub refused access; check the token"):
+        ensure_model("m2", [other], options=settings.weights)
+
+
 def _seed_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> None:
     """An HF cache as RunPod's cached models lay it out: refs, snapshots -> blobs symlinks."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
