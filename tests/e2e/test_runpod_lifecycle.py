@@ -51,10 +51,13 @@ def test_a_job_cut_off_by_the_default_execution_timeout_resumes_on_retry(
     with pod:
         job_id = submit(pod, tiny_body(data, tmp_path, epochs=4))  # 24 steps: 24 s and more
         status = pod.wait_for(job_id, timeout=120)
-        retries = 0
+        retries = late = 0
         while status["status"] == "TIMED_OUT" and retries < 6:
-            stopped = functools.partial(_count, tmp_path, job_id, "CANCELLED", retries + 1)
+            # A delivery that finished as the limit passed records COMPLETE, not a stop: RunPod
+            # drops its answer, and the retry answers from the log.
+            stopped = functools.partial(_stopped_or_done, tmp_path, job_id, retries - late + 1)
             until(stopped, 120, "the stop recorded")
+            late += _count(tmp_path, job_id, "COMPLETE", 1)
             post(pod, f"retry/{job_id}")
             retries += 1
             status = pod.wait_for(job_id, timeout=120)
@@ -65,11 +68,12 @@ def test_a_job_cut_off_by_the_default_execution_timeout_resumes_on_retry(
     events = job_events(tmp_path, job_id)
     assert audit(events).ok
     stops = [e for e in events if e.type == "CANCELLED"]
-    assert len(stops) == retries
+    assert late <= 1
+    assert len(stops) == retries - late
     assert all(e.data["message"].startswith(STOPPED) for e in stops)
     resumes = [e for e in events if e.type == "RESUMED"]
-    assert [e.data["from_status"] for e in resumes] == ["CANCELLED"] * retries
-    assert [e.attempt for e in resumes] == list(range(2, retries + 2))
+    assert [e.data["from_status"] for e in resumes] == ["CANCELLED"] * len(stops)
+    assert [e.attempt for e in resumes] == list(range(2, len(stops) + 2))
     # Each retry that trained continued from the checkpoint the stop before it saved (one cut
     # off after training only publishes).
     for stop, resume in zip(stops, resumes, strict=True):
@@ -86,6 +90,11 @@ def test_a_job_cut_off_by_the_default_execution_timeout_resumes_on_retry(
 
 def _count(tmp_path: Path, job_id: str, kind: str, wanted: int) -> bool:
     return sum(e.type == kind for e in job_events(tmp_path, job_id)) == wanted
+
+
+def _stopped_or_done(tmp_path: Path, job_id: str, stops: int) -> bool:
+    types = [e.type for e in job_events(tmp_path, job_id)]
+    return types.count("CANCELLED") == stops or "COMPLETE" in types
 
 
 def test_a_job_that_failed_on_a_missing_dataset_succeeds_on_retry_once_it_is_there(

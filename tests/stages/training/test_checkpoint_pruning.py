@@ -59,13 +59,16 @@ def test_a_run_keeps_only_the_newest_n_checkpoints(tmp_path: Path) -> None:
     plan = tiny_job(tmp_path, epochs)
     ctx, store = job_context(tmp_path)
     output_dir = ctx.job_dir / "output"
-    on_disk: list[list[str]] = []  # the checkpoints at each step, after that line's facts
-    stage = Training(
-        plan,
-        progress_every_s=0,
-        keep_checkpoints=keep,
-        on_progress=lambda _sample: on_disk.append(_checkpoints(output_dir)),
-    )
+    # At each step line, the checkpoints of earlier steps: their lines came before this one, so
+    # the stage has recorded (and pruned after) them. The trainer runs ahead of the reader, so a
+    # checkpoint of this step or a later one may already be on disk, not yet known to the stage.
+    on_disk: list[list[str]] = []
+
+    def known(sample: dict[str, Any]) -> None:
+        tags = _checkpoints(output_dir)
+        on_disk.append([t for t in tags if int(t.removeprefix("global_step")) < sample["step"]])
+
+    stage = Training(plan, progress_every_s=0, keep_checkpoints=keep, on_progress=known)
     result = stage.run(ctx)
     assert result["final_save"] == f"epoch{epochs}"
     events = store.read(JOB_ID)
