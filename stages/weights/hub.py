@@ -1,6 +1,7 @@
 """Fetching a `HubFiles` source: from RunPod's cached-model folder when it has the files
-(symlinks, no request), else from the Hub with `huggingface_hub` into a staging folder, file by
-file, each moved into place as it lands; files already in `dest` with the right size are kept.
+(symlinks, no request), else from the Hub with `huggingface_hub` into a staging folder: large
+files one after another, small ones several at once beside them, each moved into place as it
+lands; files already in `dest` with the right size are kept.
 Network errors and 5xx are retried; a refusal (gated, not found, 401/403) says what to do.
 An `hf_cache` source lands as a Hugging Face cache entry (plain files under
 `snapshots/<commit>/`, the layout huggingface_hub itself writes where symlinks are unsupported,
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils._paths import filter_repo_objects
 from huggingface_hub.utils.tqdm import tqdm
 
-from stages.errors import StageFailed
+from stages.errors import DownloadCancelled, StageFailed
 from stages.weights.inputs import WeightsOptions
 from stages.weights.progress import Tracker
 from stages.weights.sources import HubFiles
@@ -233,10 +236,13 @@ def _download(
         todo = [p for p in wanted if not _same_size(dest / targets[p], listing[p])]
         tracker.expect(sum(listing[p] for p in todo))
         tracker.add(0)
-        bar = _bar_class(tracker)
-        for path in todo:
+        stop = threading.Event()  # set when one file fails: the others stop at their next bytes
+        bar = _bar_class(tracker, stop)
+
+        def one(path: str) -> None:
+            if stop.is_set():
+                raise DownloadCancelled("another file of this download failed")
             tracker.check()
-            tracker.say(f"downloading {spec.repo_id}/{path}")
             hf_hub_download(
                 spec.repo_id,
                 path,
@@ -247,7 +253,40 @@ def _download(
                 tqdm_class=bar,
             )
             place(staging, dest, [(path, targets[path])])
+
+        def lane(paths: Sequence[str]) -> None:
+            for path in paths:
+                one(path)
+
+        # Large files one at a time, largest first: hf_xet already fetches a large file's xorb
+        # ranges in parallel, and it ignores an exception raised in its progress callback, so
+        # a cancel stops a Xet download only between files (at most one large file goes on).
+        # Small files, one range each, go several at once beside them (as `snapshot_download`
+        # does): a far Hub's round trips overlap instead of adding up.
+        order = sorted(todo, key=lambda p: -listing[p])
+        large = [p for p in order if listing[p] >= options.one_at_a_time_bytes]
+        small = [p for p in order if listing[p] < options.one_at_a_time_bytes]
+        workers = max(1, min(options.download_workers, len(small) + bool(large)))
+        if order:
+            tracker.say(_fetching(spec.repo_id, order, workers))
+        with ThreadPoolExecutor(workers, thread_name_prefix="weights") as pool:
+            futures = [pool.submit(lane, large)] if large else []
+            futures += [pool.submit(one, path) for path in small]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            finally:
+                stop.set()  # after an error, the files still in flight give up
+                for future in futures:
+                    future.cancel()
+        tracker.check()  # a cancel during the last files, which a Xet download ignored
         return [targets[p] for p in wanted] + _write_ref(spec, sha, staging, dest)
+
+
+def _fetching(repo_id: str, order: Sequence[str], workers: int) -> str:
+    if len(order) == 1:
+        return f"downloading {repo_id}/{order[0]}"
+    return f"downloading {len(order)} files of {repo_id}, {workers} at a time"
 
 
 def _select(spec: HubFiles, listing: Mapping[str, int]) -> list[str]:
@@ -281,8 +320,9 @@ def _same_size(path: Path, size: int) -> bool:
         return False
 
 
-def _bar_class(tracker: Tracker) -> type[tqdm]:
-    """A silent tqdm class that counts downloaded bytes into `tracker` (the client's hook).
+def _bar_class(tracker: Tracker, stop: threading.Event) -> type[tqdm]:
+    """A silent tqdm class that counts downloaded bytes into `tracker` (the client's hook), and
+    stops its file's download once `stop` is set (another file failed).
 
     Only file bytes count. A Xet download reports network bytes too (compressed xorb ranges):
     a class with `update_transfer` gets those there, in one bar, instead of in a second bar
@@ -294,6 +334,8 @@ def _bar_class(tracker: Tracker) -> type[tqdm]:
             super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
         def update(self, n: float | None = 1) -> bool | None:
+            if stop.is_set():
+                raise DownloadCancelled("another file of this download failed")
             tracker.add(int(n or 0))
             return super().update(n)  # type: ignore[no-any-return]
 

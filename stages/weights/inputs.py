@@ -17,5 +17,9 @@ class WeightsOptions:
     model_lock_ttl_s: float = 60.0  # a dead downloader's folder lock is taken over after this
     model_wait_s: float = 3 * 3600.0  # how long a job waits for another worker's download
     download_attempts: int = 3  # tries per repo on network errors and 5xx
+    download_workers: int = 8  # files fetched at once (snapshot_download's default)
+    # From this size a file is fetched alone, one after another (it spans several xorbs,
+    # which hf_xet fetches in parallel itself; a cancel waits for at most one of them).
+    one_at_a_time_bytes: int = 64 * 2**20
     retry_wait_s: float = 5.0  # first pause between tries, doubled each time
     worker_name: str | None = None  # who holds a folder's lock (default: this host's name)

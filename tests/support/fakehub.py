@@ -47,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from tests.support.faults import Fault, Faults, Seen
+from tests.support.faults import Fault, Faults, InFlight, Seen
 from tests.support.xet import FakeXetCas
 from tests.support.xet.hashing import to_hex
 
@@ -172,6 +172,9 @@ class FakeHub(Faults):
         self._server: ThreadingHTTPServer | None = None
         self._commit_no = 0
         self._delay_s = 0.0
+        self.in_flight = InFlight()  # the delayed requests answered at once (both servers)
+        if self._cas is not None:
+            self._cas.in_flight = self.in_flight
         self.users: dict[str, str] = {}  # token -> user name, for whoami
         self.whoami_name = "fake-user"  # the user of any other token
         self.tokens: dict[str, Token] = {}  # token -> its user and role (others: write)
@@ -413,7 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             if method == "GET" and "/resolve/" in path and hub.delay_s:
-                time.sleep(hub.delay_s)
+                hub.in_flight.wait(path, hub.delay_s)
             self._send(*reply)
         except HubError as err:
             headers = {"X-Error-Message": str(err)}

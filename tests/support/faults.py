@@ -4,6 +4,8 @@ the requests they saw, and faults to answer with, applied per matching request."
 from __future__ import annotations
 
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
 
 
@@ -69,3 +71,25 @@ class Faults:
                         self.faults.remove(fault)
                     return fault
         return None
+
+
+class InFlight:
+    """The slowed requests (a server's `delay_s`) being answered at once: each one's entry adds
+    the set of paths then in flight to `together`, so a test sees what a client overlapped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._now: Counter[str] = Counter()
+        self.together: list[frozenset[str]] = []
+
+    def wait(self, path: str, seconds: float) -> None:
+        with self._lock:
+            self._now[path] += 1
+            self.together.append(frozenset(self._now))
+        try:
+            time.sleep(seconds)
+        finally:
+            with self._lock:
+                self._now[path] -= 1
+                if not self._now[path]:
+                    del self._now[path]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -21,6 +22,7 @@ from stages.contract import StageContext, StopRequest
 from stages.errors import DownloadCancelled, JobCancelled, StageFailed
 from stages.throttle import Throttle
 from stages.weights.ensure import ensure_model
+from stages.weights.inputs import WeightsOptions
 from stages.weights.manifest import MANIFEST, read_manifest
 from stages.weights.progress import ByteProgress, Tracker
 from stages.weights.sources import Built, HubFiles
@@ -398,11 +400,18 @@ def _until(check: Any, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+def _one_at_a_time(settings: Settings) -> WeightsOptions:
+    """Every file counts as large: fetched alone, one after another (a real model's shards)."""
+    return dataclasses.replace(settings.weights, one_at_a_time_bytes=1)
+
+
 def test_a_cancelled_download_stops_and_frees_its_folder(hub: FakeHub, settings: Settings) -> None:
+    """Large files go one at a time: hf_xet ignores the cancel raised in its progress callback,
+    so the file in flight finishes, and no other is asked for."""
     hub.add_repo("org/big", MANY)
     hub.delay_s = 0.5  # each file is slow: the cancel lands mid-download
     spec = HubFiles("org/big", "big", allow_patterns=("transformer/*",))
-    download = start_model_download("big", [spec], options=settings.weights)
+    download = start_model_download("big", [spec], options=_one_at_a_time(settings))
     _until(lambda: _gets(hub) >= 1)
     download.cancel()
     with pytest.raises(DownloadCancelled, match="its job has ended"):
@@ -420,6 +429,32 @@ def test_a_cancelled_download_stops_and_frees_its_folder(hub: FakeHub, settings:
     again = ensure_model("big", [spec], options=settings.weights)
     assert again.source == "downloaded"
     assert _gets(hub) == fetched + len(MANY) - len(placed)  # what had landed was kept
+
+
+def test_small_files_come_several_at_once_and_large_ones_one_after_another(
+    tmp_path: Path,
+) -> None:
+    """A far Hub's round trips overlap for small files; large ones never overlap each other.
+    Without Xet, so each slowed request names its file."""
+    small = {f"tokenizer/f{i}.json": b"{}" * 8 for i in range(5)}
+    large = {f"transformer/part-{i}.safetensors": WEIGHTS for i in range(3)}
+    with FakeHub(xet=False) as hub:
+        hub.add_repo("org/mixed", {**small, **large})
+        hub.delay_s = 0.3
+        options = dataclasses.replace(
+            make_settings(tmp_path, hub.url).weights,
+            one_at_a_time_bytes=len(WEIGHTS),
+            download_workers=4,
+        )
+        tracker = Tracker()
+        spec = HubFiles("org/mixed", "mixed")
+        got = ensure_model("mixed", [spec], options=options, tracker=tracker)
+        together = hub.in_flight.together
+    assert len(got.files) == len(small) + len(large)
+    names = [{p.rsplit("/", 1)[-1] for p in group} for group in together]
+    assert 2 <= max(len(group) for group in names) <= 4  # overlapped, within download_workers
+    assert all(sum(n.startswith("part-") for n in group) <= 1 for group in names)
+    assert max(sum(n.startswith("f") for n in group) for group in names) >= 2
 
 
 def test_a_cancelled_download_stops_waiting_for_another_workers_lock(
@@ -443,7 +478,8 @@ def test_a_stop_ends_the_wait_for_the_model_and_the_download(
     hub.delay_s = 0.5
     spec = HubFiles("org/big", "big", allow_patterns=("transformer/*",))
     stop = StopRequest()
-    stage = Weights(ModelDownload("big", (spec,), settings.weights), stop=stop, poll_s=0.05)
+    options = _one_at_a_time(settings)
+    stage = Weights(ModelDownload("big", (spec,), options), stop=stop, poll_s=0.05)
     ctx, seen = _context(tmp_path)
     threading.Timer(0.8, stop.set, args=("cancel", "cancelled by the client")).start()
     with pytest.raises(JobCancelled, match="cancelled by the client; stopped while the model"):

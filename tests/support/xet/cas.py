@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.faults import Fault, Faults, Seen
+from tests.support.faults import Fault, Faults, InFlight, Seen
 from tests.support.xet import hashing
 from tests.support.xet.store import Rejected, Store, StoredFile
 
@@ -65,6 +65,7 @@ class FakeXetCas(Faults):
         self.faults: list[Fault] = []
         self.token_ttl_s = 3600
         self.delay_s = 0.0  # pause before serving xorb bytes (FakeHub.delay_s sets it too)
+        self.in_flight = InFlight()  # FakeHub gives its own, so both servers' requests count
         self._secret = secrets.token_bytes(16)
         # hf_xet caches what a CAS holds by its URL, so a later CAS on a reused port would be
         # taken for this one (xorbs "already there", then a shard naming them refused): every
@@ -195,7 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if method == "GET" and path.startswith("/v1/fetch/") and cas.delay_s:
-            time.sleep(cas.delay_s)
+            cas.in_flight.wait(path, cas.delay_s)
         self._send(*reply)
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
