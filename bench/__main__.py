@@ -4,8 +4,10 @@ from pathlib import Path
 
 from bench import (
     dataset_bench,
+    download_bench,
     events_bench,
     mirror_bench,
+    overlap_bench,
     publish_bench,
     shared_repo_bench,
     trainer_bench,
@@ -22,6 +24,8 @@ if __name__ == "__main__":
         publish_bench,
         mirror_bench,
         shared_repo_bench,
+        download_bench,
+        overlap_bench,
         worker_bench,
     ):
         print(f"running {module.__name__} ...", flush=True)

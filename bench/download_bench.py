@@ -12,7 +12,9 @@ that alternate which goes first:
 Both run as a fresh process with the same environment (HF_ENDPOINT at the fake, HF_HOME fresh,
 so no client-side chunk cache carries over), so both pay interpreter start and imports (ours
 imports only the weights stage); ours also reports its start, download and exit separately.
-Every round's files are checked against the uploaded bytes.
+Every round's files are checked against the uploaded bytes. A second set of rounds adds 100 ms
+before each file's bytes and each xorb range (`FakeHub.delay_s`, both servers): the round trips
+a Hub far away costs per request, which a client that fetches one file at a time pays in full.
 Where the fake Hub has a CAS (`hub.cas`), the CAS requests of each run are counted: both must
 have taken the Xet path.
 
@@ -43,6 +45,8 @@ HF_CLI = Path(sys.executable).with_name("hf")
 REPO = "bench/weights"
 TOKEN = "hf_bench_write"  # the fake accepts any token; the stage gets none (a public repo)
 ROUNDS = 4
+FAR_ROUNDS = 3
+FAR_DELAY_S = 0.1  # FakeHub.delay_s: a round trip to a Hub far away, per content request
 LARGE_MB = (120, 90, 60)  # three safetensors of random bytes: nothing dedupes
 SMALL_FILES = 12
 GOAL = 1.0
@@ -148,58 +152,80 @@ def _median(runs: list[Run], attr: str) -> float:
     return statistics.median(float(getattr(r, attr)) for r in runs)
 
 
+def _rounds(
+    hub: FakeHub, files: dict[str, bytes], tmp: Path, rounds: int, label: str
+) -> tuple[list[Run], list[Run]]:
+    """`rounds` of ours and hf download, alternating which goes first; every result checked."""
+    mine: list[Run] = []
+    theirs: list[Run] = []
+    for r in range(rounds):
+        order = ("ours", "hf") if r % 2 == 0 else ("hf", "ours")
+        for who in order:
+            work = tmp / f"{label}-{who}{r}"
+            work.mkdir()
+            if who == "ours":
+                got, folder = ours(hub, sorted(files), work)
+                mine.append(got)
+            else:
+                got, folder = hf_download(hub, work)
+                theirs.append(got)
+            check(folder, files, full=r == 0)
+            print(
+                f"  {label} round {r} {who:4}: {got.seconds:.2f} s"
+                + (
+                    " (start {:.2f}, download {:.2f}, exit {:.2f})".format(*got.inner)
+                    if got.inner is not None
+                    else ""
+                )
+                + f", CAS requests {got.cas}, resolve GET {got.gets} HEAD {got.heads}",
+                flush=True,
+            )
+            shutil.rmtree(work)  # keep the disk free
+    return mine, theirs
+
+
 def run() -> list[Result]:
     files = repo_files()
-    names = sorted(files)
     total_mb = sum(len(d) for d in files.values()) / 2**20
     with FakeHub() as hub, tempfile.TemporaryDirectory(prefix="dps-bench-dl-") as tmp_name:
         tmp = Path(tmp_name)
         upload_s = seed(hub, files, tmp / "upload")
         cas_after_upload = _cas_count(hub)
-        mine: list[Run] = []
-        theirs: list[Run] = []
-        for r in range(ROUNDS):
-            order = ("ours", "hf") if r % 2 == 0 else ("hf", "ours")
-            for who in order:
-                work = tmp / f"{who}{r}"
-                work.mkdir()
-                if who == "ours":
-                    got, folder = ours(hub, names, work)
-                    mine.append(got)
-                else:
-                    got, folder = hf_download(hub, work)
-                    theirs.append(got)
-                check(folder, files, full=r == 0)
-                print(
-                    f"  round {r} {who:4}: {got.seconds:.2f} s"
-                    + (
-                        " (start {:.2f}, download {:.2f}, exit {:.2f})".format(*got.inner)
-                        if got.inner is not None
-                        else ""
-                    )
-                    + f", CAS requests {got.cas}, resolve GET {got.gets} HEAD {got.heads}",
-                    flush=True,
-                )
-                shutil.rmtree(work)  # keep the disk free
+        near = _rounds(hub, files, tmp, ROUNDS, "loopback")
+        hub.delay_s = FAR_DELAY_S  # before each file's bytes and each xorb range, both servers
+        far = _rounds(hub, files, tmp, FAR_ROUNDS, "far")
+    what = f"{len(LARGE_MB)} safetensors + {SMALL_FILES} small files, {total_mb:.0f} MB"
+    return [
+        _result(
+            f"base-model download, {total_mb:.0f} MB repo (weights stage)",
+            near,
+            f"median of {ROUNDS} alternating rounds; {what}; "
+            + _xet_note(*near, cas_after_upload)
+            + f"; seeded by upload_folder in {upload_s:.1f} s",
+            total_mb,
+        ),
+        _result(
+            f"  same, a far Hub ({FAR_DELAY_S * 1000:.0f} ms before each file or xorb range)",
+            far,
+            f"median of {FAR_ROUNDS} rounds; the round trips a far Hub adds per request",
+            total_mb,
+        ),
+    ]
+
+
+def _result(name: str, runs: tuple[list[Run], list[Run]], note: str, total_mb: float) -> Result:
+    mine, theirs = runs
     ours_s, hf_s = _median(mine, "seconds"), _median(theirs, "seconds")
     inner = statistics.median(r.inner[1] for r in mine if r.inner is not None)
-    xet = _xet_note(mine, theirs, cas_after_upload)
-    note = (
-        f"median of {ROUNDS} alternating rounds; {len(LARGE_MB)} safetensors + {SMALL_FILES} "
-        f"small files, {total_mb:.0f} MB; each a fresh process (ours in-process {inner:.2f} s); "
-        f"{total_mb / ours_s:.0f} vs {total_mb / hf_s:.0f} MB/s; {xet}; seeded by upload_folder "
-        f"in {upload_s:.1f} s"
+    return Result(
+        name,
+        secs(ours_s),
+        f"hf download {secs(hf_s)}",
+        ours_s / hf_s,
+        GOAL,
+        f"{note}; each a fresh process (ours' download itself {inner:.2f} s); "
+        f"{total_mb / ours_s:.0f} vs {total_mb / hf_s:.0f} MB/s",
     )
-    return [
-        Result(
-            f"base-model download, {total_mb:.0f} MB repo (weights stage)",
-            secs(ours_s),
-            f"hf download {secs(hf_s)}",
-            ours_s / hf_s,
-            GOAL,
-            note,
-        )
-    ]
 
 
 def _xet_note(mine: list[Run], theirs: list[Run], after_upload: int | None) -> str:

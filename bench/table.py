@@ -69,6 +69,13 @@ def markdown(results: list[Result]) -> str:
 
 
 def publish(results: list[Result], path: Path) -> None:
+    """Print the table and write it at the top of `path`, keeping the dated `## ` sections
+    below it (measurements written by hand, with their circumstances)."""
     Console(width=160).print(render(results))
-    path.write_text(markdown(results), encoding="utf-8")
+    kept = ""
+    if path.is_file():
+        old = path.read_text(encoding="utf-8")
+        start = old.find("\n## ")
+        kept = "" if start < 0 else old[start:]
+    path.write_text(markdown(results) + kept, encoding="utf-8")
     print(f"written to {path}")
