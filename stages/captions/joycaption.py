@@ -1,15 +1,28 @@
 """Image captions with JoyCaption (a LLaVA: SigLIP tower + Llama 3.1) through transformers.
 
-`load_captioner` loads the model and processor from a Hub id or a local folder (production:
-`<root>/models/joycaption`, fetched by the weights machinery); `caption_images` captions every
-image that has no same-stem `.txt` yet, several images per `generate` call, and writes each
-caption atomically as one line with the trigger word in front; `JoyCaptioner.close` frees the
-model so training gets the GPU memory back.
+The steps follow the author's batch recipe (fpgaminer/joycaption `scripts/batch-caption.py`,
+and the model card of `fancyfeast/llama-joycaption-beta-one-hf-llava`):
 
-Defaults follow the reference's known-good settings (peers.md §1.4, JoyCaption's model card):
-the 50-word "detailed description" prompt, sampling at temperature 0.6 / top_p 0.9. The caption
-files are written by `stages.captions.text`, shared with the Gemini captioner. torch and
-transformers are imported lazily: importing this module stays cheap.
+- load: `AutoTokenizer` and `LlavaForConditionalGeneration` in bfloat16 with a device map, so
+  the weights go straight to the GPU instead of through ~17 GB of CPU memory; once per stage;
+- the prompt: the system and user turns through the model's own chat template, which already
+  opens with the start token and wraps the image token in its start/end tokens in the first user
+  turn; tokenized with `add_special_tokens=False` (the tokenizer would add a second start
+  token, which the recipe warns makes the model perform poorly), the image token repeated
+  `image_seq_length` times;
+- the image: resized with Pillow LANCZOS to the tower's square size (the author found a plain
+  Pillow resize gives better captions than the processor's bicubic, and the so400m tower expects
+  the image squished, not padded), then scaled to [-1, 1];
+- several images per `generate` call, rows of different lengths left-padded (decoder-only
+  generation needs every prompt to end at the same column), sampling at temperature 0.6 /
+  top_p 0.9 under `inference_mode`; each row's answer is cut at the end of its turn.
+
+`load_captioner` loads from a local folder (production: `<root>/models/joycaption`, fetched by
+the weights stage at the catalogue's pinned revision; see `stages.captions.stage`);
+`caption_images` captions every image that has no same-stem `.txt` yet and writes each caption
+atomically as one line with the trigger word in front (`stages.captions.text`, shared with the
+Gemini captioner); `JoyCaptioner.close` frees the model so training gets the GPU memory back.
+torch and transformers are imported lazily: importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ PROMPT = (
     "Do NOT mention any text that is in the image."
 )
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+END_OF_TURN = "<|eot_id|>"  # Llama 3.1's end of a turn: an answer ends there
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -65,35 +79,97 @@ class JoyCaptionSettings:
             raise ValueError("max_new_tokens must be at least 1")
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One `generate` call's inputs: left-padded token rows, their mask, the pixels."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pixel_values: torch.Tensor
+
+
+def pixels(image: Image.Image, size: int) -> torch.Tensor:
+    """The recipe's preprocessing: LANCZOS to `size` x `size`, RGB, scaled to [-1, 1]."""
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    from PIL import Image as PILImage  # noqa: PLC0415
+
+    if image.size != (size, size):
+        image = image.resize((size, size), PILImage.Resampling.LANCZOS)
+    array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    chw = torch.from_numpy(array).permute(2, 0, 1) / 255.0
+    return (chw - 0.5) / 0.5
+
+
+def prompt_ids(tokenizer: Any, config: Any, system_prompt: str, prompt: str) -> list[int]:
+    """One row's tokens: the chat template's text (which opens with the start token and holds
+    one image token), encoded without the tokenizer's own start token, the image token
+    repeated once per image feature."""
+    convo = [{"role": "system", "content": system_prompt}, {"role": "user", "content": prompt}]
+    text = tokenizer.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)
+    ids: list[int] = tokenizer.encode(text, add_special_tokens=False)
+    image_token = int(config.image_token_index)
+    if ids.count(image_token) != 1:
+        raise CaptionError(
+            f"JoyCaption's chat template gave {ids.count(image_token)} image tokens, not 1: "
+            "the model folder's tokenizer does not match the model"
+        )
+    out: list[int] = []
+    for token in ids:
+        out.extend([token] * int(config.image_seq_length) if token == image_token else [token])
+    return out
+
+
+def build_batch(
+    tokenizer: Any,
+    config: Any,
+    images: Sequence[Image.Image],
+    prompts: Sequence[str],
+    system_prompt: str,
+) -> Batch:
+    """The rows of one call, left-padded to the longest (pad id, mask 0 on the left)."""
+    import torch  # noqa: PLC0415
+
+    rows = [prompt_ids(tokenizer, config, system_prompt, p) for p in prompts]
+    width = max(len(r) for r in rows)
+    pad = int(tokenizer.pad_token_id)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+    size = int(config.vision_config.image_size)
+    pixel_values = torch.stack([pixels(image, size) for image in images])
+    return Batch(ids, mask, pixel_values)
+
+
 @dataclass
 class JoyCaptioner:
-    """A loaded model and processor; `caption_batch` runs one batched `generate` call."""
+    """A loaded model and tokenizer; `caption_batch` runs one batched `generate` call."""
 
     model: Any
-    processor: Any
+    tokenizer: Any
     device: str
     dtype: torch.dtype
     _closed: bool = field(default=False, repr=False)
 
     def caption_batch(
-        self, images: Sequence[Image.Image], settings: JoyCaptionSettings
+        self,
+        images: Sequence[Image.Image],
+        settings: JoyCaptionSettings,
+        prompts: Sequence[str] | None = None,
     ) -> list[str]:
-        import torch  # noqa: PLC0415 - heavy; the module imports cheaply
+        """Captions for `images`, one `generate` call; `prompts`: one per image (default:
+        `settings.prompt` for all)."""
+        import torch  # noqa: PLC0415
 
         if self._closed:
             raise RuntimeError("the captioner was closed")
-        convo = [
-            {"role": "system", "content": settings.system_prompt},
-            {"role": "user", "content": settings.prompt},
-        ]
-        # JoyCaption's chat template puts the image token into the user turn itself.
-        prompt = self.processor.apply_chat_template(
-            convo, tokenize=False, add_generation_prompt=True
+        if not images:
+            return []
+        prompts = list(prompts) if prompts is not None else [settings.prompt] * len(images)
+        if len(prompts) != len(images):
+            raise ValueError("one prompt per image")
+        batch = build_batch(
+            self.tokenizer, self.model.config, images, prompts, settings.system_prompt
         )
-        inputs = self.processor(
-            text=[prompt] * len(images), images=list(images), return_tensors="pt", padding=True
-        ).to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         sampling: dict[str, Any] = (
             {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
             if settings.do_sample
@@ -101,20 +177,34 @@ class JoyCaptioner:
         )
         with torch.inference_mode():
             out = self.model.generate(
-                **inputs,
+                input_ids=batch.input_ids.to(self.device),
+                attention_mask=batch.attention_mask.to(self.device),
+                pixel_values=batch.pixel_values.to(self.device, self.dtype),
                 max_new_tokens=settings.max_new_tokens,
                 use_cache=True,
                 suppress_tokens=None,
                 top_k=None,
-                pad_token_id=self.processor.tokenizer.pad_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
                 **sampling,
             )
         # Left padding: every row's prompt ends at the same column, the new tokens follow it.
-        new = out[:, inputs["input_ids"].shape[1] :]
-        texts = self.processor.tokenizer.batch_decode(
-            new, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        new = out[:, batch.input_ids.shape[1] :].tolist()
+        ends = self._turn_ends()
+        texts = self.tokenizer.batch_decode(
+            [_until(row, ends) for row in new],
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
         )
         return [clean_caption(t) for t in texts]
+
+    def _turn_ends(self) -> set[int]:
+        ends = (
+            {int(self.tokenizer.eos_token_id)} if self.tokenizer.eos_token_id is not None else set()
+        )
+        eot = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        if isinstance(eot, int) and eot != self.tokenizer.unk_token_id:
+            ends.add(eot)
+        return ends
 
     def close(self) -> None:
         """Drop the model and hand its GPU memory back before training starts."""
@@ -122,36 +212,42 @@ class JoyCaptioner:
 
         self._closed = True
         self.model = None
-        self.processor = None
+        self.tokenizer = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
 
+def _until(row: list[int], ends: set[int]) -> list[int]:
+    """A row's answer: its tokens before the first end of turn (the rest is padding or a
+    sample that ran on after the turn closed)."""
+    for i, token in enumerate(row):
+        if token in ends:
+            return row[:i]
+    return row
+
+
 def load_captioner(
-    model_path_or_id: str | Path = MODEL_ID,
+    model_path: str | Path,
     device: str | None = None,
     dtype: torch.dtype | None = None,
 ) -> JoyCaptioner:
-    """Load JoyCaption: bf16 on CUDA, float32 on the CPU (bf16 matmuls there are slow)."""
+    """Load JoyCaption from a folder: bf16 on CUDA, float32 on the CPU (bf16 matmuls there are
+    slow), placed by a device map."""
     import torch  # noqa: PLC0415
-    from transformers import (  # noqa: PLC0415
-        AutoProcessor,
-        LlavaForConditionalGeneration,
-    )
+    from transformers import AutoTokenizer, LlavaForConditionalGeneration  # noqa: PLC0415
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    processor: Any = AutoProcessor.from_pretrained(str(model_path_or_id))  # type: ignore[no-untyped-call]
-    # Batched decoder-only generation needs the prompts aligned on the right.
-    processor.tokenizer.padding_side = "left"
-    if processor.tokenizer.pad_token_id is None:
-        processor.tokenizer.pad_token = processor.tokenizer.eos_token
-    model: Any = LlavaForConditionalGeneration.from_pretrained(str(model_path_or_id), dtype=dtype)
-    model.to(device)
+    tokenizer: Any = AutoTokenizer.from_pretrained(str(model_path), use_fast=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model: Any = LlavaForConditionalGeneration.from_pretrained(
+        str(model_path), dtype=dtype, device_map=device
+    )
     model.eval()
-    return JoyCaptioner(model=model, processor=processor, device=device, dtype=dtype)
+    return JoyCaptioner(model=model, tokenizer=tokenizer, device=device, dtype=dtype)
 
 
 @dataclass(frozen=True)
