@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from orchestrator.errors import UnknownModelTypeError
+from stages.captions.joycaption import MODEL_ID as JOYCAPTION_ID
 from stages.model_info import CallArg, ComfyFile, Licence, ModelInfo, TrainsOn, Usage
 from stages.training.model_table import ModelPath, model_table
 from stages.weights.sources import Built, HubFiles, Source, build_tiny, hub_cache_files
@@ -535,3 +536,18 @@ def get_model(model_type: str) -> ModelEntry:
         return CATALOGUE[model_type]
     except (KeyError, TypeError):  # TypeError: an unhashable value from a malformed request
         raise UnknownModelTypeError(model_type, MODEL_TYPES) from None
+
+
+# JoyCaption beta one, the image captioner (stages.captions), fetched by the weights machinery
+# like a base model: under the folder lock, with the completion manifest, from RunPod's cached
+# models when the endpoint has it. Pinned to a commit of the model repo (about 15.8 GB: four
+# bf16 shards, the tokenizer and the configs), so a change upstream cannot change the captions.
+JOYCAPTION_REVISION = "ebf414ea497a020da0f82df3913e5b6cb8e9663a"
+JOYCAPTION: tuple[Source, ...] = (
+    HubFiles(
+        JOYCAPTION_ID,
+        "joycaption",
+        revision=JOYCAPTION_REVISION,
+        allow_patterns=("*.json", "*.safetensors", "*.jinja"),
+    ),
+)

@@ -5,7 +5,8 @@ URLs answer) -> prepare (STARTING) -> dataset (DOWNLOADING) ->
 captions (CAPTIONING, when asked) -> weights (MODEL_DOWNLOAD) -> training (TRAINING) ->
 publish (UPLOADING).
 The base model starts downloading in the background during `prepare`, so it overlaps the
-dataset download and captioning; `weights` waits for the same `ModelDownload`.
+dataset download and captioning; `weights` waits for the same `ModelDownload`. JoyCaption, when
+images will be captioned, starts beside it; `captions` waits for that one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.access_inputs import access_inputs, gemini_settings
+from orchestrator.catalogue import JOYCAPTION
 from orchestrator.plan import JobPlan
 from orchestrator.response import complete_event_data, response_from_results
 from orchestrator.settings import Settings
@@ -49,6 +51,7 @@ class Delivery:
     captions_factory: CaptionsFactory | None = None
     stop_grace_s: float = 300.0
     _download: ModelDownload | None = field(default=None, init=False, repr=False)
+    _captioner: ModelDownload | None = field(default=None, init=False, repr=False)
 
     @property
     def job_id(self) -> str:
@@ -63,10 +66,23 @@ class Delivery:
             )
         return self._download
 
+    def captioner_download(self) -> ModelDownload | None:
+        """JoyCaption's download when images will be captioned, started by prepare beside the
+        base model's and awaited by the captions stage; None otherwise."""
+        captions = self.plan.captions
+        if captions is None or not captions.images:
+            return None
+        if self._captioner is None:
+            self._captioner = ModelDownload(
+                "joycaption", JOYCAPTION, self.settings.weights, token=self.plan.hub_token
+            )
+        return self._captioner
+
     def end(self) -> None:
-        """The job has ended, however it ended: stop its model download if it still runs."""
-        if self._download is not None:
-            self._download.cancel()
+        """The job has ended, however it ended: stop its model downloads if they still run."""
+        for download in (self._download, self._captioner):
+            if download is not None:
+                download.cancel()
 
     def publish_opts(self) -> PublishOptions:
         return self.publish_options or PublishOptions(
@@ -96,12 +112,17 @@ def hub_policy(env: Mapping[str, str]) -> RetryPolicy:
 def build_stages(delivery: Delivery) -> list[Stage]:
     plan, settings = delivery.plan, delivery.settings
     download = delivery.model_download()
-    prepare = Prepare(plan.shown_request, download, plan.entry.info)
+    captioner = delivery.captioner_download()
+    also = (captioner,) if captioner is not None and delivery.captions_factory is None else ()
+    prepare = Prepare(plan.shown_request, download, plan.entry.info, also=also)
     # A continued job takes over its origin's files first: later checks then see them in place.
     inherited: list[Stage] = [Inherit(plan.inherit)] if plan.inherit is not None else []
     captions = None
     if plan.captions is not None:
-        captions = (delivery.captions_factory or Captions)(plan.captions)
+        if delivery.captions_factory is not None:
+            captions = delivery.captions_factory(plan.captions)
+        else:
+            captions = Captions(plan.captions, model=captioner, stop=delivery.stop)
     # Every outside party the job needs answers before anything downloads (prepare starts the
     # model's download): a bad destination, key or dataset URL costs no GPU time.
     access = Access(access_inputs(plan, delivery.publish_opts(), gemini_settings(captions)))

@@ -3,11 +3,14 @@
 It captions what its inputs ask for (`CaptionInputs`: `<job>/dataset/images/` for dataset.type
 images/both, `<job>/dataset/videos/` for videos/both), writing a same-stem `.txt` beside each
 media file with the trigger word in front. Media that already has a caption is skipped, so a job
-delivered again keeps the captions it made before. The JoyCaption model is loaded only when some
-image needs a caption and is freed before the stage returns, so training gets the GPU memory.
+delivered again keeps the captions it made before. JoyCaption's weights come from the weights
+machinery (`model`: a `ModelDownload` of the catalogue's pinned revision, started at STARTING;
+the stage waits for it with byte progress, and a stop ends the wait). The model is loaded only
+when some image needs a caption and is freed before the stage returns, so training gets the GPU
+memory.
 
 Factories are injected so tests can pass a tiny LLaVA and a loopback Gemini; production uses the
-defaults (JoyCaption from `model_path`, Gemini at Google).
+defaults (JoyCaption from its download, Gemini at Google).
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ from stages.captions.gemini import VIDEO_EXTENSIONS, GeminiSettings, caption_vid
 from stages.captions.inputs import CaptionInputs
 from stages.captions.joycaption import (
     IMAGE_EXTENSIONS,
-    MODEL_ID,
     JoyCaptioner,
     JoyCaptionSettings,
     caption_images,
     load_captioner,
 )
 from stages.captions.text import caption_path, has_caption, list_media
-from stages.contract import Stage, StageContext
+from stages.contract import Stage, StageContext, StopRequest
 from stages.errors import CaptionError, StageFailed
+from stages.weights.stage import ModelDownload, wait_for
 
 
 class Captions(Stage):
@@ -43,7 +46,8 @@ class Captions(Stage):
         self,
         inputs: CaptionInputs,
         *,
-        model_path: str | Path = MODEL_ID,
+        model: ModelDownload | None = None,
+        stop: StopRequest | None = None,
         load_image_captioner: Callable[[], JoyCaptioner] | None = None,
         joycaption: JoyCaptionSettings | None = None,
         gemini: GeminiSettings | None = None,
@@ -51,7 +55,9 @@ class Captions(Stage):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.inputs = inputs
-        self.load_image_captioner = load_image_captioner or (lambda: load_captioner(model_path))
+        self.model = model
+        self.stop = stop
+        self.load_image_captioner = load_image_captioner
         self.joycaption = joycaption or JoyCaptionSettings()
         self.gemini = gemini or GeminiSettings()
         self.gemini_client = gemini_client
@@ -78,7 +84,7 @@ class Captions(Stage):
         uncaptioned: list[str] = []
         try:
             if any(not has_caption(p) for p in images):
-                captioner = self.load_image_captioner()
+                captioner = self._image_captioner(ctx)
                 try:
                     report = caption_images(
                         captioner,
@@ -116,6 +122,14 @@ class Captions(Stage):
             if has_caption(p)
         ]
         return result
+
+    def _image_captioner(self, ctx: StageContext) -> JoyCaptioner:
+        if self.load_image_captioner is not None:
+            return self.load_image_captioner()
+        if self.model is None:
+            raise StageFailed("internal error: images to caption but no JoyCaption download")
+        ready = wait_for(self.model, ctx, self.stop, stage=self.name)
+        return load_captioner(ready.path)
 
     def verify(self, ctx: StageContext, result: Mapping[str, Any]) -> bool:
         """Every media file in scope still has its caption (and the recorded ones exist)."""

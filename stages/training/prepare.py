@@ -3,14 +3,15 @@
 The request was validated (and its configs checked against diffusion-pipe's rules) before the
 job's folder was touched; here a redacted copy goes to `<job>/request.json`, and the model's
 download starts in the background so it overlaps the dataset download and captioning (the
-weights stage waits for the same `ModelDownload`). A model whose trainer code needs flash-attn
+weights stage waits for the same `ModelDownload`), and so does JoyCaption's when images will be
+captioned (the captions stage waits for it). A model whose trainer code needs flash-attn
 is refused first on a worker that cannot import it (`runtime`), on every delivery.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from events.atomic import write_atomic
@@ -28,10 +29,16 @@ class Prepare(Stage):
     status = Status.STARTING
 
     def __init__(
-        self, shown_request: Mapping[str, Any], download: ModelDownload, model: ModelInfo
+        self,
+        shown_request: Mapping[str, Any],
+        download: ModelDownload,
+        model: ModelInfo,
+        *,
+        also: Sequence[ModelDownload] = (),
     ) -> None:
         self.shown_request = shown_request  # already masked and redacted
         self.download = download
+        self.also = tuple(also)  # other models the job needs (JoyCaption), started alongside
         self.model = model
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
@@ -39,7 +46,10 @@ class Prepare(Stage):
         if self.model.needs_flash_attn:
             require_flash_attn(self.model.display_name)
         self.download.start()
-        return {"files": [REQUEST_FILE], "model_download": "started"}
+        for other in self.also:
+            other.start()
+        started = {d.model_type: "started" for d in self.also}
+        return {"files": [REQUEST_FILE], "model_download": "started", "also": started}
 
     def verify(self, ctx: StageContext, result: Mapping[str, Any]) -> bool:
         """Done before, unless this worker lacks flash-attn: then run again, and refuse."""

@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from huggingface_hub.utils._paths import filter_repo_objects
 from huggingface_hub.utils.tqdm import tqdm
 
 from stages.errors import DownloadCancelled, StageFailed
+from stages.weights import space
 from stages.weights.inputs import WeightsOptions
 from stages.weights.progress import Tracker
 from stages.weights.sources import HubFiles
@@ -234,53 +236,84 @@ def _download(
         wanted = _select(spec, listing)
         targets = _targets(spec, wanted, sha)
         todo = [p for p in wanted if not _same_size(dest / targets[p], listing[p])]
-        tracker.expect(sum(listing[p] for p in todo))
+        need = sum(listing[p] for p in todo)
+        start = tracker.snapshot()[0]
+        tracker.expect(need)
         tracker.add(0)
-        stop = threading.Event()  # set when one file fails: the others stop at their next bytes
-        bar = _bar_class(tracker, stop)
-
-        def one(path: str) -> None:
-            if stop.is_set():
-                raise DownloadCancelled("another file of this download failed")
-            tracker.check()
-            hf_hub_download(
-                spec.repo_id,
-                path,
-                revision=sha,
-                local_dir=staging,
-                token=token or False,
-                endpoint=options.hub_endpoint,
-                tqdm_class=bar,
-            )
-            place(staging, dest, [(path, targets[path])])
-
-        def lane(paths: Sequence[str]) -> None:
-            for path in paths:
-                one(path)
-
-        # Large files one at a time, largest first: hf_xet already fetches a large file's xorb
-        # ranges in parallel, and it ignores an exception raised in its progress callback, so
-        # a cancel stops a Xet download only between files (at most one large file goes on).
-        # Small files, one range each, go several at once beside them (as `snapshot_download`
-        # does): a far Hub's round trips overlap instead of adding up.
-        order = sorted(todo, key=lambda p: -listing[p])
-        large = [p for p in order if listing[p] >= options.one_at_a_time_bytes]
-        small = [p for p in order if listing[p] < options.one_at_a_time_bytes]
-        workers = max(1, min(options.download_workers, len(small) + bool(large)))
-        if order:
-            tracker.say(_fetching(spec.repo_id, order, workers))
-        with ThreadPoolExecutor(workers, thread_name_prefix="weights") as pool:
-            futures = [pool.submit(lane, large)] if large else []
-            futures += [pool.submit(one, path) for path in small]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-            finally:
-                stop.set()  # after an error, the files still in flight give up
-                for future in futures:
-                    future.cancel()
-        tracker.check()  # a cancel during the last files, which a Xet download ignored
+        with space.reserve(
+            options.models_root, spec.repo_id, need, lambda: tracker.snapshot()[0] - start
+        ):
+            where = _Where(spec, sha, targets, staging, dest)
+            _fetch_files(where, todo, listing, options=options, token=token, tracker=tracker)
         return [targets[p] for p in wanted] + _write_ref(spec, sha, staging, dest)
+
+
+@dataclass(frozen=True)
+class _Where:
+    """A revision's files and where they land: staged, then moved to their target names."""
+
+    spec: HubFiles
+    sha: str
+    targets: Mapping[str, str]  # repo path -> dest-relative name
+    staging: Path
+    dest: Path
+
+
+def _fetch_files(
+    where: _Where,
+    todo: Sequence[str],
+    listing: Mapping[str, int],
+    *,
+    options: WeightsOptions,
+    token: str | None,
+    tracker: Tracker,
+) -> None:
+    """Fetch `todo` into `dest`: large files one after another, small ones several at once."""
+    spec, staging = where.spec, where.staging
+    stop = threading.Event()  # set when one file fails: the others stop at their next bytes
+    bar = _bar_class(tracker, stop)
+
+    def one(path: str) -> None:
+        if stop.is_set():
+            raise DownloadCancelled("another file of this download failed")
+        tracker.check()
+        hf_hub_download(
+            spec.repo_id,
+            path,
+            revision=where.sha,
+            local_dir=staging,
+            token=token or False,
+            endpoint=options.hub_endpoint,
+            tqdm_class=bar,
+        )
+        place(staging, where.dest, [(path, where.targets[path])])
+
+    def lane(paths: Sequence[str]) -> None:
+        for path in paths:
+            one(path)
+
+    # Large files one at a time, largest first: hf_xet already fetches a large file's xorb
+    # ranges in parallel, and it ignores an exception raised in its progress callback, so
+    # a cancel stops a Xet download only between files (at most one large file goes on).
+    # Small files, one range each, go several at once beside them (as `snapshot_download`
+    # does): a far Hub's round trips overlap instead of adding up.
+    order = sorted(todo, key=lambda p: -listing[p])
+    large = [p for p in order if listing[p] >= options.one_at_a_time_bytes]
+    small = [p for p in order if listing[p] < options.one_at_a_time_bytes]
+    workers = max(1, min(options.download_workers, len(small) + bool(large)))
+    if order:
+        tracker.say(_fetching(spec.repo_id, order, workers))
+    with ThreadPoolExecutor(workers, thread_name_prefix="weights") as pool:
+        futures = [pool.submit(lane, large)] if large else []
+        futures += [pool.submit(one, path) for path in small]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        finally:
+            stop.set()  # after an error, the files still in flight give up
+            for future in futures:
+                future.cancel()
+    tracker.check()  # a cancel during the last files, which a Xet download ignored
 
 
 def _fetching(repo_id: str, order: Sequence[str], workers: int) -> str:

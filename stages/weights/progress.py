@@ -75,8 +75,10 @@ class ByteProgress:
         return False
 
 
-def progress_data(model_type: str, done: int, total: int, message: str) -> dict[str, Any]:
-    data: dict[str, Any] = {"stage": "weights", "model_type": model_type, "message": message}
+def progress_data(
+    model_type: str, done: int, total: int, message: str, *, stage: str = "weights"
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"stage": stage, "model_type": model_type, "message": message}
     data.update(bytes_done=done, bytes_total=total)
     if total:
         data["percent"] = round(100.0 * done / total, 1)

@@ -90,6 +90,37 @@ def start_model_download(
     return ModelDownload(model_type, tuple(sources), options, token).start()
 
 
+def wait_for(
+    download: ModelDownload,
+    ctx: StageContext,
+    stop: StopRequest | None,
+    *,
+    poll_s: float = 0.5,
+    stage: str = "weights",
+) -> ModelResult:
+    """Start `download` unless it runs, wait for it with throttled byte progress (the
+    `stage` named in each PROGRESS), and end the wait and the download at a stop request."""
+    download.start()
+    model_type = download.model_type
+    throttle = ByteProgress()
+    while True:
+        try:
+            result = download.future.result(timeout=poll_s)
+            break
+        except FutureTimeout:
+            if stop is not None and stop.requested:
+                download.cancel()
+                what = "model" if stage == "weights" else f"{model_type} model"
+                raise stop.error(f"stopped while the {what} downloaded") from None
+            done, total, message = download.tracker.snapshot()
+            if throttle.due(done, total, message):
+                ctx.progress(**progress_data(model_type, done, total, message, stage=stage))
+    done, total, _ = download.tracker.snapshot()
+    if total:
+        ctx.progress(**progress_data(model_type, done, total, "model ready", stage=stage))
+    return result
+
+
 class Weights(Stage):
     """MODEL_DOWNLOAD: wait for (or start) the model's download, report bytes, record
     MODEL_READY."""
@@ -105,23 +136,7 @@ class Weights(Stage):
         self.poll_s = poll_s
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
-        download = self.download.start()
-        model_type = download.model_type
-        throttle = ByteProgress()
-        while True:
-            try:
-                result = download.future.result(timeout=self.poll_s)
-                break
-            except FutureTimeout:
-                if self.stop is not None and self.stop.requested:
-                    download.cancel()
-                    raise self.stop.error("stopped while the model downloaded") from None
-                done, total, message = download.tracker.snapshot()
-                if throttle.due(done, total, message):
-                    ctx.progress(**progress_data(model_type, done, total, message))
-        done, total, _ = download.tracker.snapshot()
-        if total:
-            ctx.progress(**progress_data(model_type, done, total, "model ready"))
+        result = wait_for(self.download, ctx, self.stop, poll_s=self.poll_s)
         ctx.record(
             ModelReady(
                 model_type=result.model_type,
