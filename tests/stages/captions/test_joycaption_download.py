@@ -39,20 +39,13 @@ from tests.stages.captions.test_stage import WriteMedia
 from tests.support.fakehub import FakeHub
 from tests.support.rehearsal import Publish, Train, Weights
 from tests.support.tiny_llava import tiny_llava_dir
+from tests.support.weights_settings import weights_settings
 
 GREEDY = JoyCaptionSettings(do_sample=False, max_new_tokens=5, batch_size=2)
 
 
 def _settings(tmp_path: Path, endpoint: str) -> Settings:
-    return Settings(
-        root=tmp_path / "root",
-        hub_endpoint=endpoint,
-        hf_cache_dir=tmp_path / "hf-cache",
-        model_lock_ttl_s=1.0,
-        model_wait_s=30.0,
-        download_attempts=2,
-        retry_wait_s=0.01,
-    )
+    return weights_settings(tmp_path, endpoint, model_wait_s=30.0)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from stages.weights.sources import Built, HubFiles
 from stages.weights.stage import ModelDownload, Weights, start_model_download
 from tests.support.fakehub import FakeHub
 from tests.support.helpers import Recorded, stage_context
+from tests.support.weights_settings import weights_settings
 
 WEIGHTS = bytes(range(256)) * 40  # 10 KiB
 REPO = "org/model"
@@ -47,21 +48,9 @@ def hub() -> Iterator[FakeHub]:
         yield running
 
 
-def make_settings(root: Path, endpoint: str) -> Settings:
-    return Settings(
-        root=root / "root",
-        hub_endpoint=endpoint,
-        hf_cache_dir=root / "hf-cache",
-        model_lock_ttl_s=1.0,
-        model_wait_s=20.0,
-        download_attempts=2,
-        retry_wait_s=0.01,
-    )
-
-
 @pytest.fixture
 def settings(tmp_path: Path, hub: FakeHub) -> Settings:
-    return make_settings(tmp_path, hub.url)
+    return weights_settings(tmp_path, hub.url)
 
 
 PATTERNS = HubFiles(REPO, "m", allow_patterns=("transformer/*",))
@@ -184,7 +173,7 @@ def test_network_failure_names_the_repo(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
     with pytest.raises(StageFailed) as exc:
-        ensure_model("m", [PATTERNS], options=make_settings(tmp_path, dead).weights)
+        ensure_model("m", [PATTERNS], options=weights_settings(tmp_path, dead).weights)
     assert f"could not download {REPO}" in str(exc.value)
     assert "after 2 attempts" in str(exc.value)
 
@@ -252,7 +241,7 @@ def test_two_threads_download_once(hub: FakeHub, settings: Settings) -> None:
 
 
 def _process_job(root: str, endpoint: str, out: str) -> None:
-    settings = make_settings(Path(root), endpoint)
+    settings = weights_settings(Path(root), endpoint)
     source = ensure_model("m", [PATTERNS], options=settings.weights).source
     Path(out).write_text(source)
 
@@ -293,7 +282,7 @@ def test_dead_holders_lock_is_taken_over(hub: FakeHub, settings: Settings) -> No
 
 
 def test_lock_wait_is_bounded(hub: FakeHub, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, hub.url)
+    settings = weights_settings(tmp_path, hub.url)
     short = Settings(**{**settings.__dict__, "model_wait_s": 0.3, "model_lock_ttl_s": 60.0})
     FileLease(short.models_root / ".locks" / "m", owner="busy-worker", ttl_s=60).acquire()
     with pytest.raises(StageFailed, match="busy-worker"):
@@ -442,7 +431,7 @@ def test_small_files_come_several_at_once_and_large_ones_one_after_another(
         hub.add_repo("org/mixed", {**small, **large})
         hub.delay_s = 0.3
         options = dataclasses.replace(
-            make_settings(tmp_path, hub.url).weights,
+            weights_settings(tmp_path, hub.url).weights,
             one_at_a_time_bytes=len(WEIGHTS),
             download_workers=4,
         )
