@@ -13,6 +13,7 @@ itself is the inherit stage's (`stages.inherit`).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +97,19 @@ def _fixed_under_resume(
     gpus_before = (view.dataset_report or {}).get("num_gpus")
     stages_before = dict(before.get("training") or {}).get("pipeline_stages", 1)
     return [
-        ("dataset", before.get("dataset") == plan.shown_request.get("dataset")),
+        ("dataset", _dataset(before) == _dataset(plan.shown_request)),
         ("GPU count", gpus_before is None or gpus_before == plan.dataset.rules.num_gpus),
         ("pipeline_stages", stages_before == plan.training.get("pipeline_stages", 1)),
     ]
+
+
+def _dataset(request: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a request's dataset a checkpoint depends on. The Gemini model only chose how
+    captions were made, and the captions come along (a job recorded before the field existed
+    has none)."""
+    dataset = dict(request.get("dataset") or {})
+    dataset.pop("gemini_model", None)
+    return dataset
 
 
 def _finished(plan: JobPlan, origin_dir: Path) -> tuple[str, ...]:

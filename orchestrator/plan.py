@@ -164,6 +164,7 @@ def caption_inputs(request: TrainingRequest) -> CaptionInputs | None:
         videos=kind in ("videos", "both"),
         trigger_word=request.dataset.trigger_word,
         gemini_api_key=request.api_keys.gemini_api_key,
+        gemini_model=request.dataset.gemini_model,
     )
 
 

@@ -227,6 +227,29 @@ OptimizerName = Annotated[
     str,
     *_pattern(_OPTIMIZER, "must be an optimizer name such as adamw_optimi, adamw8bit or Prodigy"),
 ]
+# A Gemini model id as Google names them ("gemini-2.5-flash", "gemini-2.5-flash-lite"): letters,
+# digits, dots and dashes. The "models/" prefix that ListModels shows is accepted and dropped,
+# since the SDK adds its own.
+_GEMINI_MODEL = r"[A-Za-z][A-Za-z0-9.-]{0,62}[A-Za-z0-9]"
+_GEMINI_MODEL_RE = re.compile(_GEMINI_MODEL)
+
+
+def _check_gemini_model(value: str) -> str:
+    model = value.strip().removeprefix("models/")
+    if not _GEMINI_MODEL_RE.fullmatch(model):
+        raise custom(
+            'must be a Gemini model id such as "gemini-2.5-flash" (letters, digits, "." and '
+            '"-", at most 64), optionally with the "models/" prefix'
+        )
+    return model
+
+
+GeminiModel = Annotated[
+    str,
+    StringConstraints(max_length=128),
+    AfterValidator(_check_gemini_model),
+    Field(json_schema_extra={"pattern": f"^(?:models/)?{_GEMINI_MODEL}$"}),
+]
 Dtype = Literal["float32", "float16", "bfloat16", "float8", "float8_e4m3fn", "float8_e5m2"]
 LoraDtype = Literal["float32", "float16", "bfloat16"]
 # diffusion-pipe has multiple_overlapping disabled; the service cuts the clips itself

@@ -29,6 +29,7 @@ from orchestrator.request.fields import (
     BucketName,
     DatasetType,
     DatasetUrl,
+    GeminiModel,
     HttpUrl,
     JobRef,
     KeyPrefix,
@@ -47,6 +48,7 @@ from orchestrator.request.passthrough import training_problems
 from orchestrator.request.rules import cross_field_problems
 from orchestrator.request.secrets import masked_request, request_secrets
 from orchestrator.request.training import TrainingConfig
+from stages.captions.inputs import DEFAULT_GEMINI_MODEL
 from stages.training.owned_keys import TABLES
 
 # parse_request validates with this context: it runs the rules itself, from the raw input.
@@ -81,6 +83,13 @@ class DatasetSpec(Section):
     )
     video_repeats: int = Field(
         default=5, ge=1, le=10_000, description="Times the videos repeat per epoch. Default: 5."
+    )
+    gemini_model: GeminiModel = Field(
+        default=DEFAULT_GEMINI_MODEL,
+        description="The Gemini model that captions the videos (types videos and both), a "
+        'model id such as "gemini-2.5-flash" or "gemini-2.5-pro"; a "models/" prefix is '
+        "dropped. A pinned id, not a -latest alias, so captions do not change model (and "
+        f"quotas) without notice. Default: {DEFAULT_GEMINI_MODEL}.",
     )
 
     @field_serializer("images_url", "videos_url", when_used="json")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ class Captions(Stage):
         self.stop = stop
         self.load_image_captioner = load_image_captioner
         self.joycaption = joycaption or JoyCaptionSettings()
-        self.gemini = gemini or GeminiSettings()
+        # The request's model wins over any default (the access stage checks the same one).
+        self.gemini = replace(gemini or GeminiSettings(), model=inputs.gemini_model)
         self.gemini_client = gemini_client
         self.sleep = sleep
 

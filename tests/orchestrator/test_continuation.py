@@ -8,6 +8,7 @@ earlier job's newest saved LoRA."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,22 @@ def test_a_finished_training_with_the_same_values_is_published_not_trained_again
     events = EventStore.on_disk(root).read("second")
     inherited = next(e for e in events if e.type == "STAGE_DONE" and e.data["stage"] == "inherit")
     assert inherited.data["result"]["adopted"] == ["dataset", "training"]
+
+
+def test_a_job_recorded_before_the_gemini_model_field_can_be_continued(
+    tmp_path: Path, data: DataServer
+) -> None:
+    """The Gemini model only chose how captions were made, and the captions come along: an
+    earlier job's recorded request without the field (or with another model) is the same
+    dataset."""
+    root = tmp_path / "root"
+    assert _run("first", _body(data, tmp_path / "out"), root)["status"] == "success"
+    recorded = root / "jobs" / "first" / "request.json"
+    request = json.loads(recorded.read_text())
+    assert request["dataset"]["gemini_model"] == "gemini-2.5-flash"  # shown with its default
+    del request["dataset"]["gemini_model"]  # as a job recorded before the field existed
+    recorded.write_text(json.dumps(request))
+    more = _body(data, tmp_path / "out", epochs=3, resume_from="first")
+    second = _run("second", more, root)
+    assert second["status"] == "success", second
+    assert second["epochs_completed"] == 3

@@ -85,7 +85,9 @@ def test_schema_documents_every_seed_field() -> None:
         "trigger_word",
         "image_repeats",
         "video_repeats",
+        "gemini_model",
     }
+    assert dataset["gemini_model"]["default"] == "gemini-2.5-flash"
     assert dataset["image_repeats"]["default"] == 1
     assert dataset["video_repeats"]["default"] == 5
     assert defs["DatasetSpec"]["additionalProperties"] is False

@@ -171,3 +171,15 @@ class Failing(Stage):
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         raise RuntimeError("disk full")
+
+
+def test_the_request_chooses_the_gemini_model(tmp_path: Path, fake: FakeGemini) -> None:
+    body = _request(tmp_path, kind="videos").model_dump(mode="json")
+    body["dataset"]["gemini_model"] = "gemini-2.5-pro"
+    body["api_keys"] = {"gemini_api_key": KEY}
+    request = parse_request(body)
+    out = run_job(
+        root=tmp_path / "root", job_id="j4", stages=_stages(tmp_path, fake, request), secrets=[KEY]
+    )
+    assert out.status is Status.COMPLETE, out.error
+    assert fake.models_used == ["gemini-2.5-pro", "gemini-2.5-pro"]
