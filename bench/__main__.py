@@ -3,9 +3,11 @@
 from pathlib import Path
 
 from bench import (
+    caption_bench,
     dataset_bench,
     download_bench,
     events_bench,
+    gemini_bench,
     mirror_bench,
     overlap_bench,
     publish_bench,
@@ -26,6 +28,8 @@ if __name__ == "__main__":
         shared_repo_bench,
         download_bench,
         overlap_bench,
+        caption_bench,
+        gemini_bench,
         worker_bench,
     ):
         print(f"running {module.__name__} ...", flush=True)

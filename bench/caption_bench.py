@@ -5,9 +5,9 @@ resize and left padding) on the tiny random LLaVA of the tests (tests/support/ti
 on this machine's CPU: `caption_images` over the same 48 images with `batch_size` 8, then 1,
 greedy with at most 16 new tokens (the same captions both ways: the test
 `test_batched_generation_writes_the_same_files_as_one_by_one` holds that), alternating which
-goes first, the median of three rounds each. On a GPU the batched ratio is the figure that matters (the
-real model is memory-bound at batch 1); the tiny model on a CPU shows the code path's own
-overhead per call, not that.
+goes first, the median of three rounds each. On a GPU the batched ratio is the figure that
+matters (the real model is memory-bound at batch 1); the tiny model on a CPU shows the code
+path's own overhead per call, not that.
 
 Standalone: `.venv/bin/python -m bench.caption_bench`.
 """
