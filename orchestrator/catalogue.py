@@ -443,12 +443,15 @@ _ENTRIES: tuple[ModelEntry, ...] = (
             comfy_node="LoraLoaderModelOnly",
             # diffusion-pipe saves ComfyUI's NextDiT names; diffusers 0.42's converter
             # (_convert_non_diffusers_z_image_lora_to_diffusers) maps neither the fused
-            # attention.qkv nor attention.out, and drops them with a warning.
+            # attention.qkv nor attention.out, and drops them with a warning: a converted copy
+            # is published beside the LoRA, and the snippet loads it.
+            diffusers_copy="z_image",
             diffusers_note=(
-                "diffusers (0.42) applies only part of this LoRA: it drops the attention layers "
-                "(`attention.qkv`, `attention.out`, ComfyUI's names, which diffusion-pipe saves) "
-                'with an "unexpected keys" warning and keeps the feed-forward and modulation '
-                "layers. ComfyUI applies all of it."
+                "`adapter_model.safetensors` is ComfyUI's format, as diffusion-pipe saves it "
+                "(a fused `attention.qkv`, a bare `attention.out`). diffusers (0.42) would "
+                "drop those attention layers, so `diffusers/adapter_model.safetensors` holds "
+                "the same LoRA under diffusers' names (`to_q`/`to_k`/`to_v`, `to_out.0`): "
+                "load that one in diffusers, the other in ComfyUI."
             ),
             # The three files the weights stage downloads from Comfy-Org/z_image_turbo.
             comfy_files=(

@@ -47,6 +47,9 @@ class Usage:
     extra_pip: tuple[str, ...] = ()  # packages the pipeline needs beyond diffusers' own
     gated: bool = False  # the base repo is licence-gated: the download needs an accepting token
     diffusers_note: str | None = None  # a known limit of diffusers' loader for this LoRA
+    # A converter in stages.publish.diffusers_copy: the LoRA is also published under diffusers'
+    # names in diffusers/, and the snippet loads that copy (Z-Image).
+    diffusers_copy: str | None = None
 
 
 class TrainsOn:

@@ -18,6 +18,7 @@ from typing import Any
 from huggingface_hub import ModelCardData
 
 from stages.model_info import ModelInfo, Usage
+from stages.publish import diffusers_copy
 from stages.publish.common import PublishInputs
 
 PIP = ("diffusers", "transformers", "accelerate", "peft")  # load_lora_weights needs peft
@@ -134,7 +135,7 @@ def _snippet(inputs: PublishInputs, usage: Usage, repo_id: str) -> str:
         )
     lines += [
         'pipe.to("cuda")',
-        f'pipe.load_lora_weights("{repo_id}", weight_name="{inputs.lora_name}")',
+        f'pipe.load_lora_weights("{repo_id}", weight_name="{_diffusers_file(inputs, usage)}")',
     ]
     args = [f"prompt={_literal(prompt)}"]
     if i2v:
@@ -150,6 +151,13 @@ def _snippet(inputs: PublishInputs, usage: Usage, repo_id: str) -> str:
     else:
         lines += [f"image = {call}.images[0]", 'image.save("output.png")']
     return "\n".join(lines)
+
+
+def _diffusers_file(inputs: PublishInputs, usage: Usage) -> str:
+    """The file diffusers loads: the LoRA, or its copy under diffusers' names."""
+    if usage.diffusers_copy is None:
+        return inputs.lora_name
+    return f"{diffusers_copy.FOLDER}/{inputs.lora_name}"
 
 
 def _diffusers(inputs: PublishInputs, usage: Usage, repo_id: str) -> str:

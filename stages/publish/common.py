@@ -17,6 +17,7 @@ from typing import Any
 from events.redact import scrub
 from stages.errors import StageFailed
 from stages.model_info import ModelInfo
+from stages.publish import diffusers_copy
 from stages.publish.inputs import Destination, PublishSpec, UploadEpochs
 from stages.training.config import DATASET_FILE
 from stages.training.run_folder import saved_loras
@@ -141,7 +142,8 @@ def _config_artifacts(inputs: PublishInputs) -> list[Artifact]:
 
 
 def collect_artifacts(inputs: PublishInputs) -> list[Artifact]:
-    """The final LoRA under its real name, its adapter_config.json when the trainer made one, the
+    """The final LoRA under its real name, its adapter_config.json when the trainer made one, a
+    copy under diffusers' names in diffusers/ for a model that needs one (Z-Image), the
     training TOMLs under config/, and with upload_epochs "all" every epochN/ under epochs/."""
     lora = inputs.lora_path
     if not lora.is_file():
@@ -150,6 +152,13 @@ def collect_artifacts(inputs: PublishInputs) -> list[Artifact]:
     adapter_config = lora.parent / "adapter_config.json"
     if adapter_config.is_file():
         out.append(Artifact("adapter_config.json", source=adapter_config))
+    usage = inputs.model.usage
+    if usage is not None and usage.diffusers_copy is not None:
+        name = f"{diffusers_copy.FOLDER}/{lora.name}"
+        copy = diffusers_copy.write_copy(
+            lora, inputs.job_dir / "publish" / name, usage.diffusers_copy
+        )
+        out.append(Artifact(name, source=copy))
     out += _config_artifacts(inputs)
     if inputs.upload_epochs == "all":
         run_dir = lora.parent.parent

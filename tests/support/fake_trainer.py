@@ -37,6 +37,20 @@ if TYPE_CHECKING:
     import pytest
 
 
+def _save_lora(path: Path) -> None:
+    """A small but real safetensors LoRA pair (PEFT names with diffusion-pipe's prefix), so what
+    reads the file after training (the Z-Image diffusers copy) reads a real one."""
+    import numpy as np  # noqa: PLC0415
+    from safetensors.numpy import save_file  # noqa: PLC0415
+
+    key = "diffusion_model.layers.0.attention.qkv"
+    tensors = {
+        f"{key}.lora_A.weight": np.full((4, 8), 0.01, dtype=np.float32),
+        f"{key}.lora_B.weight": np.zeros((24, 4), dtype=np.float32),
+    }
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
@@ -88,7 +102,7 @@ def main() -> int:
     epoch.mkdir()
     if mode != "no_output":
         lora = os.environ.get("FAKE_LORA_FILE") or config.get("fake_lora_file")
-        (epoch / (lora or "adapter_model.safetensors")).write_bytes(b"x" * 8)
+        _save_lora(epoch / (lora or "adapter_model.safetensors"))
     print(f"Saving model to directory epoch{config['epochs']}", flush=True)
     print("TRAINING COMPLETE!", flush=True)
     return 0

@@ -143,6 +143,8 @@ def test_snippet_loads_the_diffusers_repo_with_the_right_pipeline(
     assert re.search(rf"\b{cls}\.from_pretrained\(", code)
     assert f'"{repo}"' in code
     lora = CATALOGUE[model_type].lora_file
+    if model_type == "z_image_turbo":  # the copy under diffusers' names
+        lora = f"diffusers/{lora}"
     assert f'pipe.load_lora_weights("{REPO}", weight_name="{lora}")' in code
     if tag.endswith("-to-video"):
         assert ".frames[0]" in code
@@ -195,9 +197,11 @@ def test_wan_card_installs_what_the_pipeline_needs(tmp_path: Path) -> None:
     )
 
 
-def test_z_image_card_says_what_diffusers_drops(tmp_path: Path) -> None:
+def test_z_image_card_says_which_file_is_for_which_tool(tmp_path: Path) -> None:
     text = card(tmp_path, "z_image_turbo")
-    assert "diffusers (0.42) applies only part of this LoRA" in text
+    assert "load that one in diffusers, the other in ComfyUI" in text
+    assert 'weight_name="diffusers/adapter_model.safetensors"' in text
+    assert "Download `adapter_model.safetensors` into `ComfyUI/models/loras/`" in text
 
 
 @pytest.mark.parametrize(

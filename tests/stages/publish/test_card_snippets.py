@@ -20,6 +20,7 @@ import pytest
 
 from orchestrator.catalogue import CATALOGUE, MODEL_TYPES
 from stages.publish.card import model_card
+from stages.publish.common import PublishInputs, collect_artifacts
 from tests.support.card_inputs import card_inputs
 from tests.support.fakehub import FakeHub
 from tests.support.paths import REPO
@@ -47,9 +48,20 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TinyModel]:
 def _expected_modules(model_type: str, model: TinyModel) -> int:
     if model_type != "z_image_turbo":
         return model.lora_modules  # every module of the file got its LoRA
-    # diffusers 0.42 drops Z-Image's ComfyUI-named attention LoRAs (attention.qkv, .out: two
-    # per block, four blocks here); the card says so. Issue 16 adds a converted file.
-    return model.lora_modules - 2 * 4
+    # The snippet loads the copy under diffusers' names: each block's fused attention.qkv
+    # (one module of the file, four blocks here) is to_q, to_k and to_v there.
+    return model.lora_modules + 2 * 4
+
+
+def _published(inputs: PublishInputs, model: TinyModel) -> dict[str, bytes]:
+    """What our publish sends for the tiny LoRA: the files as the trainer saved them in the
+    job's run folder, through `collect_artifacts` (the Z-Image copy included)."""
+    for name, data in model.lora_files().items():
+        (inputs.lora_path.parent / name).write_bytes(data)
+    return {
+        a.name: a.data if a.data is not None else a.source.read_bytes()  # type: ignore[union-attr]
+        for a in collect_artifacts(inputs)
+    }
 
 
 @pytest.mark.slow
@@ -67,8 +79,9 @@ def test_every_card_snippet_runs(tiny: dict[str, TinyModel], tmp_path: Path) -> 
             gated = {TOKEN} if usage.gated else None
             hub.add_repo(usage.diffusers_repo, model.repo_files(), gated_tokens=gated)
             repo_id = f"alice/{model_type}-lora"
-            hub.add_repo(repo_id, model.lora_files(), private=True)
-            card = model_card(card_inputs(tmp_path / "jobs", model_type), repo_id, private=True)
+            inputs = card_inputs(tmp_path / "jobs", model_type)
+            hub.add_repo(repo_id, _published(inputs, model), private=True)
+            card = model_card(inputs, repo_id, private=True)
             code = substitute(python_block(card))
             jobs.append({"name": model_type, "code": code, "workdir": str(tmp_path / model_type)})
         (tmp_path / "jobs.json").write_text(json.dumps(jobs))
@@ -110,10 +123,7 @@ def test_every_card_snippet_runs(tiny: dict[str, TinyModel], tmp_path: Path) -> 
             f"LoRA modules injected {result['lora_modules']} of {model.lora_modules}",
         )
         assert result["lora_modules"] == _expected_modules(model_type, model), model_type
-        if model_type == "z_image_turbo":
-            assert result["unexpected_keys"], "diffusers now loads Z-Image's attention LoRAs"
-        else:
-            assert result["unexpected_keys"] == [], model_type
+        assert result["unexpected_keys"] == [], model_type
         if FAMILY[model_type].startswith("wan"):
             assert result["frames_returned"] == FRAMES == result["video_frames"], model_type
         else:
