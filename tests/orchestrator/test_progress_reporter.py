@@ -7,19 +7,7 @@ from typing import Any
 
 from events.store import EventStore
 from orchestrator.progress import PAYLOAD_KEYS, ProgressReporter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from tests.support.fake_clock import FakeClock as Clock
 
 
 def test_payload_has_the_promised_keys_and_follows_the_job() -> None:

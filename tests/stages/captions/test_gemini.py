@@ -29,6 +29,7 @@ from stages.captions.gemini import (
 )
 from stages.captions.text import caption_path
 from stages.errors import CaptionError, GeminiBlocked, GeminiKeyRefused
+from tests.support.fake_clock import FakeClock
 from tests.support.fakegemini import (
     PER_DAY,
     PER_MINUTE,
@@ -65,26 +66,6 @@ def _videos(folder: Path, n: int) -> list[Path]:
         path.write_bytes(bytes([i]) * (1000 + 37 * i))
         paths.append(path)
     return paths
-
-
-class FakeClock:
-    """Simulated seconds for one worker: `sleep` records the wait and advances the clock."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += max(0.0, seconds)
-
-    @property
-    def waits(self) -> list[float]:
-        """The waits, without the zero-second ones (polls with poll_interval_s 0)."""
-        return [s for s in self.slept if s > 0]
 
 
 class SimClock:
