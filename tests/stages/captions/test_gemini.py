@@ -22,6 +22,7 @@ from stages.captions.gemini import (
     GeminiDailyQuota,
     GeminiRegionRefused,
     GeminiSettings,
+    VideoCaptionReport,
     _pacific_midnight_by_rule,
     caption_videos,
     make_client,
@@ -46,6 +47,15 @@ KEY = "AIzaTESTKEY-0123456789abcdefghijklmnop"
 def fake() -> Iterator[FakeGemini]:
     with FakeGemini(api_key=KEY) as server:
         yield server
+
+
+def _caption(
+    fake: FakeGemini, videos: list[Path], clock: FakeClock | SimClock, **kw: object
+) -> VideoCaptionReport:
+    """`caption_videos` against the fake with `_settings(fake, **kw)`, on a simulated clock."""
+    return caption_videos(
+        videos, api_key=KEY, settings=_settings(fake, **kw), sleep=clock.sleep, clock=clock
+    )
 
 
 def _settings(fake: FakeGemini, **kw: object) -> GeminiSettings:
@@ -241,9 +251,7 @@ def test_a_connection_lost_mid_upload_starts_a_new_upload(
     (video,) = _videos(tmp_path, 1)
     fake.drop("upload_chunk", times=2, how=how)
     clock = FakeClock()
-    report = caption_videos(
-        [video], api_key=KEY, settings=_settings(fake), sleep=clock.sleep, clock=clock
-    )
+    report = _caption(fake, [video], clock)
     assert report.captioned == [video]
     starts, chunks = fake.calls("upload_start"), fake.calls("upload_chunk")
     assert len(starts) == 3
@@ -299,9 +307,7 @@ def test_a_transient_error_is_retried(
     videos = _videos(tmp_path, 1)
     fake.fail("generate", status, body=body, retry_after=retry_after)
     clock = FakeClock()
-    report = caption_videos(
-        videos, api_key=KEY, settings=_settings(fake), sleep=clock.sleep, clock=clock
-    )
+    report = _caption(fake, videos, clock)
     assert report.captioned == videos
     assert [r.status for r in fake.calls("generate")] == [status, 200]
     assert len(clock.waits) == 1
@@ -318,13 +324,7 @@ def test_a_429_waits_the_retry_delay_of_its_body(
     # for a per-minute quota is honoured whole, beyond our own backoff's bound.
     fake.fail("generate", 429, body=quota_exceeded(quota_id=PER_MINUTE, retry_delay=delay))
     clock = FakeClock()
-    caption_videos(
-        _videos(tmp_path, 1),
-        api_key=KEY,
-        settings=_settings(fake, backoff_max_s=5.0),
-        sleep=clock.sleep,
-        clock=clock,
-    )
+    _caption(fake, _videos(tmp_path, 1), clock, backoff_max_s=5.0)
     first, second = fake.calls("generate")
     assert first.status == 429
     assert second.status == 200
@@ -335,13 +335,7 @@ def test_requests_wait_for_the_retry_delay_on_the_simulated_clock(tmp_path: Path
     clock = FakeClock()
     with FakeGemini(api_key=KEY, clock=clock) as fake:
         fake.fail("generate", 429, body=quota_exceeded(retry_delay="37.5s"))
-        caption_videos(
-            _videos(tmp_path, 1),
-            api_key=KEY,
-            settings=_settings(fake),
-            sleep=clock.sleep,
-            clock=clock,
-        )
+        _caption(fake, _videos(tmp_path, 1), clock)
     refused = next(i for i, r in enumerate(fake.requests) if r.status == 429)
     assert all(r.at == 0.0 for r in fake.requests[: refused + 1])
     assert all(r.at >= 37.5 for r in fake.requests[refused + 1 :])
@@ -402,13 +396,7 @@ def test_a_wait_longer_than_the_bound_fails_naming_the_quota(
     fake.fail("generate", 429, body=quota_exceeded(retry_delay="3600s"))
     clock = FakeClock()
     with pytest.raises(CaptionError, match=r"asks to wait 3600s \(quota " + PER_MINUTE):
-        caption_videos(
-            _videos(tmp_path, 1),
-            api_key=KEY,
-            settings=_settings(fake),
-            sleep=clock.sleep,
-            clock=clock,
-        )
+        _caption(fake, _videos(tmp_path, 1), clock)
     assert clock.waits == []
     assert len(fake.calls("generate")) == 1
 
@@ -513,9 +501,7 @@ def test_an_empty_answer_is_retried(fake: FakeGemini, tmp_path: Path) -> None:
     (video,) = _videos(tmp_path, 1)
     fake.answer("clip0.mp4", finish="STOP", text="", times=2)
     clock = FakeClock()
-    report = caption_videos(
-        [video], api_key=KEY, settings=_settings(fake), sleep=clock.sleep, clock=clock
-    )
+    report = _caption(fake, [video], clock)
     assert report.captioned == [video]
     assert report.blocked == {}
     assert len(fake.calls("generate")) == 3
@@ -672,13 +658,7 @@ def test_a_region_gemini_does_not_serve_fails_at_once(fake: FakeGemini, tmp_path
     fake.fail("upload_start", 400, body=location_unsupported(), times=5)
     clock = FakeClock()
     with pytest.raises(GeminiRegionRefused) as info:
-        caption_videos(
-            _videos(tmp_path, 3),
-            api_key=KEY,
-            settings=_settings(fake, concurrency=1),
-            sleep=clock.sleep,
-            clock=clock,
-        )
+        _caption(fake, _videos(tmp_path, 3), clock, concurrency=1)
     message = str(info.value)
     assert "the region this worker calls from" in message
     assert "User location is not supported for the API use." in message
@@ -695,9 +675,7 @@ def test_the_key_never_appears_in_errors_or_logs(
     fake.fail("generate", 400, times=1)
     clock = FakeClock()
     with caplog.at_level(logging.DEBUG), pytest.raises(CaptionError) as info:
-        caption_videos(
-            videos, api_key=KEY, settings=_settings(fake), sleep=clock.sleep, clock=clock
-        )
+        _caption(fake, videos, clock)
     assert "generateContent failed for clip0.mp4" in str(info.value)
     assert KEY not in str(info.value)
     assert KEY not in caplog.text
