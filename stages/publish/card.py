@@ -157,7 +157,7 @@ def _diffusers_file(inputs: PublishInputs, usage: Usage) -> str:
     """The file diffusers loads: the LoRA, or its copy under diffusers' names."""
     if usage.diffusers_copy is None:
         return inputs.lora_name
-    return f"{diffusers_copy.FOLDER}/{inputs.lora_name}"
+    return diffusers_copy.copy_name(inputs.lora_name)
 
 
 def _diffusers(inputs: PublishInputs, usage: Usage, repo_id: str) -> str:

@@ -154,7 +154,7 @@ def collect_artifacts(inputs: PublishInputs) -> list[Artifact]:
         out.append(Artifact("adapter_config.json", source=adapter_config))
     usage = inputs.model.usage
     if usage is not None and usage.diffusers_copy is not None:
-        name = f"{diffusers_copy.FOLDER}/{lora.name}"
+        name = diffusers_copy.copy_name(lora.name)
         copy = diffusers_copy.write_copy(
             lora, inputs.job_dir / "publish" / name, usage.diffusers_copy
         )

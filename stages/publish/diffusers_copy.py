@@ -62,6 +62,11 @@ def z_image_to_diffusers(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch
     return out
 
 
+def copy_name(lora_name: str) -> str:
+    """The copy's path at the destination, beside the LoRA it converts."""
+    return f"{FOLDER}/{lora_name}"
+
+
 CONVERTERS: dict[str, Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
     "z_image": z_image_to_diffusers,
 }
