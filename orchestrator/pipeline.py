@@ -112,8 +112,9 @@ def hub_policy(env: Mapping[str, str]) -> RetryPolicy:
 def build_stages(delivery: Delivery) -> list[Stage]:
     plan, settings = delivery.plan, delivery.settings
     download = delivery.model_download()
-    captioner = delivery.captioner_download()
-    also = (captioner,) if captioner is not None and delivery.captions_factory is None else ()
+    # A captions factory (tests) brings its own captioner: no JoyCaption download then.
+    captioner = delivery.captioner_download() if delivery.captions_factory is None else None
+    also = (captioner,) if captioner is not None else ()
     prepare = Prepare(plan.shown_request, download, plan.entry.info, also=also)
     # A continued job takes over its origin's files first: later checks then see them in place.
     inherited: list[Stage] = [Inherit(plan.inherit)] if plan.inherit is not None else []
