@@ -21,7 +21,7 @@ GB = 1e9
 disk_usage = shutil.disk_usage  # tests stand a small volume in here
 
 _lock = threading.Lock()
-_reserved: dict[int, tuple[str, Callable[[], int]]] = {}  # id -> (what, bytes still to write)
+_reserved: dict[object, tuple[str, Callable[[], int]]] = {}  # (what, bytes still to write)
 
 
 def _show(n: float) -> str:
@@ -44,9 +44,9 @@ def reserve(folder: Path, what: str, need: int, written: Callable[[], int]) -> I
                 f"has {_show(free)} free{beside}. Free space on the network volume (old jobs' "
                 "folders, other models under models/) or attach a larger one"
             )
-        _reserved[id(key)] = (what, lambda: need - written())
+        _reserved[key] = (what, lambda: need - written())
     try:
         yield
     finally:
         with _lock:
-            _reserved.pop(id(key), None)
+            _reserved.pop(key, None)
