@@ -110,6 +110,21 @@ class EpochSaved(FactData):
     epoch: int | None = None
 
 
+class LoraVerified(FactData):
+    """A saved LoRA fits its base model (`stages.verify.check`): every key maps to a base module
+    with a fitting shape, at the rank and dtype asked for, with no NaN or Inf."""
+
+    fact = Fact.LORA_VERIFIED
+    file: str  # its path at the destination
+    tensors: int
+    modules: int
+    rank: int
+    dtype: str
+    base_modules: int  # modules of the base model it was checked against
+    base_files: int
+    seconds: Number
+
+
 class StageDone(FactData):
     """A stage finished; `result` is what later stages and deliveries read."""
 
@@ -120,7 +135,15 @@ class StageDone(FactData):
 
 PAYLOADS: Mapping[Fact, type[FactData]] = {
     model.fact: model
-    for model in (DatasetReport, ModelReady, Progress, Checkpoint, EpochSaved, StageDone)
+    for model in (
+        DatasetReport,
+        ModelReady,
+        Progress,
+        Checkpoint,
+        EpochSaved,
+        LoraVerified,
+        StageDone,
+    )
 }
 
 

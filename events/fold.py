@@ -28,6 +28,7 @@ class JobView:
     progress: dict[str, Any] | None = None
     checkpoints: tuple[dict[str, Any], ...] = ()
     epochs_saved: tuple[dict[str, Any], ...] = ()
+    loras_verified: tuple[dict[str, Any], ...] = ()  # LORA_VERIFIED, oldest first
     error: str | None = None
     stop_message: str | None = None  # why the last attempt stopped (INTERRUPTED, CANCELLED)
     result: dict[str, Any] | None = None
@@ -50,6 +51,7 @@ def fold(events: Iterable[Event]) -> JobView:
     stop_message: str | None = None
     checkpoints: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
+    verified: list[dict[str, Any]] = []
     statuses: list[Status] = []
     for event in events:
         job_id = event.job_id
@@ -64,6 +66,8 @@ def fold(events: Iterable[Event]) -> JobView:
             checkpoints.append(data)
         elif kind == Fact.EPOCH_SAVED:
             epochs.append(data)
+        elif kind == Fact.LORA_VERIFIED:
+            verified.append(data)
         elif kind == Fact.DATASET_REPORT:
             report = data
         elif kind == Fact.MODEL_READY:
@@ -93,6 +97,7 @@ def fold(events: Iterable[Event]) -> JobView:
         progress=progress,
         checkpoints=tuple(checkpoints),
         epochs_saved=tuple(epochs),
+        loras_verified=tuple(verified),
         error=error,
         stop_message=stop_message,
         result=result,

@@ -37,6 +37,7 @@ class Fact(StrEnum):
     CHECKPOINT = "CHECKPOINT"
     EPOCH_SAVED = "EPOCH_SAVED"
     STAGE_DONE = "STAGE_DONE"  # a runner stage finished; data carries its result
+    LORA_VERIFIED = "LORA_VERIFIED"  # a saved LoRA fits its base model; checked before publishing
 
 
 S = Status
@@ -123,6 +124,7 @@ FACT_STATES: dict[Fact, frozenset[Status]] = {
     Fact.CHECKPOINT: frozenset({S.TRAINING}),
     Fact.EPOCH_SAVED: frozenset({S.TRAINING}),
     Fact.STAGE_DONE: _PROGRESSING,
+    Fact.LORA_VERIFIED: frozenset({S.UPLOADING}),
 }
 
 EVENT_TYPES: frozenset[str] = frozenset({t.trigger for t in TRANSITIONS} | {f.value for f in Fact})

@@ -22,6 +22,8 @@ from orchestrator.errors import UnknownModelTypeError
 from stages.captions.joycaption import MODEL_ID as JOYCAPTION_ID
 from stages.model_info import CallArg, ComfyFile, Licence, ModelInfo, TrainsOn, Usage
 from stages.training.model_table import ModelPath, model_table
+from stages.verify import rules
+from stages.verify.rules import LoraRules
 from stages.weights.sources import Built, HubFiles, Source, build_tiny, hub_cache_files
 
 Medium = Literal["images", "videos"]
@@ -86,6 +88,7 @@ class ModelEntry(TrainsOn):
     # diffusion-pipe's code for this model asserts flash-attn (Wan: models/wan/attention.py),
     # so a worker that cannot import it refuses the job at STARTING, before any download.
     needs_flash_attn: bool = False
+    lora_rules: LoraRules | None = None  # what the verify step checks the saved LoRA against
 
     def model_table(self, models_root: str) -> dict[str, Any]:
         """diffusion-pipe's `[model]` table for weights under `models_root`."""
@@ -110,6 +113,7 @@ class ModelEntry(TrainsOn):
             licence=self.licence,
             usage=self.usage,
             needs_flash_attn=self.needs_flash_attn,
+            lora_rules=self.lora_rules,
         )
 
     def sources(self) -> tuple[Source, ...]:
@@ -136,6 +140,7 @@ def _entry(
     licence: Licence | None = None,
     usage: Usage | None = None,
     needs_flash_attn: bool = False,
+    lora_rules: LoraRules | None = None,
 ) -> ModelEntry:
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(BASE_DEFAULTS))
@@ -157,6 +162,7 @@ def _entry(
         licence=licence,
         usage=usage,
         needs_flash_attn=needs_flash_attn,
+        lora_rules=lora_rules,
     )
 
 
@@ -262,6 +268,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         ),
         media=IMAGES,
         lora_file="pytorch_lora_weights.safetensors",
+        lora_rules=rules.FLUX,
         gated=True,  # black-forest-labs/FLUX.1-dev is licence-gated
         overrides={"epochs": 80, "learning_rate": _IMAGE_LR},
         downloads=(
@@ -307,6 +314,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         ),
         media=IMAGES,
         lora_file="lora.safetensors",
+        lora_rules=rules.SDXL,
         # The template's unet_lr / text_encoder_*_lr (1e-4) are left out on purpose: they would
         # override [optimizer].lr for every parameter group, so training.learning_rate would be
         # silently ignored. They can still be passed in training.model.
@@ -340,6 +348,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         media=IMAGES_AND_VIDEOS,
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-T2V-1.3B"),
+        lora_rules=rules.wan("Wan/Wan2.1-T2V-1.3B"),
         model={"ckpt_path": ModelPath("Wan/Wan2.1-T2V-1.3B"), **_WAN_MODEL},
         video_fps=_WAN_FPS,
         needs_flash_attn=True,
@@ -357,6 +366,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         media=IMAGES_AND_VIDEOS,
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-T2V-14B"),
+        lora_rules=rules.wan("Wan/Wan2.1-T2V-14B"),
         model={"ckpt_path": ModelPath("Wan/Wan2.1-T2V-14B"), **_WAN_MODEL},
         video_fps=_WAN_FPS,
         needs_flash_attn=True,
@@ -373,6 +383,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         media=VIDEOS,
         overrides=_WAN,
         downloads=_wan_download("Wan-AI/Wan2.1-I2V-14B-480P"),
+        lora_rules=rules.wan("Wan/Wan2.1-I2V-14B-480P"),
         model={"ckpt_path": ModelPath("Wan/Wan2.1-I2V-14B-480P"), **_WAN_MODEL},
         video_fps=_WAN_FPS,
         needs_flash_attn=True,
@@ -416,6 +427,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
             "gradient_accumulation_steps": 1,
         },
         downloads=(HubFiles("Qwen/Qwen-Image", "Qwen-Image"),),
+        lora_rules=rules.QWEN_IMAGE,
         model={
             "diffusers_path": ModelPath("Qwen-Image"),
             "dtype": "bfloat16",
@@ -464,6 +476,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         ),
         media=IMAGES,
         overrides={"epochs": 80, "learning_rate": _IMAGE_LR, "gradient_accumulation_steps": 1},
+        lora_rules=rules.Z_IMAGE,
         downloads=(
             HubFiles(
                 "Comfy-Org/z_image_turbo",
@@ -512,6 +525,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
             "save_every_n_epochs": 1,
         },
         built_by="minipipe",
+        lora_rules=rules.TINY,
         weights_dir="tiny",
         model={"path": ModelPath("tiny"), "dtype": "float32"},
     ),

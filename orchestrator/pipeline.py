@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.access_inputs import access_inputs, gemini_settings
@@ -29,7 +29,13 @@ from stages.dataset.stage import Dataset
 from stages.errors import StageFailed
 from stages.inherit.stage import Inherit
 from stages.publish.common import PublishInputs, RetryPolicy
-from stages.publish.stage import Publish, PublishOptions, dataset_report, publish
+from stages.publish.stage import (
+    Publish,
+    PublishOptions,
+    dataset_report,
+    publish,
+    record_verified,
+)
 from stages.training.prepare import Prepare
 from stages.training.run_folder import newest_lora
 from stages.training.stage import ConfiguredTraining
@@ -85,12 +91,17 @@ class Delivery:
                 download.cancel()
 
     def publish_opts(self) -> PublishOptions:
-        return self.publish_options or PublishOptions(
+        """The publish's settings; the LoRA is always checked against the weights under the
+        worker's models root, whoever built the options."""
+        options = self.publish_options or PublishOptions(
             hub_endpoint=self.settings.hub_endpoint,
             local_roots=self.settings.local_output_roots,
             addresses=self.settings.addresses,
             hf_policy=hub_policy(os.environ),
         )
+        if options.models_root is None:
+            options = replace(options, models_root=self.settings.models_root)
+        return options
 
 
 def hub_policy(env: Mapping[str, str]) -> RetryPolicy:
@@ -176,7 +187,7 @@ def salvage(delivery: Delivery) -> Callable[[StageContext], dict[str, Any] | Non
             dataset_report=dataset_report(ctx.results),
         )
         try:
-            published = publish(inputs, delivery.publish_opts())
+            published = publish(inputs, delivery.publish_opts(), record_verified(ctx.record))
         except StageFailed as exc:
             return {"error": str(exc)}
         return {"latest_epoch": saved.name, "output": published["output"]}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stages.verify.rules import LoraRules
+
 # A generation argument of the card's snippet: its keyword and literal value.
 CallArg = tuple[str, int | float | str]
 
@@ -79,3 +81,6 @@ class ModelInfo(TrainsOn):
     licence: Licence | None = None  # the base model's licence (None: the tiny CPU model)
     usage: Usage | None = None  # how the model card says to run the LoRA (None: tiny)
     needs_flash_attn: bool = False  # the trainer's code for it asserts flash-attn (Wan)
+    # How diffusion-pipe names this family's LoRA and where its base modules are read from:
+    # the verify step's rules (None: not checked).
+    lora_rules: LoraRules | None = None

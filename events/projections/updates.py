@@ -54,6 +54,7 @@ _FACT_MESSAGES: dict[str, str] = {
     Fact.CHECKPOINT: "Training state checkpointed",
     Fact.EPOCH_SAVED: "LoRA saved for an epoch",
     Fact.STAGE_DONE: "Stage finished",
+    Fact.LORA_VERIFIED: "LoRA checked against the base model",
 }
 _SHORT_DIGITS = 4  # the seed's NNNN
 _MAX_DIGITS = 26  # `z`

@@ -141,14 +141,27 @@ def _config_artifacts(inputs: PublishInputs) -> list[Artifact]:
     return out
 
 
-def collect_artifacts(inputs: PublishInputs) -> list[Artifact]:
-    """The final LoRA under its real name, its adapter_config.json when the trainer made one, a
-    copy under diffusers' names in diffusers/ for a model that needs one (Z-Image), the
-    training TOMLs under config/, and with upload_epochs "all" every epochN/ under epochs/."""
+def trained_loras(inputs: PublishInputs) -> list[Artifact]:
+    """The LoRA files the trainer saved that a publish sends: the final one under its real
+    name, and with upload_epochs "all" every epochN/'s under epochs/."""
     lora = inputs.lora_path
     if not lora.is_file():
         raise fail(inputs, f"the trained LoRA {lora} is missing; nothing to publish")
     out = [Artifact(lora.name, source=lora)]
+    if inputs.upload_epochs == "all":
+        for save in saved_loras(lora.parent.parent, lora.name):
+            if save.kind == "epoch":
+                out.append(Artifact(f"epochs/{save.name}/{save.file.name}", source=save.file))
+    return out
+
+
+def collect_artifacts(inputs: PublishInputs) -> list[Artifact]:
+    """The final LoRA under its real name, its adapter_config.json when the trainer made one, a
+    copy under diffusers' names in diffusers/ for a model that needs one (Z-Image), the
+    training TOMLs under config/, and with upload_epochs "all" every epochN/ under epochs/."""
+    final, *epochs = trained_loras(inputs)
+    lora = inputs.lora_path
+    out = [final]
     adapter_config = lora.parent / "adapter_config.json"
     if adapter_config.is_file():
         out.append(Artifact("adapter_config.json", source=adapter_config))
@@ -160,15 +173,13 @@ def collect_artifacts(inputs: PublishInputs) -> list[Artifact]:
         )
         out.append(Artifact(name, source=copy))
     out += _config_artifacts(inputs)
-    if inputs.upload_epochs == "all":
-        run_dir = lora.parent.parent
-        for save in saved_loras(run_dir, lora.name):
-            if save.kind != "epoch":
-                continue
-            out.append(Artifact(f"epochs/{save.name}/{save.file.name}", source=save.file))
-            extra = save.folder / "adapter_config.json"
-            if extra.is_file():
-                out.append(Artifact(f"epochs/{save.name}/adapter_config.json", source=extra))
+    for epoch in epochs:
+        assert epoch.source is not None
+        out.append(epoch)
+        extra = epoch.source.parent / "adapter_config.json"
+        if extra.is_file():
+            folder = epoch.name.rsplit("/", 1)[0]
+            out.append(Artifact(f"{folder}/adapter_config.json", source=extra))
     return out
 
 

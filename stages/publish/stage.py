@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from events.facts import LoraVerified
 from events.vocabulary import Status
 from stages.addresses import AddressPolicy
 from stages.contract import Stage, StageContext
@@ -23,6 +24,7 @@ from stages.publish.hub import publish_hf
 from stages.publish.inputs import PublishSpec
 from stages.publish.local import keep_in_job, publish_local
 from stages.publish.s3 import S3Tuning, publish_s3
+from stages.publish.verification import OnVerified, verify_published
 from stages.weights.inputs import HF_ENDPOINT
 
 
@@ -38,11 +40,22 @@ class PublishOptions:
     hf_policy: RetryPolicy | None = None
     s3_tuning: S3Tuning | None = None
     sleep: Callable[[float], None] = time.sleep
+    # Where the base model's weights are: each LoRA is checked against them before it is
+    # published (`stages.publish.verification`). None: not checked (the upload tests).
+    models_root: Path | None = None
 
 
-def publish(inputs: PublishInputs, options: PublishOptions | None = None) -> dict[str, Any]:
-    """Publish by `output.method`; return the stage result (JSON-ready)."""
+def publish(
+    inputs: PublishInputs,
+    options: PublishOptions | None = None,
+    on_verified: OnVerified | None = None,
+) -> dict[str, Any]:
+    """Verify the LoRA files against the base model, then publish them by `output.method`;
+    return the stage result (JSON-ready)."""
     options = options or PublishOptions()
+    verified = []
+    if options.models_root is not None:
+        verified = verify_published(inputs, options.models_root, on_verified)
     method = inputs.destination.method
     published: Published
     if method == "huggingface":
@@ -79,7 +92,13 @@ def publish(inputs: PublishInputs, options: PublishOptions | None = None) -> dic
         "volume_path": str(inputs.job_dir.absolute()),
         "lora_path": str(inputs.lora_path.absolute()),
         "details": published.details,
+        "verified": [asdict(v) for v in verified],
     }
+
+
+def record_verified(record: Callable[[LoraVerified], object]) -> OnVerified:
+    """An `on_verified` that records each check as a LORA_VERIFIED fact."""
+    return lambda verified: record(LoraVerified(**asdict(verified)))
 
 
 class Publish(Stage):
@@ -101,7 +120,7 @@ class Publish(Stage):
             dataset_report=dataset_report(ctx.results),
         )
         ctx.progress(message=f"Uploading the LoRA ({self.spec.destination.method})")
-        return publish(inputs, self.options)
+        return publish(inputs, self.options, record_verified(ctx.record))
 
     def verify(self, ctx: StageContext, result: Mapping[str, Any]) -> bool:
         """Remote copies cannot be checked cheaply; a local copy must still be there."""

@@ -38,6 +38,7 @@ from tests.support.canary import CANARIES, scan
 from tests.support.dataserver import DataServer
 from tests.support.fake_trainer import install_deepspeed
 from tests.support.fakehub import SDXL_BASE_CONFIG_FILES, FakeHub, sdxl_base_files
+from tests.support.family_loras import base_files
 from tests.support.media import fade_video
 from tests.support.tiny_llava import tiny_llava_dir
 
@@ -74,15 +75,18 @@ def videos_zip(tmp: Path, n: int = 2, frames: int = 120) -> bytes:
 
 
 def placeholder_weights(entry: ModelEntry) -> dict[str, dict[str, bytes]]:
-    """Per repo, files in the layout the catalogue downloads (names, not contents, matter)."""
+    """Per repo, files in the layout the catalogue downloads: placeholders, except the base
+    checkpoint's header (or SDXL's configs), which the verify step reads
+    (tests.support.family_loras)."""
     repos: dict[str, dict[str, bytes]] = {}
+    base = base_files(entry.diffusion_pipe_type)
     for download in entry.downloads:
         files = repos.setdefault(download.repo_id, {})
         if download.repo_id == SDXL_BASE_REPO:  # fetched by pattern: the repo's real layout
             files.update(sdxl_base_files())
             continue
-        for name in download.files or ("config.json", "transformer/model.safetensors"):
-            files[name] = b"{}" if name.endswith(".json") else b"\0" * 16
+        for name in download.files or ("config.json", *base):
+            files[name] = b"{}" if name.endswith(".json") else base.get(name, b"\0" * 16)
     return repos
 
 
@@ -335,3 +339,50 @@ def test_sdxl_trains_offline_on_base_configs_fetched_with_the_weights(
 
     assert resolved == [str(snapshot), "missing: LocalEntryNotFoundError"]
     assert len(hub.requests) == requests_before  # offline: the Hub was never asked
+
+
+@pytest.mark.parametrize(
+    ("mode", "model_type", "said"),
+    [
+        ("nan_lora", "wan13", "NaN or Inf values"),
+        ("wrong_family", "flux", "keys without the format's prefix"),
+        ("wrong_family", "qwen", "modules the base model does not have"),
+    ],
+)
+def test_a_lora_that_does_not_fit_its_base_fails_the_job_before_it_is_published(
+    mode: str,
+    model_type: str,
+    said: str,
+    tmp_path: Path,
+    hub: FakeHub,
+    data: DataServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Training diverged (a NaN in the saved LoRA) or the LoRA is another family's: the job
+    ends in ERROR naming the bad key, and no LoRA reaches the destination."""
+    entry = get_model(model_type)
+    root, options, _ = gpu_worker(tmp_path, hub, monkeypatch, entry)
+    monkeypatch.setenv("FAKE_MODE", mode)
+    body = {
+        "model_type": model_type,
+        "dataset": {"type": "precaptioned", "images_url": data.url + "/images.zip"},
+        "training": {"epochs": 1, "gradient_accumulation_steps": 1},
+        "api_keys": {"huggingface_token": HF_TOKEN},
+        "output": {"method": "local", "local": {"path": str(tmp_path / "out")}},
+    }
+
+    response = asyncio.run(handle({"id": "misfit", "input": body}, options))
+
+    assert response["status"] == "failed"
+    error = response["error"]
+    assert said in error, error
+    assert "nothing was published" in error
+    if mode == "nan_lora":
+        assert "diffusion_model.blocks.0.self_attn.q.lora_B.weight has 1 of" in error
+    else:
+        assert "diffusion_model.double_blocks.0.img_attn.qkv" in error
+    assert not list((tmp_path / "out").rglob("*.safetensors"))  # nothing published
+    events = EventStore.on_disk(root).read("misfit")
+    assert [e.type for e in events][-1] == "ERROR"
+    assert "LORA_VERIFIED" not in [e.type for e in events]
+    assert scan([root], [response]) == []

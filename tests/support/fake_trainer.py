@@ -15,7 +15,8 @@ Modes for the driver's robustness tests: `echo_config` prints a passthrough key 
 a progress line (diffusion-pipe echoes its config), `chatty` prints more than a pipe holds,
 `orphan` exits 1 leaving a helper in its process group that holds its output open, `stubborn`
 ignores SIGTERM and save_quit and has a helper outside its group holding its output. Helpers
-write their pid to `<output_dir>/helper.pid`.
+write their pid to `<output_dir>/helper.pid`. For the verify step: `nan_lora` saves a LoRA with a
+NaN (training diverged), `wrong_family` one whose module no base model here has.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tests.support.paths import REPO
 
@@ -37,18 +38,17 @@ if TYPE_CHECKING:
     import pytest
 
 
-def _save_lora(path: Path) -> None:
-    """A small but real safetensors LoRA pair (PEFT names with diffusion-pipe's prefix), so what
-    reads the file after training (the Z-Image diffusers copy) reads a real one."""
-    import numpy as np  # noqa: PLC0415
-    from safetensors.numpy import save_file  # noqa: PLC0415
+def _save_lora(path: Path, config: dict[str, Any], mode: str) -> None:
+    """A real safetensors LoRA in the family's format (tests.support.family_loras), at the rank
+    and dtype the TOML asks for, as diffusion-pipe saves it. `nan_lora`: training diverged;
+    `wrong_family`: a module no base model of the tests has."""
+    from tests.support.family_loras import SAMPLES, SAVE_DTYPES, WRONG, lora_bytes  # noqa: PLC0415
 
-    key = "diffusion_model.layers.0.attention.qkv"
-    tensors = {
-        f"{key}.lora_A.weight": np.full((4, 8), 0.01, dtype=np.float32),
-        f"{key}.lora_B.weight": np.zeros((24, 4), dtype=np.float32),
-    }
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    adapter = config.get("adapter", {})
+    model_type = config.get("model", {}).get("type", "z_image")
+    sample = WRONG if mode == "wrong_family" else SAMPLES.get(model_type, SAMPLES["z_image"])
+    dtype = SAVE_DTYPES[config.get("save_dtype") or adapter.get("dtype", "bfloat16")]
+    path.write_bytes(lora_bytes(sample, int(adapter.get("rank", 4)), dtype, nan=mode == "nan_lora"))
 
 
 def main() -> int:
@@ -102,7 +102,7 @@ def main() -> int:
     epoch.mkdir()
     if mode != "no_output":
         lora = os.environ.get("FAKE_LORA_FILE") or config.get("fake_lora_file")
-        _save_lora(epoch / (lora or "adapter_model.safetensors"))
+        _save_lora(epoch / (lora or "adapter_model.safetensors"), config, mode)
     print(f"Saving model to directory epoch{config['epochs']}", flush=True)
     print("TRAINING COMPLETE!", flush=True)
     return 0

@@ -916,9 +916,14 @@ SDXL_BASE_CONFIG_FILES = ("model_index.json", *_SDXL_CONFIGS, *_SDXL_TEXT)
 
 
 def sdxl_base_files() -> dict[str, bytes]:
-    """stabilityai/stable-diffusion-xl-base-1.0's layout, for `add_repo`."""
+    """stabilityai/stable-diffusion-xl-base-1.0's layout, for `add_repo`: placeholders, but
+    for the UNet's and the text encoders' configs (a toy size's, real ones)."""
+    from tests.support.family_loras import base_files  # noqa: PLC0415
+
     files = {"model_index.json": json.dumps(SDXL_BASE_MODEL_INDEX).encode()}
     files |= {p: json.dumps({"_for": p}).encode() for p in _SDXL_CONFIGS}
+    # The configs the verify step builds the UNet and text encoders from: a toy size's.
+    files |= base_files("sdxl")
     files |= {p: b"#version: 0.2\n" for p in _SDXL_TEXT}
     files |= {p: b"\0" * 32 for p in _SDXL_OTHER}
     return files

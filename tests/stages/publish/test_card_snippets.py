@@ -17,15 +17,22 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from orchestrator.catalogue import CATALOGUE, MODEL_TYPES
-from stages.publish.card import model_card
-from stages.publish.common import PublishInputs, collect_artifacts
+from stages.publish.inputs import Destination, HubDestination
+from stages.publish.stage import PublishOptions, publish
 from tests.support.card_inputs import card_inputs
 from tests.support.fakehub import FakeHub
 from tests.support.paths import REPO
-from tests.support.tiny_pipelines.build import FAMILIES, TinyModel, tiny_model
-from tests.support.tiny_pipelines.snippets import FRAMES, SIZE, python_block, substitute
+from tests.support.tiny_pipelines.build import FAMILIES, RANK, TinyModel, tiny_model, write_base
+from tests.support.tiny_pipelines.snippets import (
+    FRAMES,
+    SIZE,
+    START_FRAME,
+    python_block,
+    substitute,
+)
 
 TOKEN = "hf_snippetUSERtoken0123456789"
 
@@ -53,15 +60,50 @@ def _expected_modules(model_type: str, model: TinyModel) -> int:
     return model.lora_modules + 2 * 4
 
 
-def _published(inputs: PublishInputs, model: TinyModel) -> dict[str, bytes]:
-    """What our publish sends for the tiny LoRA: the files as the trainer saved them in the
-    job's run folder, through `collect_artifacts` (the Z-Image copy included)."""
+# Where the worker holds each model's base checkpoint (under the models root), as its
+# catalogue entry's verify rules look for it.
+BASE_PATH = {
+    "flux": "flux/transformer/diffusion_pytorch_model.safetensors",
+    "sdxl": "hub/models--stabilityai--stable-diffusion-xl-base-1.0/snapshots/0123abcd",
+    "wan13": "Wan/Wan2.1-T2V-1.3B/diffusion_pytorch_model.safetensors",
+    "wan14b_t2v": "Wan/Wan2.1-T2V-14B/diffusion_pytorch_model.safetensors",
+    "wan14b_i2v": "Wan/Wan2.1-I2V-14B-480P/diffusion_pytorch_model.safetensors",
+    "qwen": "Qwen-Image/transformer/diffusion_pytorch_model.safetensors",
+    "z_image_turbo": "z_image/z_image_turbo_bf16.safetensors",
+}
+# The generation the LoRA's strength is measured on (the snippet's own call, substituted).
+_IMAGE: dict[str, object] = {"height": SIZE, "width": SIZE}
+_VIDEO: dict[str, object] = {"height": SIZE, "width": SIZE, "num_frames": FRAMES}
+STRENGTH_CALL: dict[str, dict[str, object]] = {
+    "flux": _IMAGE,
+    "sdxl": _IMAGE,
+    "wan13": _VIDEO,
+    "wan14b_t2v": _VIDEO,
+    "wan14b_i2v": {**_VIDEO, "image": START_FRAME},
+    "qwen": {**_IMAGE, "negative_prompt": " ", "true_cfg_scale": 4.0},
+    "z_image_turbo": {**_IMAGE, "guidance_scale": 0.0},
+}
+
+
+def _publish(
+    tmp_path: Path, model_type: str, model: TinyModel, hub: FakeHub, repo_id: str
+) -> dict[str, object]:
+    """Our verify step and our Hub publish, for the tiny LoRA as the trainer saved it in the
+    job's run folder, against the tiny base laid out where the worker keeps it."""
+    models_root = tmp_path / "models" / model_type
+    write_base(model, models_root / BASE_PATH[model_type])
+    inputs = card_inputs(
+        tmp_path / "jobs",
+        model_type,
+        destination=Destination(
+            method="huggingface",
+            huggingface=HubDestination(token=SecretStr(TOKEN), repo_id=repo_id, private=True),
+        ),
+        training_values={"lora_rank": RANK, "save_dtype": "float32", "epochs": 2},
+    )
     for name, data in model.lora_files().items():
         (inputs.lora_path.parent / name).write_bytes(data)
-    return {
-        a.name: a.data if a.data is not None else a.source.read_bytes()  # type: ignore[union-attr]
-        for a in collect_artifacts(inputs)
-    }
+    return publish(inputs, PublishOptions(hub_endpoint=hub.url, models_root=models_root))
 
 
 @pytest.mark.slow
@@ -79,11 +121,21 @@ def test_every_card_snippet_runs(tiny: dict[str, TinyModel], tmp_path: Path) -> 
             gated = {TOKEN} if usage.gated else None
             hub.add_repo(usage.diffusers_repo, model.repo_files(), gated_tokens=gated)
             repo_id = f"alice/{model_type}-lora"
-            inputs = card_inputs(tmp_path / "jobs", model_type)
-            hub.add_repo(repo_id, _published(inputs, model), private=True)
-            card = model_card(inputs, repo_id, private=True)
+            result = _publish(tmp_path, model_type, model, hub, repo_id)
+            verified = result["verified"]
+            assert isinstance(verified, list)
+            assert [v["modules"] for v in verified] == [model.lora_modules], model_type
+            card = hub.files(repo_id)["README.md"].decode()
             code = substitute(python_block(card))
-            jobs.append({"name": model_type, "code": code, "workdir": str(tmp_path / model_type)})
+            jobs.append(
+                {
+                    "name": model_type,
+                    "code": code,
+                    "workdir": str(tmp_path / model_type),
+                    "strength_call": {"prompt": "a photo", "num_inference_steps": 2}
+                    | STRENGTH_CALL[model_type],
+                }
+            )
         (tmp_path / "jobs.json").write_text(json.dumps(jobs))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
         env |= {
@@ -120,10 +172,15 @@ def test_every_card_snippet_runs(tiny: dict[str, TinyModel], tmp_path: Path) -> 
         assert "error" not in result, f"{model_type}: {result.get('error')}"
         print(
             f"{model_type}: {result['seconds']:.1f} s ({result['cpu_seconds']:.1f} s CPU),",
-            f"LoRA modules injected {result['lora_modules']} of {model.lora_modules}",
+            f"LoRA modules injected {result['lora_modules']} of {model.lora_modules};",
+            f"output change at strength 1 vs 0: {result.get('strength_1_vs_0')},",
+            f"at 0 vs disabled: {result.get('strength_0_vs_off')}",
         )
         assert result["lora_modules"] == _expected_modules(model_type, model), model_type
         assert result["unexpected_keys"] == [], model_type
+        # At a fixed seed the LoRA changes the output at strength 1, and none at strength 0.
+        assert result["strength_1_vs_0"] > 1e-4, model_type
+        assert result["strength_0_vs_off"] < 1e-6, model_type
         if FAMILY[model_type].startswith("wan"):
             assert result["frames_returned"] == FRAMES == result["video_frames"], model_type
         else:

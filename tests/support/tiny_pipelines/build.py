@@ -499,6 +499,63 @@ def _z_image(dest: Path, gen: torch.Generator) -> tuple[str, str, int]:
     return "ZImagePipeline", "adapter_model.safetensors", _save_peft(dest / "lora", named, gen)
 
 
+# --- the base checkpoint the worker verifies the LoRA against ---------------------------------
+
+
+def _split_param(name: str) -> tuple[str, str]:
+    module, _, param = name.rpartition(".")
+    return module, param
+
+
+def _renamed(tensors: dict[str, torch.Tensor], rename: Callable[[str], str]) -> dict[str, Any]:
+    out = {}
+    for name, tensor in tensors.items():
+        module, param = _split_param(name)
+        out[f"{rename(module)}.{param}"] = tensor
+    return out
+
+
+def _comfy_z_image(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI NextDiT's names: to_q, to_k and to_v fused into attention.qkv, to_out.0 is out."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        module, param = _split_param(name)
+        if module.endswith((".attention.to_k", ".attention.to_v")):
+            continue
+        if module.endswith(".attention.to_q"):
+            stem = module.removesuffix("to_q")
+            parts = [tensors[f"{stem}to_{p}.{param}"] for p in "qkv"]
+            out[f"{stem}qkv.{param}"] = torch.cat(parts, dim=0)
+            continue
+        out[f"{_z_image_name(module)}.{param}"] = tensor
+    return out
+
+
+def write_base(model: TinyModel, dest: Path) -> None:
+    """The tiny pipeline's denoiser as the worker holds its family's base model: the weights
+    file `dest` under the real checkpoint's names (diffusers' for Flux and Qwen-Image, original
+    Wan's, ComfyUI NextDiT's for Z-Image), or for SDXL the folder `dest` with the UNet's and the
+    text encoders' configs (the kohya names are built from them)."""
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    if model.family == "sdxl":
+        for part in ("unet", "text_encoder", "text_encoder_2"):
+            (dest / part).mkdir(parents=True, exist_ok=True)
+            (dest / part / "config.json").write_bytes(
+                (model.pipeline_dir / part / "config.json").read_bytes()
+            )
+        return
+    tensors = load_file(
+        str(model.pipeline_dir / "transformer" / "diffusion_pytorch_model.safetensors")
+    )
+    if model.family.startswith("wan"):
+        tensors = _renamed(tensors, _wan_name)
+    elif model.family == "z_image":
+        tensors = _comfy_z_image(tensors)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(dest))
+
+
 _BUILDERS: dict[str, Callable[[Path, torch.Generator], tuple[str, str, int]]] = {
     "flux": _flux,
     "sdxl": _sdxl,

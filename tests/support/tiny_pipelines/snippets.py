@@ -3,8 +3,9 @@
 `python_block(card)` takes the card's first ```python block; `substitute(code)` applies the
 documented substitution table below and nothing else; `python -m
 tests.support.tiny_pipelines.snippets JOBS RESULTS` executes every job of the JSON list JOBS
-(`{"name", "code", "workdir"}`) in its own folder, in one process (diffusers is imported once),
-and writes what each produced to RESULTS.
+(`{"name", "code", "workdir"}`, and `strength_call`: generation arguments to render with the
+LoRA at strength 0, at 1 and disabled, at a fixed seed) in its own folder, in one process
+(diffusers is imported once), and writes what each produced to RESULTS.
 
 The substitution table (the only edits made to a card's code):
 
@@ -140,7 +141,36 @@ def _lora_modules(pipe: Any) -> int:
     )
 
 
-def _run_one(job: dict[str, str], unexpected: _Unexpected) -> dict[str, Any]:
+def _render(pipe: Any, call: dict[str, Any]) -> np.ndarray:
+    """One generation at a fixed seed, as floats (no 8-bit rounding hides a small change)."""
+    import torch  # noqa: PLC0415
+
+    kwargs = dict(call)
+    if "image" in kwargs:
+        kwargs["image"] = Image.open(kwargs["image"]).convert("RGB")
+    out = pipe(**kwargs, output_type="np", generator=torch.Generator("cpu").manual_seed(0))
+    frames = getattr(out, "frames", None)
+    return np.asarray(frames if frames is not None else out.images, dtype=np.float64)
+
+
+def _strength(pipe: Any, call: dict[str, Any]) -> dict[str, float]:
+    """The LoRA's effect: the largest change of the output between strength 0 and 1 (every
+    adapter the snippet loaded), and between strength 0 and the LoRA disabled (must be 0)."""
+    adapters = sorted({a for names in pipe.get_list_adapters().values() for a in names})
+    outputs = {}
+    for weight in (0.0, 1.0):
+        pipe.set_adapters(adapters, adapter_weights=[weight] * len(adapters))
+        outputs[weight] = _render(pipe, call)
+    pipe.disable_lora()
+    off = _render(pipe, call)
+    pipe.enable_lora()
+    return {
+        "strength_1_vs_0": float(np.abs(outputs[1.0] - outputs[0.0]).max()),
+        "strength_0_vs_off": float(np.abs(outputs[0.0] - off).max()),
+    }
+
+
+def _run_one(job: dict[str, Any], unexpected: _Unexpected) -> dict[str, Any]:
     workdir = Path(job["workdir"])
     workdir.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (SIZE, SIZE), (200, 120, 40)).save(workdir / START_FRAME)
@@ -155,6 +185,11 @@ def _run_one(job: dict[str, str], unexpected: _Unexpected) -> dict[str, Any]:
         "lora_modules": _lora_modules(ns["pipe"]),
         "unexpected_keys": list(unexpected.messages),
     }
+    if job.get("strength_call"):
+        try:
+            result |= _strength(ns["pipe"], job["strength_call"])
+        except Exception:
+            return {"error": traceback.format_exc()}
     if (workdir / "output.png").is_file():
         with Image.open(workdir / "output.png") as image:
             result["image_size"] = list(image.size)
