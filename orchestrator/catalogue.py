@@ -232,6 +232,7 @@ def _wan_usage(repo: str, diffusion_model: str, call: tuple[CallArg, ...]) -> Us
         comfy_files=files,
         vae_class="AutoencoderKLWan",
         extra_pip=_WAN_PIP,
+        architecture=repo.split("/")[1].lower().replace("wan2.1", "wan-2.1"),
     )
 
 
@@ -248,6 +249,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         licence=FLUX_DEV_LICENCE,
         usage=Usage(
             base_model="black-forest-labs/FLUX.1-dev",
+            architecture="flux-1-dev",
             pipeline_tag="text-to-image",
             diffusers_repo="black-forest-labs/FLUX.1-dev",  # the repo has the diffusers layout
             pipeline_class="FluxPipeline",
@@ -296,6 +298,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         usage=Usage(
             # Trained on timoshishi/sdXL_v10VAEFix: SDXL base 1.0 with the fixed VAE baked in.
             base_model=SDXL_BASE_REPO,
+            architecture="stable-diffusion-xl-v1-base",
             pipeline_tag="text-to-image",
             diffusers_repo=SDXL_BASE_REPO,
             pipeline_class="StableDiffusionXLPipeline",
@@ -395,6 +398,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         licence=APACHE_2,
         usage=Usage(
             base_model="Qwen/Qwen-Image",
+            architecture="qwen-image",
             pipeline_tag="text-to-image",
             diffusers_repo="Qwen/Qwen-Image",
             pipeline_class="QwenImagePipeline",
@@ -442,6 +446,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         licence=APACHE_2,
         usage=Usage(
             base_model="Tongyi-MAI/Z-Image-Turbo",
+            architecture="z-image-turbo",
             pipeline_tag="text-to-image",
             diffusers_repo="Tongyi-MAI/Z-Image-Turbo",
             pipeline_class="ZImagePipeline",

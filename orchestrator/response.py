@@ -47,7 +47,8 @@ def build_response(
     published: Mapping[str, Any],
     mirror: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The seed's success response, field for field, plus `files`, `volume_path`, `mirror`."""
+    """The seed's success response, field for field, plus `files`, `volume_path`, `mirror`
+    and `lora`."""
     final_save = training.get("final_save")
     hub = {"private": is_private(published)} if is_private(published) is not None else {}
     return {
@@ -62,6 +63,8 @@ def build_response(
         "volume_path": published.get("volume_path"),
         "mirror": dict(mirror) if mirror is not None else None,
         **hub,
+        # the base model and task it is for, which file serves which tool, what was verified
+        "lora": dict(published.get("lora") or {}),
     }
 
 

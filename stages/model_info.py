@@ -52,6 +52,9 @@ class Usage:
     # A converter in stages.publish.diffusers_copy: the LoRA is also published under diffusers'
     # names in diffusers/, and the snippet loads that copy (Z-Image).
     diffusers_copy: str | None = None
+    # ModelSpec's `architecture` of the base (`<id>/lora` in the LoRA's metadata): Stability's
+    # ids for SDXL and Flux, ours in their style for the rest.
+    architecture: str = ""
 
 
 class TrainsOn:

@@ -18,7 +18,7 @@ from typing import Any
 from huggingface_hub import ModelCardData
 
 from stages.model_info import ModelInfo, Usage
-from stages.publish import diffusers_copy
+from stages.publish import annotate, diffusers_copy
 from stages.publish.common import PublishInputs
 
 PIP = ("diffusers", "transformers", "accelerate", "peft")  # load_lora_weights needs peft
@@ -180,8 +180,9 @@ pip install -U {pip}
 ```"""
 
 
-def _comfyui(inputs: PublishInputs, usage: Usage) -> str:
-    lora, node = inputs.lora_name, usage.comfy_node
+def _comfyui(inputs: PublishInputs, usage: Usage, repo_id: str) -> str:
+    comfy = annotate.comfy_name(inputs, annotate.repo_label(repo_id))
+    lora, node = comfy.rsplit("/", 1)[1], usage.comfy_node
     files = "\n".join(
         f"   - `{f.name}` in `ComfyUI/models/{f.folder}/`, loaded with `{f.node}`"
         for f in usage.comfy_files
@@ -199,8 +200,8 @@ def _comfyui(inputs: PublishInputs, usage: Usage) -> str:
         )
     return f"""### ComfyUI
 
-1. Download `{lora}` into `ComfyUI/models/loras/` (ComfyUI lists LoRAs by file name: rename it
-   if another LoRA there has the same name).
+1. Download `{comfy}` into `ComfyUI/models/loras/`: the same LoRA as `{inputs.lora_name}`,
+   under a name no other LoRA there has (ComfyUI lists LoRAs by file name).
 2. Load the base model's files:
 {files}
 3. {wiring} A console line `lora key not loaded` would mean a part of it was not applied."""
@@ -210,7 +211,35 @@ def _usage(inputs: PublishInputs, repo_id: str) -> str:
     usage = inputs.model.usage
     if usage is None:
         return "A test LoRA for the tiny CPU model (minipipe); no public tool loads it."
-    return f"{_diffusers(inputs, usage, repo_id)}\n\n{_comfyui(inputs, usage)}"
+    return f"{_diffusers(inputs, usage, repo_id)}\n\n{_comfyui(inputs, usage, repo_id)}"
+
+
+def _base_and_files(inputs: PublishInputs, repo_id: str) -> str:
+    """Which base model and task the LoRA is for (a Wan I2V LoRA does nothing useful in T2V),
+    and which file is for which tool."""
+    model, usage = inputs.model, inputs.model.usage
+    if usage is None:
+        return ""
+    lora = inputs.lora_name
+    comfy = annotate.comfy_name(inputs, annotate.repo_label(repo_id))
+    if usage.diffusers_copy is not None:
+        rows = [
+            f"| `{lora}` | ComfyUI: the LoRA as diffusion-pipe saved it, its metadata added |",
+            f"| `{diffusers_copy.copy_name(lora)}` | diffusers: the same LoRA, diffusers' names |",
+        ]
+    else:
+        rows = [f"| `{lora}` | diffusers and ComfyUI: the LoRA, its metadata added |"]
+    rows.append(f"| `{comfy}` | ComfyUI's `models/loras/`: `{lora}` under its own name |")
+    table = "\n".join(rows)
+    return f"""
+**Base model: [{usage.base_model}](https://huggingface.co/{usage.base_model})**
+({usage.pipeline_tag}, diffusers `{usage.pipeline_class}`). Load it with this base model only:
+a LoRA trained for one {model.display_name} variant does not fit another.
+
+| file | for |
+|---|---|
+{table}
+"""
 
 
 def model_card(inputs: PublishInputs, repo_id: str, *, private: bool | None = None) -> str:
@@ -227,6 +256,7 @@ diffusion-pipe-serverless (job `{inputs.job_id}`), saved as `{lora}`
 (`{inputs.training.get("final_save", "")}`, {inputs.training.get("epochs_completed")} epochs).
 {f"Trigger word: `{trigger}`." if trigger else "No trigger word."}
 {_visibility(private)}
+{_base_and_files(inputs, repo_id)}
 ## Licence
 
 {_licence(inputs)}

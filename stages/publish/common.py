@@ -17,7 +17,7 @@ from typing import Any
 from events.redact import scrub
 from stages.errors import StageFailed
 from stages.model_info import ModelInfo
-from stages.publish import diffusers_copy
+from stages.publish import annotate, diffusers_copy
 from stages.publish.inputs import Destination, PublishSpec, UploadEpochs
 from stages.training.config import DATASET_FILE
 from stages.training.run_folder import saved_loras
@@ -40,6 +40,9 @@ class Artifact:
     name: str
     source: Path | None = None
     data: bytes | None = None
+    # Another artifact's name with the same bytes: a store that can copy on its side (S3)
+    # copies it instead of sending it again.
+    same_as: str | None = None
 
     @property
     def size(self) -> int:
@@ -141,35 +144,66 @@ def _config_artifacts(inputs: PublishInputs) -> list[Artifact]:
     return out
 
 
-def trained_loras(inputs: PublishInputs) -> list[Artifact]:
-    """The LoRA files the trainer saved that a publish sends: the final one under its real
-    name, and with upload_epochs "all" every epochN/'s under epochs/."""
+def published_lora(inputs: PublishInputs) -> Path:
+    """The final LoRA as it is published: the trained file with its metadata added
+    (`stages.publish.annotate`), under `<job>/publish/annotated/`."""
     lora = inputs.lora_path
     if not lora.is_file():
         raise fail(inputs, f"the trained LoRA {lora} is missing; nothing to publish")
-    out = [Artifact(lora.name, source=lora)]
+    return _annotated(inputs, lora, lora.name)
+
+
+def _renames(inputs: PublishInputs) -> tuple[tuple[str, str], ...]:
+    rules = inputs.model.lora_rules
+    return rules.renames if rules is not None else ()
+
+
+def _annotated(inputs: PublishInputs, lora: Path, name: str, save: str | None = None) -> Path:
+    dest = inputs.job_dir / "publish" / annotate.ANNOTATED_FOLDER / name
+    try:
+        metadata = annotate.lora_metadata(inputs, lora, save)
+        return annotate.annotate(lora, dest, metadata, _renames(inputs))
+    except StageFailed as exc:
+        raise fail(inputs, f"{exc}; nothing was published") from None
+
+
+def trained_loras(inputs: PublishInputs) -> list[Artifact]:
+    """The LoRA files a publish sends: the final one under its real name (with its metadata),
+    and with upload_epochs "all" every epochN/'s under epochs/: as the trainer saved it, or,
+    for a family whose key names are fixed when publishing (SDXL), fixed the same way."""
+    lora = inputs.lora_path
+    out = [Artifact(lora.name, source=published_lora(inputs))]
     if inputs.upload_epochs == "all":
         for save in saved_loras(lora.parent.parent, lora.name):
-            if save.kind == "epoch":
-                out.append(Artifact(f"epochs/{save.name}/{save.file.name}", source=save.file))
+            if save.kind != "epoch":
+                continue
+            name = f"epochs/{save.name}/{save.file.name}"
+            source = save.file
+            if _renames(inputs):
+                source = _annotated(inputs, save.file, name, save.name)
+            out.append(Artifact(name, source=source))
     return out
 
 
-def collect_artifacts(inputs: PublishInputs) -> list[Artifact]:
-    """The final LoRA under its real name, its adapter_config.json when the trainer made one, a
-    copy under diffusers' names in diffusers/ for a model that needs one (Z-Image), the
-    training TOMLs under config/, and with upload_epochs "all" every epochN/ under epochs/."""
+def collect_artifacts(inputs: PublishInputs, label: str | None = None) -> list[Artifact]:
+    """The final LoRA under its real name and again under its descriptive name in comfyui/
+    (`label`: the Hub repo's name, else the job id), its adapter_config.json when the trainer
+    made one, a copy under diffusers' names in diffusers/ for a model that needs one (Z-Image),
+    the training TOMLs under config/, and with upload_epochs "all" every epochN/ under
+    epochs/."""
     final, *epochs = trained_loras(inputs)
     lora = inputs.lora_path
-    out = [final]
+    comfy = annotate.comfy_name(inputs, label)
+    out = [final, Artifact(comfy, source=final.source, same_as=final.name)]
     adapter_config = lora.parent / "adapter_config.json"
     if adapter_config.is_file():
         out.append(Artifact("adapter_config.json", source=adapter_config))
     usage = inputs.model.usage
     if usage is not None and usage.diffusers_copy is not None:
         name = diffusers_copy.copy_name(lora.name)
+        assert final.source is not None
         copy = diffusers_copy.write_copy(
-            lora, inputs.job_dir / "publish" / name, usage.diffusers_copy
+            final.source, inputs.job_dir / "publish" / name, usage.diffusers_copy
         )
         out.append(Artifact(name, source=copy))
     out += _config_artifacts(inputs)

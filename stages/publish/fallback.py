@@ -18,7 +18,7 @@ import httpx
 import structlog
 
 from stages.errors import HostError
-from stages.publish.common import Published, PublishInputs, RetryPolicy, fail
+from stages.publish.common import Published, PublishInputs, RetryPolicy, fail, published_lora
 from stages.publish.hub import publish_hf
 
 log = structlog.get_logger(__name__)
@@ -154,9 +154,7 @@ def publish_auto(inputs: PublishInputs, options: AutoOptions) -> Published:
         except Exception as err:
             tried.append({"method": "huggingface", "error": inputs.scrub(str(err))})
             log.warning("auto publish: hugging face failed", error=tried[-1]["error"])
-    lora = inputs.lora_path
-    if not lora.is_file():
-        raise fail(inputs, f"the trained LoRA {lora} is missing; nothing to publish")
+    lora = published_lora(inputs)
     with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
         for host in options.hosts.hosts():
             try:
@@ -179,7 +177,8 @@ def publish_auto(inputs: PublishInputs, options: AutoOptions) -> Published:
     reasons = "; ".join(f"{t['method']}: {t['error']}" for t in tried)
     raise fail(
         inputs,
-        f"no destination took the LoRA ({reasons}). It is still on the volume at {lora}",
+        f"no destination took the LoRA ({reasons}). It is still on the volume at "
+        f"{inputs.lora_path}",
     )
 
 

@@ -39,6 +39,7 @@ from huggingface_hub.utils._pagination import paginate  # lazy: stops when we st
 from events.atomic import write_atomic
 from events.projections.hub_limits import CommitLedger, rate_limit_wait
 from stages.errors import PublishDeferred, StageFailed
+from stages.publish.annotate import repo_label
 from stages.publish.card import model_card
 from stages.publish.common import (
     Artifact,
@@ -390,7 +391,7 @@ class HubPublisher:
             lambda: self.api.create_repo(repo_id, private=asked, exist_ok=True, repo_type="model"),
         )
         private = self.visibility(repo_id, asked)
-        artifacts = collect_artifacts(self.inputs)
+        artifacts = collect_artifacts(self.inputs, label=repo_label(repo_id))
         card = model_card(self.inputs, repo_id, private=private)
         artifacts.append(Artifact("README.md", data=card.encode()))
         mark = marker(self.inputs.job_id, content_digest(artifacts))

@@ -38,8 +38,10 @@ from stages.publish.inputs import S3Destination
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef
 
 log = structlog.get_logger(__name__)
+_COPY_OBJECT_MAX = 5 * 1024**3  # S3's limit for a CopyObject of one request
 
 MiB = 1 << 20
 PRESIGN_DAYS = 7  # the longest a SigV4 presigned URL may live
@@ -160,8 +162,14 @@ class S3Publisher:
             f"S3 {doing} of {key} in bucket {self.bucket!r} failed: {error_code(err)}",
         )
 
-    def _send(self, art: Artifact, key: str) -> None:
-        if art.data is not None:
+    def _send(self, art: Artifact, key: str, prefix: str = "") -> None:
+        if art.same_as is not None:  # the same bytes are there already: S3 copies them
+            source: CopySourceTypeDef = {"Bucket": self.bucket, "Key": prefix + art.same_as}
+            if art.size < _COPY_OBJECT_MAX:  # one request
+                self.client.copy_object(CopySource=source, Bucket=self.bucket, Key=key)
+            else:  # a multipart copy, part by part on S3's side
+                self.client.copy(source, self.bucket, key, Config=self.tuning.transfer_config())
+        elif art.data is not None:
             self.client.upload_fileobj(
                 io.BytesIO(art.data), self.bucket, key, Config=self.tuning.transfer_config()
             )
@@ -171,11 +179,12 @@ class S3Publisher:
                 str(art.source), self.bucket, key, Config=self.tuning.transfer_config()
             )
 
-    def upload(self, art: Artifact, key: str) -> None:
-        """One file, retried whole when botocore's own retries were not enough, then verified."""
+    def upload(self, art: Artifact, key: str, prefix: str = "") -> None:
+        """One file, retried whole when botocore's own retries were not enough, then verified.
+        An artifact the same as another (`same_as`, under `prefix`) is copied on S3's side."""
         for attempt in range(1, self.policy.attempts + 1):
             try:
-                self._send(art, key)
+                self._send(art, key, prefix)
                 break
             except (S3UploadFailedError, ClientError, BotoCoreError) as err:
                 code = error_code(err)
@@ -207,8 +216,8 @@ class S3Publisher:
         prefix = object_prefix(self.spec.key_prefix or "", self.inputs.job_id)
         artifacts = collect_artifacts(self.inputs)
         started = time.perf_counter()
-        for art in artifacts:
-            self.upload(art, prefix + art.name)
+        for art in artifacts:  # in order: an artifact's `same_as` is uploaded before it
+            self.upload(art, prefix + art.name, prefix)
         lora_key = prefix + self.inputs.lora_name
         url = self.presign(lora_key)
         log.info(

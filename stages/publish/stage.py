@@ -18,6 +18,8 @@ from events.facts import LoraVerified
 from events.vocabulary import Status
 from stages.addresses import AddressPolicy
 from stages.contract import Stage, StageContext
+from stages.publish import diffusers_copy
+from stages.publish.annotate import COMFY_FOLDER
 from stages.publish.common import Published, PublishInputs, RetryPolicy, fail
 from stages.publish.fallback import AutoOptions, HostUrls, publish_auto
 from stages.publish.hub import publish_hf
@@ -25,6 +27,7 @@ from stages.publish.inputs import PublishSpec
 from stages.publish.local import keep_in_job, publish_local
 from stages.publish.s3 import S3Tuning, publish_s3
 from stages.publish.verification import OnVerified, verify_published
+from stages.verify.check import Verified
 from stages.weights.inputs import HF_ENDPOINT
 
 
@@ -53,7 +56,7 @@ def publish(
     """Verify the LoRA files against the base model, then publish them by `output.method`;
     return the stage result (JSON-ready)."""
     options = options or PublishOptions()
-    verified = []
+    verified: list[Verified] = []
     if options.models_root is not None:
         verified = verify_published(inputs, options.models_root, on_verified)
     method = inputs.destination.method
@@ -93,6 +96,32 @@ def publish(
         "lora_path": str(inputs.lora_path.absolute()),
         "details": published.details,
         "verified": [asdict(v) for v in verified],
+        "lora": lora_summary(inputs, published.files, verified),
+    }
+
+
+def lora_summary(
+    inputs: PublishInputs, files: list[str], verified: list[Verified]
+) -> dict[str, Any]:
+    """What the LoRA is for and which file serves which tool (the response's `lora`)."""
+    model = inputs.model
+    usage, rules = model.usage, model.lora_rules
+    diffusers_file = None
+    if usage is not None:
+        copy = usage.diffusers_copy is not None
+        diffusers_file = diffusers_copy.copy_name(inputs.lora_name) if copy else inputs.lora_name
+    return {
+        "file": inputs.lora_name,
+        "comfyui_file": next((f for f in files if f.startswith(f"{COMFY_FOLDER}/")), None),
+        "diffusers_file": diffusers_file if diffusers_file in files else None,
+        "base_model": usage.base_model if usage is not None else None,
+        "task": usage.pipeline_tag if usage is not None else None,
+        "diffusers_pipeline": usage.pipeline_class if usage is not None else None,
+        "format": rules.format.name if rules is not None else None,
+        "verified": [
+            {"file": v.file, "modules": v.modules, "rank": v.rank, "dtype": v.dtype}
+            for v in verified
+        ],
     }
 
 

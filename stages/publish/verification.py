@@ -37,7 +37,9 @@ def verify_published(
     what = f"{inputs.model.display_name} ({', '.join(base.files[:3])})"
     want = expected(inputs)
     done: list[Verified] = []
-    seen: set[Path] = set()
+    # The final LoRA is checked as published (its metadata added); its epoch's own file, when
+    # upload_epochs "all" sends it too, holds the same tensors.
+    seen: set[Path] = {inputs.lora_path.resolve()}
     for art in loras:
         assert art.source is not None
         if art.source.resolve() in seen:

@@ -111,8 +111,11 @@ def _from_configs(parts: tuple[ConfigPart, ...], root: Path) -> BaseModules:
         files.append(config.relative_to(root).as_posix())
         with torch.device("meta"):
             model = _build(part, config)
-        for name, module in model.named_modules():
+        for found_name, module in model.named_modules():
             if isinstance(module, nn.Linear):
+                name = found_name
+                if not name.startswith(part.module_prefix):
+                    name = part.module_prefix + name
                 key = part.lora_prefix + name.replace(".", "_")
                 shapes[key] = (module.out_features, module.in_features)
     return BaseModules(shapes, tuple(files))

@@ -59,6 +59,9 @@ class ConfigPart:
     config: str
     lora_prefix: str
     library: Literal["diffusers", "transformers"]
+    # Put before a module path that lacks it (transformers 5's CLIPTextModel dropped the
+    # `text_model.` level that its checkpoints, kohya files and ComfyUI still name).
+    module_prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +78,14 @@ class BaseLayout:
 
 @dataclass(frozen=True, slots=True)
 class LoraRules:
-    """What a family's LoRA file looks like and what its base model is read from."""
+    """What a family's LoRA file looks like and what its base model is read from.
+
+    `renames`: key prefixes the published file spells otherwise than the trainer may save
+    them, so that the tools users load it with map every key (applied to the header only)."""
 
     format: LoraFormat
     base: BaseLayout
+    renames: tuple[tuple[str, str], ...] = ()
 
 
 # Checkpoints saved from ComfyUI or repackaged for it may keep the full model's prefix.
@@ -90,16 +97,26 @@ FLUX = LoraRules(
 )
 # Where the weights stage puts the SDXL base repo's configs (weights.sources.hub_cache_files).
 _SDXL_CONFIGS = "hub/models--stabilityai--stable-diffusion-xl-base-1.0/snapshots/*"
+# diffusion-pipe names SDXL's kohya keys after the PEFT module paths. Under transformers 5
+# (the worker's lock), CLIPTextModel's paths lack `text_model.`, so text encoder 1's keys come
+# out `lora_te1_encoder_layers_N_...`; ComfyUI (comfy/lora.py model_lora_keys_clip) and the
+# kohya tools map only `lora_te1_text_model_encoder_layers_N_...`, and diffusers loads both.
 SDXL = LoraRules(
     KOHYA,
     BaseLayout(
         "configs",
         parts=(
             ConfigPart(f"{_SDXL_CONFIGS}/unet/config.json", "lora_unet_", "diffusers"),
-            ConfigPart(f"{_SDXL_CONFIGS}/text_encoder/config.json", "lora_te1_", "transformers"),
+            ConfigPart(
+                f"{_SDXL_CONFIGS}/text_encoder/config.json",
+                "lora_te1_",
+                "transformers",
+                module_prefix="text_model.",
+            ),
             ConfigPart(f"{_SDXL_CONFIGS}/text_encoder_2/config.json", "lora_te2_", "transformers"),
         ),
     ),
+    renames=(("lora_te1_encoder_", "lora_te1_text_model_encoder_"),),
 )
 
 

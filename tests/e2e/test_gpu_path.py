@@ -169,6 +169,16 @@ def test_a_job_reaches_the_trainer_with_configs_it_accepts(
     lora = Path(response["output"]["safetensors_url"].removeprefix("file://"))
     assert lora.name == entry.lora_file
     assert lora.is_file()
+    # Which base model and task the LoRA is for, its ComfyUI copy, and that it was verified.
+    described = response["lora"]
+    assert entry.usage is not None
+    assert described["base_model"] == entry.usage.base_model
+    assert described["task"] == entry.usage.pipeline_tag
+    assert described["diffusers_pipeline"] == entry.usage.pipeline_class
+    assert (lora.parent / described["comfyui_file"]).read_bytes() == lora.read_bytes()
+    assert [v["file"] for v in described["verified"]] == [entry.lora_file]
+    events = EventStore.on_disk(root).read("gpu-path")
+    assert [e.data["file"] for e in events if e.type == "LORA_VERIFIED"] == [entry.lora_file]
     argv = argv_file.read_text().split()
     # CUDA_VISIBLE_DEVICES=0 (the stand-in's one "GPU"): named, never --num_gpus, which
     # would make deepspeed drop the variable and pick GPUs 0..N-1 itself.

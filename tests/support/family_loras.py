@@ -57,6 +57,28 @@ def safetensors_bytes(
     return struct.pack("<Q", len(text)) + text + b"".join(blobs)
 
 
+def raw_safetensors(data: bytes, name: str = "diffusion_model.blob.lora_A.weight") -> bytes:
+    """A safetensors file holding `data` as one U8 tensor: real to a header reader, any
+    content (the upload tests' payloads)."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    header[name] = {"dtype": "U8", "shape": [len(data)], "data_offsets": [0, len(data)]}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def tensor_data(blob: bytes) -> bytes:
+    """A safetensors file's data section: what stays the same when its metadata changes."""
+    (size,) = struct.unpack("<Q", blob[:8])
+    return blob[8 + size :]
+
+
+def metadata_of(blob: bytes) -> dict[str, str]:
+    (size,) = struct.unpack("<Q", blob[:8])
+    meta: dict[str, str] = json.loads(blob[8 : 8 + size]).get("__metadata__", {})
+    return meta
+
+
 def header_only(shapes: dict[str, tuple[int, ...]], dtype: str = "BF16") -> bytes:
     """A base checkpoint whose tensors are zeros (only its header is ever read)."""
     return safetensors_bytes({k: (dtype, np.zeros(s, np.float32)) for k, s in shapes.items()})

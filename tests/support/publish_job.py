@@ -11,7 +11,9 @@ from typing import Any
 
 from orchestrator.plan import publish_spec
 from orchestrator.request import parse_request
+from stages.publish.annotate import ANNOTATED_FOLDER
 from stages.publish.common import PublishInputs
+from tests.support.family_loras import metadata_of, raw_safetensors, tensor_data
 
 JOB_ID = "a1b2c3d4-e5f6-7890-abcd-ef0123456789"
 
@@ -36,6 +38,8 @@ SEED_RESPONSE_KEYS = {
     "latest_epoch",
     "output",
 }
+# What the response adds to the seed's keys.
+ADDED_RESPONSE_KEYS = {"files", "volume_path", "mirror", "lora"}
 
 SEED_OUTPUT_KEYS = {
     "download_url",
@@ -48,7 +52,20 @@ SEED_OUTPUT_KEYS = {
 
 
 def lora_bytes(epoch: int, size: int = 4096) -> bytes:
-    return hashlib.sha256(f"lora-{epoch}".encode()).digest() * (size // 32)
+    """A LoRA file as the trainer saved it for `epoch`: a real safetensors file (the publish
+    adds metadata to its header), its data different per epoch."""
+    return raw_safetensors(hashlib.sha256(f"lora-{epoch}".encode()).digest() * (size // 32))
+
+
+def is_published_lora(blob: bytes, epoch: int) -> bool:
+    """`blob` is epoch `epoch`'s LoRA as published: its tensors unchanged, our metadata added."""
+    meta = metadata_of(blob)
+    return tensor_data(blob) == tensor_data(lora_bytes(epoch)) and meta.get("dps_job_id") == JOB_ID
+
+
+def published_copy(inputs: PublishInputs) -> Path:
+    """The final LoRA as published: the trained file with its metadata added."""
+    return inputs.job_dir / "publish" / ANNOTATED_FOLDER / inputs.lora_name
 
 
 def make_request(output: Mapping[str, Any], model_type: str = "qwen", **extra: Any) -> Any:

@@ -201,7 +201,10 @@ def test_z_image_card_says_which_file_is_for_which_tool(tmp_path: Path) -> None:
     text = card(tmp_path, "z_image_turbo")
     assert "load that one in diffusers, the other in ComfyUI" in text
     assert 'weight_name="diffusers/adapter_model.safetensors"' in text
-    assert "Download `adapter_model.safetensors` into `ComfyUI/models/loras/`" in text
+    comfy = f"comfyui/{REPO.split('/')[1]}-z_image_turbo-epoch2.safetensors"  # repo, type, save
+    assert f"Download `{comfy}` into `ComfyUI/models/loras/`" in text
+    assert "| `adapter_model.safetensors` | ComfyUI: the LoRA as diffusion-pipe saved it" in text
+    assert "| `diffusers/adapter_model.safetensors` | diffusers:" in text
 
 
 @pytest.mark.parametrize(

@@ -23,10 +23,12 @@ from stages.publish.common import PublishInputs, collect_artifacts
 from stages.publish.stage import Publish, PublishOptions, publish
 from tests.support.helpers import Recorded, stage_context
 from tests.support.publish_job import (
+    ADDED_RESPONSE_KEYS,
     JOB_ID,
     SEED_OUTPUT_KEYS,
     SEED_RESPONSE_KEYS,
     assert_no_canary,
+    is_published_lora,
     lora_bytes,
     make_job,
 )
@@ -39,6 +41,7 @@ def test_artifacts_final_and_all_epochs(tmp_path: Path) -> None:
     names = [a.name for a in collect_artifacts(final)]
     assert names == [
         "adapter_model.safetensors",
+        f"comfyui/{JOB_ID}-qwen-epoch2.safetensors",  # the job id, the model, the save
         "adapter_config.json",
         "config/qwen.toml",
         "config/dataset.toml",
@@ -68,16 +71,16 @@ def test_local_copy_is_atomic_and_replaces(tmp_path: Path) -> None:
     result = publish(inputs)
     target = dest / JOB_ID
     lora = target / "adapter_model.safetensors"
-    assert lora.read_bytes() == lora_bytes(2)
+    assert is_published_lora(lora.read_bytes(), 2)
     assert (target / "config" / "qwen.toml").is_file()
     assert result["output"]["download_url"] == lora.as_uri()
     assert result["output"]["download_url"].startswith("file:///")
     assert result["output"]["download_method"] == "local"
     assert result["volume_path"] == str(inputs.job_dir)
     # A second delivery replaces the copy; no staging folder is left behind.
-    inputs.lora_path.write_bytes(b"newer")
+    inputs.lora_path.write_bytes(lora_bytes(3))
     publish(inputs)
-    assert lora.read_bytes() == b"newer"
+    assert is_published_lora(lora.read_bytes(), 3)
     assert sorted(p.name for p in dest.iterdir()) == [JOB_ID]
 
 
@@ -119,7 +122,7 @@ def test_stage_and_response_shape(tmp_path: Path) -> None:
     json.dumps(published)  # JSON-ready: the runner records it
 
     response = response_from_results(JOB_ID, "qwen", {**results, "publish": published})
-    assert set(response) == SEED_RESPONSE_KEYS | {"files", "volume_path", "mirror"}
+    assert set(response) == SEED_RESPONSE_KEYS | ADDED_RESPONSE_KEYS
     assert set(response["output"]) == SEED_OUTPUT_KEYS
     assert response["status"] == "success"
     assert response["job_id"] == JOB_ID
@@ -131,6 +134,17 @@ def test_stage_and_response_shape(tmp_path: Path) -> None:
     assert response["volume_path"] == str(inputs.job_dir)
     assert response["mirror"] is None
     assert "adapter_model.safetensors" in response["files"]
+    comfy = f"comfyui/{JOB_ID}-qwen-epoch2.safetensors"
+    assert response["lora"] == {
+        "file": "adapter_model.safetensors",
+        "comfyui_file": comfy,
+        "diffusers_file": "adapter_model.safetensors",
+        "base_model": "Qwen/Qwen-Image",
+        "task": "text-to-image",
+        "diffusers_pipeline": "QwenImagePipeline",
+        "format": "peft",
+        "verified": [],  # publish() without the base model's folder checks nothing
+    }
     mirrored = build_response(
         job_id=JOB_ID,
         model_type="qwen",
@@ -152,7 +166,7 @@ def test_stage_and_response_shape(tmp_path: Path) -> None:
     assert data["message"] == "Training completed successfully!"
     assert data["instructions"] == INSTRUCTIONS
     assert data["direct_download_url"] == response["output"]["download_url"]
-    assert data["safetensors_files"] == ["adapter_model.safetensors"]
+    assert data["safetensors_files"] == ["adapter_model.safetensors", comfy]
     assert failed_response("boom") == {"status": "failed", "error": "boom"}
     assert_no_canary(json.dumps(response), json.dumps(data), json.dumps(published))
 

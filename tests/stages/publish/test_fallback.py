@@ -17,7 +17,7 @@ from stages.publish.fallback import HostUrls, Litterbox
 from stages.publish.stage import PublishOptions, publish
 from tests.support.fakehub import FakeHub
 from tests.support.fakeuploads import FakeUploads
-from tests.support.publish_job import CANARY, assert_no_canary, lora_bytes, make_job
+from tests.support.publish_job import CANARY, assert_no_canary, is_published_lora, make_job
 
 FAST = RetryPolicy(attempts=2, base_s=0.01, cap_s=0.02)
 
@@ -40,7 +40,7 @@ def test_litterbox_first(hosts: FakeUploads, tmp_path: Path) -> None:
     assert upload.service == "litterbox"
     assert upload.fields == {"reqtype": "fileupload", "time": "72h"}
     assert upload.name == "adapter_model.safetensors"
-    assert upload.data == lora_bytes(2)
+    assert is_published_lora(upload.data, 2)
     out = result["output"]
     assert out["download_method"] == "litterbox"
     assert out["expires_in_days"] == 3
@@ -59,8 +59,8 @@ def test_falls_through_to_transfer_sh(hosts: FakeUploads, tmp_path: Path) -> Non
     assert hosts.seen("litterbox") == 1
     (upload,) = hosts.uploads
     assert upload.service == "transfer"
-    assert upload.data == lora_bytes(2)
-    assert upload.headers["content-length"] == str(len(lora_bytes(2)))  # not chunked
+    assert is_published_lora(upload.data, 2)
+    assert upload.headers["content-length"] == str(len(upload.data))  # not chunked
     assert result["output"]["download_method"] == "transfer.sh"
     assert result["output"]["expires_in_days"] == 14
     assert [f["method"] for f in result["details"]["failed"]] == ["litterbox"]

@@ -20,7 +20,14 @@ from stages.publish.common import PublishInputs, RetryPolicy
 from stages.publish.hub import MARKER_PREFIX, REFUSED, HubPublisher
 from stages.publish.stage import PublishOptions, publish
 from tests.support.fakehub import FakeHub
-from tests.support.publish_job import CANARY, JOB_ID, assert_no_canary, lora_bytes, make_job
+from tests.support.publish_job import (
+    CANARY,
+    JOB_ID,
+    assert_no_canary,
+    is_published_lora,
+    lora_bytes,
+    make_job,
+)
 
 REPO = "alice/qwen-style"
 FAST = RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05)
@@ -62,10 +69,12 @@ def test_publish_one_commit_with_everything(hub: FakeHub, tmp_path: Path) -> Non
         "README.md",
         "adapter_config.json",
         "adapter_model.safetensors",
+        "comfyui/qwen-style-epoch2.safetensors",  # the repo's name (it names the model), the save
         "config/dataset.toml",
         "config/qwen.toml",
     ]
-    assert files["adapter_model.safetensors"] == lora_bytes(2)
+    assert is_published_lora(files["adapter_model.safetensors"], 2)
+    assert files["comfyui/qwen-style-epoch2.safetensors"] == files["adapter_model.safetensors"]
     assert len(ours(hub)) == 1
     assert hub.count("POST", "/commit/") == 1
     assert JOB_ID in ours(hub)[0]["message"]
@@ -79,7 +88,7 @@ def test_publish_one_commit_with_everything(hub: FakeHub, tmp_path: Path) -> Non
     assert result["details"]["private"] is True
     assert httpx.get(url).status_code == 401
     bearer = {"Authorization": f"Bearer {CANARY['hf_output']}"}
-    assert httpx.get(url, headers=bearer, follow_redirects=True).content == lora_bytes(2)
+    assert is_published_lora(httpx.get(url, headers=bearer, follow_redirects=True).content, 2)
     assert "Authorization: Bearer" in out["note"]
     assert "Authorization: Bearer" in complete_event_data(result)["instructions"]
     # A second delivery finds its marker and commits nothing.
@@ -124,7 +133,7 @@ def test_upload_epochs_all(hub: FakeHub, tmp_path: Path) -> None:
     for n in (1, 2, 3):
         assert files[f"epochs/epoch{n}/adapter_model.safetensors"] == lora_bytes(n)
         assert f"epochs/epoch{n}/adapter_config.json" in files
-    assert files["adapter_model.safetensors"] == lora_bytes(3)
+    assert is_published_lora(files["adapter_model.safetensors"], 3)
     assert hub.count("POST", "/commit/") == 1
     assert "epochs/epoch1/adapter_model.safetensors" in result["files"]
 
@@ -241,7 +250,7 @@ def test_an_existing_public_repo_is_reported_public_everywhere(
     assert result["details"]["private"] is False
     assert result["details"]["private_requested"] is True
     url = result["output"]["download_url"]
-    assert httpx.get(url, follow_redirects=True).content == lora_bytes(2)  # anyone can
+    assert is_published_lora(httpx.get(url, follow_redirects=True).content, 2)  # anyone can
     response = response_from_results(
         JOB_ID, "qwen", {"training": dict(inputs.training), "publish": result}
     )

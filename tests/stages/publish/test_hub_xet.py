@@ -20,7 +20,7 @@ from stages.errors import StageFailed
 from stages.publish.common import PublishInputs, RetryPolicy
 from stages.publish.hub import MARKER_PREFIX, REFUSED, HubPublisher
 from tests.support.fakehub import FakeHub
-from tests.support.publish_job import CANARY, hub_job, lora_bytes
+from tests.support.publish_job import CANARY, hub_job, is_published_lora
 
 REPO = "alice/qwen-style"
 FAST = RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05)
@@ -56,7 +56,7 @@ def _assert_published_once_through_xet(hub: FakeHub, tmp_path: Path) -> None:
     got = hf_hub_download(
         REPO, LORA, endpoint=hub.url, token=CANARY["hf_output"], cache_dir=tmp_path / "read-back"
     )
-    assert Path(got).read_bytes() == lora_bytes(2)
+    assert is_published_lora(Path(got).read_bytes(), 2)
 
 
 @pytest.mark.parametrize("status", [401, 403])

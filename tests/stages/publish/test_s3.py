@@ -15,21 +15,27 @@ import httpx
 import pytest
 
 from stages.errors import StageFailed
+from stages.publish.annotate import descriptive_name
 from stages.publish.s3 import MiB, S3Tuning
 from stages.publish.stage import PublishOptions, publish
-from tests.support.publish_job import CANARY, JOB_ID, assert_no_canary, make_job
+from tests.support.family_loras import raw_safetensors
+from tests.support.publish_job import CANARY, JOB_ID, assert_no_canary, make_job, published_copy
 from tests.support.s3_proxy import BUCKET, FailFirstPart, s3_output
 
 
-def write_big(path: Path, mib: int) -> str:
-    """A file of `mib` MiB whose blocks all differ; returns its sha256."""
-    digest = hashlib.sha256()
+def write_big(path: Path, mib: int) -> None:
+    """A safetensors file of `mib` MiB of data whose blocks all differ."""
     block = os.urandom(MiB)
-    with path.open("wb") as fh:
-        for i in range(mib):
-            chunk = i.to_bytes(8, "big") + block[8:]
+    path.write_bytes(
+        raw_safetensors(b"".join(i.to_bytes(8, "big") + block[8:] for i in range(mib)))
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(MiB):
             digest.update(chunk)
-            fh.write(chunk)
     return digest.hexdigest()
 
 
@@ -51,8 +57,10 @@ def test_200mb_multipart_and_presigned_download(
 ) -> None:
     caplog.set_level(logging.INFO)
     inputs = make_job(tmp_path, s3_output(moto_url), size=32)
-    expected = write_big(inputs.lora_path, 200)
+    write_big(inputs.lora_path, 200)
     result = publish(inputs, PublishOptions())
+    published = published_copy(inputs)  # the trained file, its metadata added
+    expected = file_sha256(published)
     # Our process's logs during publish (moto's werkzeug lines are the server's, not ours).
     logs = "\n".join(r.getMessage() for r in caplog.records if r.name != "werkzeug")
     captured = capsys.readouterr()
@@ -72,11 +80,16 @@ def test_200mb_multipart_and_presigned_download(
         aws_secret_access_key="y",
     )
     head = client.head_object(Bucket=BUCKET, Key=prefix + "adapter_model.safetensors")
-    assert head["ContentLength"] == 200 * MiB
+    assert head["ContentLength"] == published.stat().st_size > 200 * MiB
     assert head["ETag"].strip('"').endswith("-13")  # 200 MiB in 16 MiB parts
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
+    comfy = f"comfyui/{descriptive_name(inputs)}"  # copied on S3's side, not sent again
+    assert client.head_object(Bucket=BUCKET, Key=prefix + comfy)["ContentLength"] == (
+        published.stat().st_size
+    )
     assert {o["Key"][len(prefix) :] for o in listed} == {
         "adapter_model.safetensors",
+        comfy,
         "adapter_config.json",
         "config/qwen.toml",
         "config/dataset.toml",
@@ -93,9 +106,10 @@ def test_part_500_is_retried(moto_url: str, tmp_path: Path) -> None:
     proxy = FailFirstPart(moto_url)
     try:
         inputs = make_job(tmp_path, s3_output(proxy.url), size=32)
-        expected = write_big(inputs.lora_path, 12)
+        write_big(inputs.lora_path, 12)
         tuning = S3Tuning(part_size=5 * MiB, threshold=5 * MiB, concurrency=3)
         result = publish(inputs, PublishOptions(s3_tuning=tuning))
+        expected = file_sha256(published_copy(inputs))
     finally:
         proxy.close()
     assert proxy.failed == 1
