@@ -13,6 +13,7 @@ from bench import (
     publish_bench,
     shared_repo_bench,
     trainer_bench,
+    verify_bench,
     worker_bench,
 )
 from bench.table import publish
@@ -24,6 +25,7 @@ if __name__ == "__main__":
         trainer_bench,
         dataset_bench,
         publish_bench,
+        verify_bench,
         mirror_bench,
         shared_repo_bench,
         download_bench,

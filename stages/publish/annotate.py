@@ -33,9 +33,10 @@ import struct
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from stages.errors import StageFailed
+from stages.verify.base import raw_header
 
 if TYPE_CHECKING:
     from stages.publish.common import PublishInputs
@@ -107,19 +108,12 @@ def lora_metadata(inputs: PublishInputs, source: Path, save: str | None = None) 
     return {k: inputs.scrub(v) for k, v in meta.items()}
 
 
-def _read_header(fh: object, name: str) -> tuple[dict[str, object], int]:
-    read = getattr(fh, "read")  # noqa: B009  (a binary file)
-    raw = read(8)
-    size = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
-    if size <= 0 or size > 100_000_000:
-        raise StageFailed(f"the trained LoRA {name} is not a readable safetensors file")
+def _read_header(fh: BinaryIO, path: Path) -> dict[str, Any]:
     try:
-        header = json.loads(read(size))
-    except ValueError:
-        raise StageFailed(f"the trained LoRA {name} is not a readable safetensors file") from None
-    if not isinstance(header, dict):
-        raise StageFailed(f"the trained LoRA {name} is not a readable safetensors file")
-    return header, 8 + size
+        header, _ = raw_header(fh, path.name, os.fstat(fh.fileno()).st_size)
+    except StageFailed as exc:
+        raise StageFailed(f"the trained LoRA {exc}") from None
+    return header
 
 
 def _rename_note(header: dict[str, object], renames: tuple[tuple[str, str], ...]) -> dict[str, str]:
@@ -134,7 +128,7 @@ def _rename_note(header: dict[str, object], renames: tuple[tuple[str, str], ...]
 
 def current_metadata(path: Path) -> dict[str, str]:
     with path.open("rb") as fh:
-        header, _ = _read_header(fh, path.name)
+        header = _read_header(fh, path)
     meta = header.get("__metadata__") or {}
     return dict(meta) if isinstance(meta, Mapping) else {}
 
@@ -162,14 +156,14 @@ def annotate(
     `source` with that metadata is kept (a second publish writes nothing)."""
     if dest.is_file() and dest.stat().st_mtime_ns >= source.stat().st_mtime_ns:
         with source.open("rb") as src:
-            header, _ = _read_header(src, source.name)
+            header = _read_header(src, source)
         want = {**current_metadata(source), **metadata, **_rename_note(header, renames)}
         if current_metadata(dest) == want:
             return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     with source.open("rb") as src:
-        header, _ = _read_header(src, source.name)
+        header = _read_header(src, source)
         note = _rename_note(header, renames)
         _renamed(header, renames)
         old = header.get("__metadata__")

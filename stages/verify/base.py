@@ -4,12 +4,12 @@ configs on the meta device, never by loading weights. See `stages.verify.rules`.
 from __future__ import annotations
 
 import json
+import os
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from safetensors import SafetensorError, safe_open
+from typing import Any, BinaryIO
 
 from stages.errors import StageFailed
 from stages.verify.rules import BaseLayout, ConfigPart
@@ -41,17 +41,46 @@ class BaseModules:
         return None
 
 
+_MAX_HEADER = 100_000_000  # safetensors' own limit on a header's size
+
+
+def raw_header(fh: BinaryIO, name: str, file_size: int) -> tuple[dict[str, Any], int]:
+    """A safetensors header as the format defines it (an 8-byte little-endian length, then a
+    JSON object) and the data section's start, read from `fh` at its start. Checked: the
+    length, the JSON, and that every tensor's data lies inside the file (a save cut short)."""
+
+    def bad(why: str) -> StageFailed:
+        return StageFailed(f"{name} is not a readable safetensors file ({why})")
+
+    raw = fh.read(8)
+    size = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
+    if not 0 < size <= min(_MAX_HEADER, file_size - 8):
+        raise bad("no header")
+    try:
+        header = json.loads(fh.read(size))
+    except ValueError:
+        raise bad("the header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    data = file_size - 8 - size
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and offsets[1] <= data):
+            raise bad(f"tensor {key} lies past the end of the file: a save cut short?")
+    return header, 8 + size
+
+
 def read_header(path: Path) -> dict[str, tuple[str, list[int]]]:
     """`{tensor: (dtype, shape)}` from a safetensors file's header (no tensor is read)."""
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            out = {}
-            for key in handle.keys():  # noqa: SIM118 (a safe_open handle has no __iter__)
-                part = handle.get_slice(key)
-                out[key] = (part.get_dtype(), list(part.get_shape()))
-            return out
-    except (SafetensorError, OSError) as exc:
+        with path.open("rb") as fh:
+            header, _ = raw_header(fh, path.name, os.fstat(fh.fileno()).st_size)
+    except OSError as exc:
         raise StageFailed(f"{path.name} is not a readable safetensors file ({exc})") from None
+    header.pop("__metadata__", None)
+    return {k: (str(v.get("dtype")), list(v.get("shape") or [])) for k, v in header.items()}
 
 
 def base_modules(layout: BaseLayout, root: Path) -> BaseModules:

@@ -78,12 +78,17 @@ class _Problems:
 
 
 def _split(key: str, fmt: LoraFormat) -> tuple[str, str] | None:
-    """(module, part) for a key of `fmt`, part one of down/up/alpha; None for any other key."""
-    for part, ending in (("down", fmt.down), ("up", fmt.up), ("alpha", "alpha")):
-        if part == "alpha" and not fmt.alpha:
-            continue
-        if key.endswith("." + ending):
-            return key.removesuffix("." + ending), part
+    """(module, part) for a key of `fmt`, part one of down/up/alpha; None for any other key.
+    (Both pair halves end in two dotted parts, `lora_A.weight`; kohya's alpha in one.)"""
+    module, _, last = key.rpartition(".")
+    if last == "alpha":
+        return (module, "alpha") if fmt.alpha and module else None
+    module, _, half = module.rpartition(".")
+    ending = f"{half}.{last}"
+    if ending == fmt.down:
+        return module, "down"
+    if ending == fmt.up:
+        return module, "up"
     return None
 
 
@@ -104,8 +109,10 @@ def verify_lora(
     *,
     name: str | None = None,
     what: str = "its base model",
+    values: bool = True,
 ) -> Verified:
-    """Check `path` (see the module doc); `name` is how messages name the file."""
+    """Check `path` (see the module doc); `name` is how messages name the file. `values`
+    False skips the NaN/Inf scan (headers only: the benchmark's split)."""
     started = time.perf_counter()
     shown = name or path.name
     try:
@@ -121,7 +128,7 @@ def verify_lora(
         found.check(module, pair)
     if not pairs and not problems.kinds:
         problems.add("keys that are not LoRA pairs", "none of its keys is a LoRA pair")
-    if not problems.kinds:
+    if values and not problems.kinds:
         _scan_values(path, header, problems)
     if problems.kinds:
         raise LoraRejected(problems.message(shown, what) + "; nothing was published")
