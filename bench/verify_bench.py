@@ -160,8 +160,8 @@ def run() -> list[Result]:
     return [
         Result(
             "verify: headers, key/rank/dtype/shape check",
-            f"{secs(head_ours)} ({head_ours_cpu:.2f} s CPU)",
-            f"{secs(head_base)} safetensors headers",
+            f"{head_ours * 1e3:.1f} ms ({head_ours_cpu * 1e3:.1f} ms CPU)",
+            f"{head_base * 1e3:.1f} ms safetensors headers",
             head_ours / head_base,
             GOAL,
             f"{size} ({BLOCKS * 10} modules, {SHARDS} shards)",

@@ -207,3 +207,11 @@ def test_z_image_s_fused_qkv_fits_a_checkpoint_in_either_layout(tmp_path: Path) 
         )
         base = base_modules(rules.Z_IMAGE.base, folder.parent)
         assert verify_lora(lora, rules.Z_IMAGE.format, base, WANT).modules == 2
+
+
+def test_a_lora_whose_save_was_cut_short_is_named_so(root: Path) -> None:
+    lora = _lora(root / "lora.safetensors", SHAPES)
+    data = lora.read_bytes()
+    lora.write_bytes(data[: len(data) - 100])  # a worker killed while the file was written
+    message = _rejected(root, lora)
+    assert "lies past the end of the file: a save cut short?" in message
