@@ -63,12 +63,17 @@ def raw_header(fh: BinaryIO, name: str, file_size: int) -> tuple[dict[str, Any],
     if not isinstance(header, dict):
         raise bad("the header is not a JSON object")
     data = file_size - 8 - size
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and offsets[1] <= data):
-            raise bad(f"tensor {key} lies past the end of the file: a save cut short?")
+    try:
+        end = max(
+            (v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0
+        )
+    except (TypeError, KeyError, IndexError):
+        raise bad("a tensor without data_offsets") from None
+    if end > data:  # name the first tensor that does not fit
+        key = next(
+            k for k, v in header.items() if k != "__metadata__" and v["data_offsets"][1] > data
+        )
+        raise bad(f"tensor {key} lies past the end of the file: a save cut short?")
     return header, 8 + size
 
 
@@ -80,7 +85,10 @@ def read_header(path: Path) -> dict[str, tuple[str, list[int]]]:
     except OSError as exc:
         raise StageFailed(f"{path.name} is not a readable safetensors file ({exc})") from None
     header.pop("__metadata__", None)
-    return {k: (str(v.get("dtype")), list(v.get("shape") or [])) for k, v in header.items()}
+    try:
+        return {k: (v["dtype"], v["shape"]) for k, v in header.items()}
+    except (TypeError, KeyError):
+        raise StageFailed(f"{path.name} is not a readable safetensors file (a bad entry)") from None
 
 
 def base_modules(layout: BaseLayout, root: Path) -> BaseModules:

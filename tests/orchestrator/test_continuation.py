@@ -19,6 +19,7 @@ from events.store import EventStore
 from orchestrator.settings import Settings
 from orchestrator.worker import WorkerOptions, handle
 from tests.support.dataserver import DataServer
+from tests.support.family_loras import metadata_of, tensor_data
 from tests.support.localpod_jobs import job_digest, trained_steps
 from tests.support.media import shades_zip
 
@@ -126,7 +127,9 @@ def test_a_finished_training_with_the_same_values_is_published_not_trained_again
 
     assert second["status"] == "success", second
     assert second["epochs_completed"] == first["epochs_completed"]
-    assert (tmp_path / "out" / "second" / lora).read_bytes() == made  # the same LoRA
+    again = (tmp_path / "out" / "second" / lora).read_bytes()
+    assert tensor_data(again) == tensor_data(made)  # the same LoRA (metadata: the new job's)
+    assert metadata_of(again)["dps_job_id"] == "second"
     assert not (root / "jobs" / "second" / "logs" / "train.log").exists()  # nothing trained
     events = EventStore.on_disk(root).read("second")
     inherited = next(e for e in events if e.type == "STAGE_DONE" and e.data["stage"] == "inherit")
