@@ -54,7 +54,7 @@ class Verified:
     seconds: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pair:
     down: tuple[str, list[int]] | None = None  # (dtype, shape)
     up: tuple[str, list[int]] | None = None
@@ -155,6 +155,10 @@ class _Found:
     ranks: set[int] = field(default_factory=set)
     dtypes: set[str] = field(default_factory=set)
 
+    @property
+    def want_dtype(self) -> str | None:
+        return DTYPES.get(self.expected.dtype or "")
+
     def check(self, module: str, pair: _Pair) -> None:
         fmt, problems = self.fmt, self.problems
         if pair.down is None or pair.up is None:
@@ -172,12 +176,16 @@ class _Found:
         rank = self.expected.rank
         if down[0] != rank:
             problems.add("rank", f"{module} has rank {down[0]}, the request asked for {rank}")
-        asked = self.expected.dtype
-        want = DTYPES.get(asked or "")
-        for half, dtype in ((fmt.down, down_dtype), (fmt.up, up_dtype)):
-            self.dtypes.add(dtype)
-            if want is not None and dtype != want:
-                problems.add("dtype", f"{module}.{half} is {dtype}, save_dtype {asked} is {want}")
+        self.dtypes.add(down_dtype)
+        self.dtypes.add(up_dtype)
+        want = self.want_dtype
+        if want is not None and (down_dtype != want or up_dtype != want):
+            asked = self.expected.dtype
+            for half, dtype in ((fmt.down, down_dtype), (fmt.up, up_dtype)):
+                if dtype != want:
+                    problems.add(
+                        "dtype", f"{module}.{half} is {dtype}, save_dtype {asked} is {want}"
+                    )
         if pair.alpha is not None and pair.alpha[1] not in ([], [1]):
             problems.add("alpha", f"{module}.alpha has shape {pair.alpha[1]}, not a scalar")
         self._fits_base(module, down, up)
@@ -219,7 +227,10 @@ def _pairs(
                 f"{key} ({_format_name(fmt)} keys start with {starts})",
             )
             continue
-        setattr(pairs.setdefault(module, _Pair()), part, info)
+        pair = pairs.get(module)
+        if pair is None:  # (setdefault would build a _Pair for every key)
+            pair = pairs[module] = _Pair()
+        setattr(pair, part, info)
     return pairs
 
 
