@@ -133,10 +133,8 @@ def _snippet(inputs: PublishInputs, usage: Usage, repo_id: str) -> str:
             f"pipe = {usage.pipeline_class}.from_pretrained("
             f'"{usage.diffusers_repo}", torch_dtype=torch.bfloat16)'
         )
-    lines += [
-        'pipe.to("cuda")',
-        f'pipe.load_lora_weights("{repo_id}", weight_name="{_diffusers_file(inputs, usage)}")',
-    ]
+    weight = diffusers_copy.diffusers_file(inputs.lora_name, usage.diffusers_copy)
+    lines += ['pipe.to("cuda")', f'pipe.load_lora_weights("{repo_id}", weight_name="{weight}")']
     args = [f"prompt={_literal(prompt)}"]
     if i2v:
         lines.append('image = load_image("first_frame.png")  # the start frame: a path or a URL')
@@ -151,13 +149,6 @@ def _snippet(inputs: PublishInputs, usage: Usage, repo_id: str) -> str:
     else:
         lines += [f"image = {call}.images[0]", 'image.save("output.png")']
     return "\n".join(lines)
-
-
-def _diffusers_file(inputs: PublishInputs, usage: Usage) -> str:
-    """The file diffusers loads: the LoRA, or its copy under diffusers' names."""
-    if usage.diffusers_copy is None:
-        return inputs.lora_name
-    return diffusers_copy.copy_name(inputs.lora_name)
 
 
 def _diffusers(inputs: PublishInputs, usage: Usage, repo_id: str) -> str:

@@ -67,6 +67,11 @@ def copy_name(lora_name: str) -> str:
     return f"{FOLDER}/{lora_name}"
 
 
+def diffusers_file(lora_name: str, converter: str | None) -> str:
+    """The file diffusers loads: the LoRA itself, or its copy when the model has a converter."""
+    return lora_name if converter is None else copy_name(lora_name)
+
+
 CONVERTERS: dict[str, Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
     "z_image": z_image_to_diffusers,
 }

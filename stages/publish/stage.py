@@ -108,8 +108,7 @@ def lora_summary(
     usage, rules = model.usage, model.lora_rules
     diffusers_file = None
     if usage is not None:
-        copy = usage.diffusers_copy is not None
-        diffusers_file = diffusers_copy.copy_name(inputs.lora_name) if copy else inputs.lora_name
+        diffusers_file = diffusers_copy.diffusers_file(inputs.lora_name, usage.diffusers_copy)
     return {
         "file": inputs.lora_name,
         "comfyui_file": next((f for f in files if f.startswith(f"{COMFY_FOLDER}/")), None),
